@@ -1,0 +1,391 @@
+//! One isolate's thread: building the `JsRuntime`, loading the handler module, and the loop that
+//! feeds it events while driving its event loop (timers, promises).
+
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::modules::{ModuleKind, WorkspaceModuleLoader, WorkspaceResolver};
+use super::{HandlerLoadError, IsolateEvent};
+use crate::api::{switchboard_api, IsolateContext};
+use crate::connections::{ConnectionId, ConnectionRegistry};
+
+const BOOTSTRAP_JS: &str = include_str!("../../runtime_js/bootstrap.js");
+const WEBSOCKETS_JS: &str = include_str!("../../runtime_js/websockets.js");
+
+/// Events handled per pass before the JS event loop (timers, promise continuations) gets a turn.
+const BATCH: usize = 256;
+
+/// What a new isolate thread needs.
+pub struct IsolateSetup {
+    pub handler_file: PathBuf,
+    pub handler: String,
+    pub resolver: WorkspaceResolver,
+    pub connections: Arc<ConnectionRegistry>,
+}
+
+/// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
+/// queue's senders are gone.
+pub fn run_isolate_thread(
+    setup: IsolateSetup,
+    events: mpsc::Receiver<IsolateEvent>,
+    ready: oneshot::Sender<Result<(), HandlerLoadError>>,
+) {
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            let _ = ready.send(Err(HandlerLoadError(format!(
+                "{}: cannot start the isolate's runtime: {error}",
+                setup.handler
+            ))));
+            return;
+        }
+    };
+    tokio.block_on(async move {
+        let handler = setup.handler.clone();
+        let mut isolate = match HandlerRuntime::new(setup) {
+            Ok(isolate) => isolate,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        if let Err(error) = isolate.load_handler().await {
+            let _ = ready.send(Err(error));
+            return;
+        }
+        if ready.send(Ok(())).is_err() {
+            return;
+        }
+        isolate.serve(events).await;
+        tracing::debug!(handler, "isolate stopped");
+    });
+}
+
+/// A `JsRuntime` with Switchboard's bootstrap and one handler module.
+struct HandlerRuntime {
+    runtime: JsRuntime,
+    handler: String,
+    handler_file: PathBuf,
+    resolver: WorkspaceResolver,
+    connections: Arc<ConnectionRegistry>,
+    /// `__switchboard.dispatch`, called for every event.
+    dispatch: v8::Global<v8::Function>,
+}
+
+impl HandlerRuntime {
+    fn new(setup: IsolateSetup) -> Result<Self, HandlerLoadError> {
+        let mut runtime = new_runtime(&setup.resolver, &setup.handler, setup.connections.clone());
+        let dispatch = global_function(&mut runtime, "dispatch")
+            .map_err(|e| HandlerLoadError(format!("{}: bootstrap failed: {e}", setup.handler)))?;
+        Ok(Self {
+            runtime,
+            handler: setup.handler,
+            handler_file: setup.handler_file,
+            resolver: setup.resolver,
+            connections: setup.connections,
+            dispatch,
+        })
+    }
+
+    /// Loads the handler module and runs its top level once.
+    async fn load_handler(&mut self) -> Result<(), HandlerLoadError> {
+        let fail = |error: String| HandlerLoadError(error);
+        let source = std::fs::read_to_string(&self.handler_file)
+            .map_err(|e| fail(format!("{}: cannot read the handler: {e}", self.handler)))?;
+        let url = deno_core::ModuleSpecifier::from_file_path(&self.handler_file)
+            .map_err(|()| fail(format!("{}: not a valid path", self.handler)))?;
+        match ModuleKind::of(&self.handler_file, &source) {
+            ModuleKind::EsModule => {
+                let id = self
+                    .runtime
+                    .load_main_es_module(&url)
+                    .await
+                    .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
+                let evaluation = self.runtime.mod_evaluate(id);
+                self.runtime
+                    .with_event_loop_future(evaluation, PollEventLoopOptions::default())
+                    .await
+                    .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
+                let namespace = self
+                    .runtime
+                    .get_module_namespace(id)
+                    .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
+                let set_handler = global_function(&mut self.runtime, "setHandler")
+                    .map_err(|e| fail(format!("{}: {e}", self.handler)))?;
+                deno_core::scope!(scope, &mut self.runtime);
+                let function = v8::Local::new(scope, &set_handler);
+                let namespace: v8::Local<v8::Value> = v8::Local::new(scope, &namespace).into();
+                let undefined = v8::undefined(scope).into();
+                function.call(scope, undefined, &[namespace]);
+            }
+            ModuleKind::CommonJs | ModuleKind::Json => {
+                let script = format!(
+                    "globalThis.__switchboard.setHandler(globalThis.__switchboard.requireMain({}));",
+                    serde_json::to_string(url.as_str()).unwrap_or_default()
+                );
+                self.runtime
+                    .execute_script("switchboard:load-handler", script)
+                    .map_err(|e| fail(describe_js_error(&e, &self.resolver)))?;
+                // Let promises and timers started by the top level settle their first turn.
+                let _ = poll_fn(|cx| {
+                    let _ = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+                    Poll::Ready(())
+                })
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds events to the handler until the queue closes, driving the JS event loop between.
+    async fn serve(&mut self, mut events: mpsc::Receiver<IsolateEvent>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        poll_fn(|cx| loop {
+            let received = match events.poll_recv_many(cx, &mut batch, BATCH) {
+                Poll::Ready(0) => return Poll::Ready(()),
+                Poll::Ready(_) => {
+                    self.dispatch_batch(&mut batch);
+                    true
+                }
+                Poll::Pending => false,
+            };
+            if let Poll::Ready(Err(error)) = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default()) {
+                tracing::error!(target: "handler", handler = %self.handler, "uncaught error: {}",
+                    describe_core_error(&error, &self.resolver));
+            }
+            if !received {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+
+    fn dispatch_batch(&mut self, batch: &mut Vec<IsolateEvent>) {
+        let mut replies: Vec<(ConnectionId, Message)> = Vec::new();
+        {
+            deno_core::scope!(scope, &mut self.runtime);
+            let dispatch = v8::Local::new(scope, &self.dispatch);
+            let receiver: v8::Local<v8::Value> = v8::undefined(scope).into();
+            for event in batch.drain(..) {
+                v8::scope!(let scope, scope);
+                let (connection, args) = event_arguments(scope, event);
+                v8::tc_scope!(let scope, scope);
+                match dispatch.call(scope, receiver, &args) {
+                    Some(reply) => {
+                        if let Some(message) = reply_message(scope, reply) {
+                            replies.push((connection, message));
+                        }
+                    }
+                    None => {
+                        let detail = scope
+                            .exception()
+                            .map(|e| e.to_rust_string_lossy(scope))
+                            .unwrap_or_else(|| "execution terminated".into());
+                        tracing::error!(target: "handler", handler = %self.handler,
+                            connection, "event dispatch failed: {detail}");
+                    }
+                }
+            }
+        }
+        for (connection, message) in replies {
+            if let Err(error) = self.connections.send(connection, message) {
+                tracing::debug!(handler = %self.handler, "reply not sent: {error}");
+            }
+        }
+    }
+}
+
+/// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c)`.
+fn event_arguments<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    event: IsolateEvent,
+) -> (ConnectionId, [v8::Local<'s, v8::Value>; 5]) {
+    let undefined: v8::Local<v8::Value> = v8::undefined(scope).into();
+    let number = |scope: &mut v8::PinScope<'s, '_>, n: f64| -> v8::Local<'s, v8::Value> {
+        v8::Number::new(scope, n).into()
+    };
+    let string = |scope: &mut v8::PinScope<'s, '_>, s: &str| -> v8::Local<'s, v8::Value> {
+        v8::String::new(scope, s).map(Into::into).unwrap_or(undefined)
+    };
+    match event {
+        IsolateEvent::Open { connection, endpoint } => (
+            connection,
+            [number(scope, 0.0), number(scope, connection as f64), string(scope, &endpoint), undefined, undefined],
+        ),
+        IsolateEvent::Text { connection, text } => (
+            connection,
+            [number(scope, 1.0), number(scope, connection as f64), string(scope, text.as_str()), undefined, undefined],
+        ),
+        IsolateEvent::Binary { connection, data } => {
+            let length = data.len();
+            let store = v8::ArrayBuffer::new_backing_store_from_vec(Vec::from(data)).make_shared();
+            let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
+            let bytes = v8::Uint8Array::new(scope, buffer, 0, length)
+                .map(Into::into)
+                .unwrap_or(undefined);
+            (connection, [number(scope, 1.0), number(scope, connection as f64), bytes, undefined, undefined])
+        }
+        IsolateEvent::Error { connection, message } => (
+            connection,
+            [number(scope, 2.0), number(scope, connection as f64), string(scope, &message), undefined, undefined],
+        ),
+        IsolateEvent::Close {
+            connection,
+            code,
+            reason,
+            was_clean,
+        } => (
+            connection,
+            [
+                number(scope, 3.0),
+                number(scope, connection as f64),
+                number(scope, f64::from(code)),
+                string(scope, &reason),
+                v8::Boolean::new(scope, was_clean).into(),
+            ],
+        ),
+    }
+}
+
+/// The dispatcher returns a string (text), a Uint8Array (binary) or undefined (no reply).
+fn reply_message(scope: &mut v8::PinScope, reply: v8::Local<v8::Value>) -> Option<Message> {
+    if reply.is_string() {
+        return Some(Message::text(reply.to_rust_string_lossy(scope)));
+    }
+    if let Ok(view) = v8::Local::<v8::ArrayBufferView>::try_from(reply) {
+        let mut bytes = vec![0u8; view.byte_length()];
+        view.copy_contents(&mut bytes);
+        return Some(Message::binary(bytes));
+    }
+    None
+}
+
+fn new_runtime(
+    resolver: &WorkspaceResolver,
+    handler: &str,
+    connections: Arc<ConnectionRegistry>,
+) -> JsRuntime {
+    let mut runtime = JsRuntime::new(RuntimeOptions {
+        module_loader: Some(Rc::new(WorkspaceModuleLoader {
+            resolver: resolver.clone(),
+        })),
+        extensions: vec![switchboard_api::init(IsolateContext {
+            handler: handler.to_string(),
+            resolver: resolver.clone(),
+            connections,
+        })],
+        ..Default::default()
+    });
+    for (name, source) in [
+        ("switchboard:bootstrap.js", BOOTSTRAP_JS),
+        ("switchboard:websockets.js", WEBSOCKETS_JS),
+    ] {
+        if let Err(error) = runtime.execute_script(name, source) {
+            // The bootstrap is ours: a failure here is a bug, reported with the engine's words.
+            tracing::error!("{name} failed: {error}");
+        }
+    }
+    runtime
+}
+
+/// `globalThis.__switchboard[name]` as a function handle.
+fn global_function(runtime: &mut JsRuntime, name: &str) -> Result<v8::Global<v8::Function>, String> {
+    let value = runtime
+        .execute_script("switchboard:internals", format!("globalThis.__switchboard.{name}"))
+        .map_err(|e| e.to_string())?;
+    deno_core::scope!(scope, runtime);
+    let local = v8::Local::new(scope, &value);
+    let function = v8::Local::<v8::Function>::try_from(local)
+        .map_err(|_| format!("__switchboard.{name} is not a function"))?;
+    Ok(v8::Global::new(scope, function))
+}
+
+/// `file: line:column: message` for an error in handler code, with paths relative to the workspace.
+fn describe_js_error(error: &deno_core::error::JsError, resolver: &WorkspaceResolver) -> String {
+    let location = error
+        .frames
+        .iter()
+        .find(|f| f.file_name.as_deref().is_some_and(|n| n.starts_with("file:")))
+        .map(|frame| {
+            format!(
+                "{}:{}:{}",
+                relative_url(frame.file_name.as_deref().unwrap_or_default(), resolver),
+                frame.line_number.unwrap_or(0),
+                frame.column_number.unwrap_or(0)
+            )
+        });
+    let message = relative_urls_in(&error.exception_message, resolver);
+    match location {
+        Some(location) => format!("{location}: {message}"),
+        None => message,
+    }
+}
+
+fn describe_core_error(error: &deno_core::error::CoreError, resolver: &WorkspaceResolver) -> String {
+    match &*error.0 {
+        deno_core::error::CoreErrorKind::Js(js) => describe_js_error(js, resolver),
+        _ => relative_urls_in(&error.to_string(), resolver),
+    }
+}
+
+fn relative_url(url: &str, resolver: &WorkspaceResolver) -> String {
+    match deno_core::ModuleSpecifier::parse(url).ok().and_then(|u| u.to_file_path().ok()) {
+        Some(path) => resolver.display(&path),
+        None => url.to_string(),
+    }
+}
+
+/// Engine messages name modules by `file://` URL; users know them by workspace path.
+fn relative_urls_in(text: &str, resolver: &WorkspaceResolver) -> String {
+    match deno_core::ModuleSpecifier::from_directory_path(resolver.root()) {
+        Ok(root) => text.replace(root.as_str(), ""),
+        Err(()) => text.to_string(),
+    }
+}
+
+/// Parses a handler (and, for ES modules, everything it imports) without running it.
+pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), String> {
+    super::init_engine();
+    let resolver = WorkspaceResolver::new(workspace_root.to_path_buf());
+    let handler = resolver.display(handler_file);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokio.block_on(async {
+        let mut runtime = new_runtime(&resolver, &handler, Arc::new(ConnectionRegistry::new()));
+        let source = std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
+        let url = deno_core::ModuleSpecifier::from_file_path(handler_file)
+            .map_err(|()| "not a valid path".to_string())?;
+        match ModuleKind::of(handler_file, &source) {
+            ModuleKind::EsModule => runtime
+                .load_side_es_module(&url)
+                .await
+                .map(|_| ())
+                .map_err(|e| describe_core_error(&e, &resolver)),
+            ModuleKind::Json => serde_json::from_str::<serde_json::Value>(&source)
+                .map(|_| ())
+                .map_err(|e| format!("{handler}:{}:{}: {e}", e.line(), e.column())),
+            ModuleKind::CommonJs => {
+                let script = format!(
+                    "(() => {{ const [fn, error] = Deno.core.compileFunction({}, {}, undefined, \
+                     [\"exports\", \"require\", \"module\", \"__filename\", \"__dirname\"]); \
+                     if (error) throw error.thrown; }})()",
+                    serde_json::to_string(&source).unwrap_or_default(),
+                    serde_json::to_string(url.as_str()).unwrap_or_default()
+                );
+                runtime
+                    .execute_script("switchboard:check", script)
+                    .map(|_| ())
+                    .map_err(|e| describe_js_error(&e, &resolver))
+            }
+        }
+    })
+}

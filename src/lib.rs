@@ -1,0 +1,13 @@
+//! Switchboard: a scriptable WebSocket integration runtime.
+//!
+//! Data flows one way: the [`workspace`] is scanned into an [`workspace::EndpointRegistry`]; the
+//! [`server`] accepts upgrades for its endpoints; each handler module runs in its own
+//! [`isolate`]; the [`api`] ops send back through the [`connections`] registry. [`app`] wires
+//! them together for the command line.
+
+pub mod api;
+pub mod app;
+pub mod connections;
+pub mod isolate;
+pub mod server;
+pub mod workspace;

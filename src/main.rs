@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::app::{self, ServeOptions};
+
+/// Switchboard: WebSocket endpoints from *.websocket descriptors, handled by JavaScript modules.
+#[derive(Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the workspace's endpoints.
+    Serve {
+        /// The workspace: a folder of project folders.
+        #[arg(default_value = "./projects")]
+        workspace: PathBuf,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Validate every descriptor and handler; exits non-zero if any has a problem.
+    Check {
+        #[arg(default_value = "./projects")]
+        workspace: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { workspace, listen } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("switchboard: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(app::serve(ServeOptions { workspace, listen })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("switchboard: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { workspace } => match app::check(&workspace) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("switchboard: {error}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,187 @@
+//! Plain HTTP: the index page, the JSON endpoint list, and the projects' static files.
+
+use std::path::{Component, Path as FsPath, PathBuf};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::AppState;
+
+/// One entry of `GET /websockets/v4/service`.
+#[derive(Debug, Serialize)]
+pub struct EndpointInfo {
+    pub endpoint: String,
+    pub description: String,
+    pub handler: String,
+    pub project: String,
+    pub descriptor: String,
+    pub path: String,
+    pub connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn endpoint_infos(state: &AppState) -> Vec<EndpointInfo> {
+    let snapshot = state.endpoints.snapshot();
+    let counts = state.connections.counts_by_endpoint();
+    snapshot
+        .endpoints
+        .values()
+        .map(|e| EndpointInfo {
+            endpoint: e.name.clone(),
+            description: e.description.clone(),
+            handler: e.handler.clone(),
+            project: e.project.clone(),
+            descriptor: e.descriptor_file.clone(),
+            path: format!("/websockets/v4/service/{}", e.name),
+            connections: counts.get(&e.name).copied().unwrap_or(0),
+            error: state.endpoints.handler_error(&e.handler_file),
+        })
+        .collect()
+}
+
+pub async fn endpoint_list(State(state): State<AppState>) -> Json<Vec<EndpointInfo>> {
+    Json(endpoint_infos(&state))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub async fn index(State(state): State<AppState>) -> Html<String> {
+    let snapshot = state.endpoints.snapshot();
+    let mut page = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Switchboard</title>\
+         <style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}\
+         .error{color:#b00}</style></head><body>\n<h1>Switchboard</h1>\n<h2>Endpoints</h2>\n",
+    );
+    let infos = endpoint_infos(&state);
+    if infos.is_empty() {
+        page.push_str("<p>No endpoints: add a <code>*.websocket</code> descriptor to a project.</p>\n");
+    } else {
+        page.push_str(
+            "<table><tr><th>Endpoint</th><th>URL</th><th>Handler</th><th>Project</th><th>Description</th><th>Open</th></tr>\n",
+        );
+        for info in &infos {
+            let status = match &info.error {
+                Some(error) => format!("<br><span class=\"error\">{}</span>", escape(error)),
+                None => String::new(),
+            };
+            page.push_str(&format!(
+                "<tr><td>{}{status}</td><td><code>{}</code></td><td>{}</td>\
+                 <td><a href=\"/services/web/{}/\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+                escape(&info.endpoint),
+                escape(&info.path),
+                escape(&info.handler),
+                escape(&info.project),
+                escape(&info.project),
+                escape(&info.description),
+                info.connections
+            ));
+        }
+        page.push_str("</table>\n");
+    }
+    if !snapshot.problems.is_empty() {
+        page.push_str("<h2>Problems</h2>\n<ul>\n");
+        for problem in &snapshot.problems {
+            page.push_str(&format!("<li class=\"error\">{}</li>\n", escape(&problem.to_string())));
+        }
+        page.push_str("</ul>\n");
+    }
+    page.push_str("<p>JSON: <a href=\"/websockets/v4/service\">/websockets/v4/service</a></p>\n</body></html>\n");
+    Html(page)
+}
+
+fn text(status: StatusCode, message: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response()
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    text(StatusCode::NOT_FOUND, format!("nothing is served at {}", uri.path()))
+}
+
+pub async fn project_root(State(state): State<AppState>, Path(project): Path<String>, uri: Uri) -> Response {
+    if !uri.path().ends_with('/') {
+        return Redirect::permanent(&format!("{}/", uri.path())).into_response();
+    }
+    serve_project_file(&state, &project, "").await
+}
+
+pub async fn static_file(State(state): State<AppState>, Path((project, path)): Path<(String, String)>) -> Response {
+    serve_project_file(&state, &project, &path).await
+}
+
+/// Serves `path` from the project's folder. The file is read on every request, so an edit shows
+/// at once; nothing outside the project can be reached, by `..` or by a symbolic link.
+async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Response {
+    let Some(file) = project_path(&state.workspace_root, project, path) else {
+        return text(StatusCode::NOT_FOUND, format!("no file {path:?} in project {project:?}"));
+    };
+    let file = if file.is_dir() { file.join("index.html") } else { file };
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => {
+            let mime = mime_guess::from_path(&file).first_or_octet_stream();
+            (
+                [
+                    (header::CONTENT_TYPE, mime.essence_str().to_string() + charset(&mime)),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(_) => text(StatusCode::NOT_FOUND, format!("no file {path:?} in project {project:?}")),
+    }
+}
+
+fn charset(mime: &mime_guess::Mime) -> &'static str {
+    if mime.type_() == mime_guess::mime::TEXT || mime.subtype() == "javascript" || mime.subtype() == "json" {
+        "; charset=utf-8"
+    } else {
+        ""
+    }
+}
+
+/// The canonical path of `project/path` if it exists and stays inside the project folder.
+fn project_path(root: &FsPath, project: &str, path: &str) -> Option<PathBuf> {
+    let safe = |p: &str| FsPath::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+    if project.is_empty() || !safe(project) || !safe(path) {
+        return None;
+    }
+    let project_dir = root.join(project).canonicalize().ok()?;
+    if !project_dir.starts_with(root) || project_dir == root {
+        return None;
+    }
+    let file = project_dir.join(path).canonicalize().ok()?;
+    file.starts_with(&project_dir).then_some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_paths_stay_inside_the_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("p/sub")).unwrap();
+        std::fs::create_dir_all(root.join("q")).unwrap();
+        std::fs::write(root.join("p/sub/a.html"), "").unwrap();
+        std::fs::write(root.join("q/secret"), "").unwrap();
+        assert_eq!(project_path(&root, "p", "sub/a.html"), Some(root.join("p/sub/a.html")));
+        assert_eq!(project_path(&root, "p", "../q/secret"), None);
+        assert_eq!(project_path(&root, "p", "/etc/passwd"), None);
+        assert_eq!(project_path(&root, "..", "x"), None);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("q/secret"), root.join("p/link")).unwrap();
+            assert_eq!(project_path(&root, "p", "link"), None);
+        }
+    }
+}
