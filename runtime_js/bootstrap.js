@@ -73,16 +73,32 @@
       throw new TypeError(`${name}: the first argument must be a function, got ${typeof callback}`);
     }
   }
+  // Browser-style numeric ids, mapped to the engine's timer objects.
+  const timers = new Map();
+  let nextTimerId = 1;
   function setTimeout(callback, delay, ...args) {
     checkCallback(callback, "setTimeout");
-    return core.createTimer(guarded(callback, "setTimeout"), delay, args, false, true);
+    const id = nextTimerId++;
+    const run = guarded(callback, "setTimeout");
+    timers.set(id, core.createTimer(() => {
+      timers.delete(id);
+      run(...args);
+    }, delay, undefined, false, true));
+    return id;
   }
   function setInterval(callback, delay, ...args) {
     checkCallback(callback, "setInterval");
-    return core.createTimer(guarded(callback, "setInterval"), delay, args, true, true);
+    const id = nextTimerId++;
+    const run = guarded(callback, "setInterval");
+    timers.set(id, core.createTimer(() => run(...args), delay, undefined, true, true));
+    return id;
   }
   function clearTimer(id) {
-    if (typeof id === "number") core.cancelTimer(id);
+    const timer = timers.get(id);
+    if (timer !== undefined) {
+      timers.delete(id);
+      core.cancelTimer(timer);
+    }
   }
 
   // ------------------------------------------------------- text and cloning
@@ -343,7 +359,15 @@
   // ------------------------------------------------------------- CommonJS
   const builtinModules = new Map();
   const moduleCache = new Map();
-  const CJS_PARAMS = ["exports", "require", "module", "__filename", "__dirname"];
+
+  // The wrapper shares the module's first line, so every reported line number is the file's own.
+  function compileCommonJs(source, url) {
+    const body = source.startsWith("#!") ? "//" + source.slice(2) : source;
+    const wrapped = `(function (exports, require, module, __filename, __dirname) {${body}\n})`;
+    const [fn, error] = core.evalContext(wrapped, url);
+    if (error) throw error.thrown;
+    return fn;
+  }
 
   function makeRequire(referrer) {
     const require = (specifier) => {
@@ -369,8 +393,7 @@
     if (kind === "esm") {
       throw new Error(`${path} is an ES module (it uses import/export): load it with import, not require()`);
     }
-    const [fn, error] = core.compileFunction(source, url, undefined, CJS_PARAMS);
-    if (error) throw error.thrown;
+    const fn = compileCommonJs(source, url);
     const module = { exports: {}, id: path, filename: path, loaded: false };
     moduleCache.set(path, module);
     const dirname = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : ".";
@@ -396,6 +419,7 @@
     formatValue,
     errorMessage,
     builtinModules,
+    compileCommonJs,
     // Loads the handler's main module when it is CommonJS; returns its exports.
     requireMain(specifier) {
       const [path, url, source, kind] = op_sb_read_module(specifier, "");

@@ -108,7 +108,10 @@ fn announce(state: &AppState, address: SocketAddr) {
         );
     }
     if snapshot.endpoints.is_empty() {
-        println!("no endpoints yet: add a *.websocket descriptor to a project of {}", state.workspace_root.display());
+        println!(
+            "no endpoints yet: add a *.websocket descriptor to a project of {}",
+            state.workspace_root.display()
+        );
     }
     println!("Switchboard is listening: open http://{address}/");
 }

@@ -24,7 +24,10 @@ pub const DEFAULT_SEND_QUEUE: usize = 1_000;
 pub enum Outbound {
     Message(Message),
     /// Send a close frame with this code and reason, after everything queued before it.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// The network side's handle on one connection.

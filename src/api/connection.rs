@@ -5,7 +5,7 @@ use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::IsolateContext;
-use crate::connections::{ConnectionId, SendError};
+use crate::connections::SendError;
 
 #[derive(Debug, thiserror::Error, deno_error::JsError)]
 pub enum ConnectionOpError {
@@ -23,17 +23,17 @@ pub enum ConnectionOpError {
 #[op2(fast)]
 pub fn op_ws_send_text(
     state: &mut OpState,
-    #[number] id: ConnectionId,
+    #[number] id: u64,
     #[string] text: String,
 ) -> Result<(), ConnectionOpError> {
     let context = state.borrow::<IsolateContext>();
     Ok(context.connections.send(id, Message::text(text))?)
 }
 
-#[op2]
+#[op2(fast)]
 pub fn op_ws_send_binary(
     state: &mut OpState,
-    #[number] id: ConnectionId,
+    #[number] id: u64,
     #[buffer(copy)] data: bytes::Bytes,
 ) -> Result<(), ConnectionOpError> {
     let context = state.borrow::<IsolateContext>();
@@ -43,7 +43,7 @@ pub fn op_ws_send_binary(
 #[op2(fast)]
 pub fn op_ws_close(
     state: &mut OpState,
-    #[number] id: ConnectionId,
+    #[number] id: u64,
     code: u32,
     #[string] reason: String,
 ) -> Result<(), ConnectionOpError> {

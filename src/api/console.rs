@@ -9,10 +9,10 @@ use super::IsolateContext;
 pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &str) {
     let handler = state.borrow::<IsolateContext>().handler.as_str();
     match level {
-        "error" => tracing::error!(target: "handler", handler, "{text}"),
-        "warn" => tracing::warn!(target: "handler", handler, "{text}"),
-        "debug" => tracing::debug!(target: "handler", handler, "{text}"),
-        "trace" => tracing::trace!(target: "handler", handler, "{text}"),
-        _ => tracing::info!(target: "handler", handler, "{text}"),
+        "error" => tracing::error!(target: "handler", "{handler}: {text}"),
+        "warn" => tracing::warn!(target: "handler", "{handler}: {text}"),
+        "debug" => tracing::debug!(target: "handler", "{handler}: {text}"),
+        "trace" => tracing::trace!(target: "handler", "{handler}: {text}"),
+        _ => tracing::info!(target: "handler", "{handler}: {text}"),
     }
 }

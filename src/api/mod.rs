@@ -1,7 +1,7 @@
 //! The ops behind the JavaScript API (`runtime_js/`): one file per concern, one extension.
 
-mod console;
 mod connection;
+mod console;
 mod modules;
 
 use std::sync::Arc;

@@ -115,7 +115,10 @@ impl IsolateHost {
 
     /// The isolate running `handler_file`, started (its module loaded and its top level run) if
     /// it is not running yet.
-    pub async fn isolate_for(&self, handler_file: &Path) -> Result<Arc<HandlerIsolate>, HandlerLoadError> {
+    pub async fn isolate_for(
+        &self,
+        handler_file: &Path,
+    ) -> Result<Arc<HandlerIsolate>, HandlerLoadError> {
         let mut isolates = self.isolates.lock().await;
         if let Some(isolate) = isolates.get(handler_file) {
             if !isolate.events.is_closed() {
@@ -158,7 +161,9 @@ impl IsolateHost {
             });
         if let Err(error) = spawned {
             live.fetch_sub(1, Ordering::SeqCst);
-            return Err(HandlerLoadError(format!("{handler}: cannot start a thread: {error}")));
+            return Err(HandlerLoadError(format!(
+                "{handler}: cannot start a thread: {error}"
+            )));
         }
         match started.await {
             Ok(Ok(())) => {
@@ -171,7 +176,9 @@ impl IsolateHost {
                 })
             }
             Ok(Err(error)) => Err(error),
-            Err(_) => Err(HandlerLoadError(format!("{handler}: the isolate's thread ended during start-up"))),
+            Err(_) => Err(HandlerLoadError(format!(
+                "{handler}: the isolate's thread ended during start-up"
+            ))),
         }
     }
 }

@@ -145,7 +145,10 @@ impl WorkspaceResolver {
     }
 
     fn from_clause(&self, referrer: &str) -> String {
-        match ModuleSpecifier::parse(referrer).ok().and_then(|u| u.to_file_path().ok()) {
+        match ModuleSpecifier::parse(referrer)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+        {
             Some(path) => format!(" from {}", self.display(&path)),
             None if referrer.is_empty() => String::new(),
             None => format!(" from {referrer}"),
@@ -153,7 +156,11 @@ impl WorkspaceResolver {
     }
 
     /// Resolves `specifier` as imported by the module at URL `referrer` ("" for the workspace root).
-    pub fn resolve_file(&self, specifier: &str, referrer: &str) -> Result<ResolvedModule, ModuleError> {
+    pub fn resolve_file(
+        &self,
+        specifier: &str,
+        referrer: &str,
+    ) -> Result<ResolvedModule, ModuleError> {
         let from = self.from_clause(referrer);
         let outside = |reason: &str| ModuleError::OutsideWorkspace {
             specifier: specifier.to_string(),
@@ -205,7 +212,12 @@ impl WorkspaceResolver {
         let file = candidates(&base)
             .into_iter()
             .find(|c| c.is_file())
-            .ok_or_else(|| not_found(format!("no file {} (tried .js, .mjs, .cjs, .json and index.js)", self.display(&base))))?;
+            .ok_or_else(|| {
+                not_found(format!(
+                    "no file {} (tried .js, .mjs, .cjs, .json and index.js)",
+                    self.display(&base)
+                ))
+            })?;
         let path = file.canonicalize().map_err(|e| ModuleError::Unreadable {
             path: self.display(&file),
             reason: e.to_string(),
@@ -217,7 +229,8 @@ impl WorkspaceResolver {
                 path.display()
             )));
         }
-        let url = ModuleSpecifier::from_file_path(&path).map_err(|()| outside("not a valid path"))?;
+        let url =
+            ModuleSpecifier::from_file_path(&path).map_err(|()| outside("not a valid path"))?;
         Ok(ResolvedModule { path, url })
     }
 
@@ -243,7 +256,10 @@ fn builtin_source(specifier: &str) -> Option<&'static str> {
 
 fn candidates(base: &Path) -> Vec<PathBuf> {
     let mut list = vec![base.to_path_buf()];
-    let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for ext in ["js", "mjs", "cjs", "json"] {
         list.push(base.with_file_name(format!("{name}.{ext}")));
     }
@@ -342,11 +358,26 @@ mod tests {
     #[test]
     fn detects_module_style() {
         let p = Path::new("h.js");
-        assert_eq!(ModuleKind::of(p, "export function onMessage(m) {}"), ModuleKind::EsModule);
-        assert_eq!(ModuleKind::of(p, "import { websockets } from \"sdk/net\";"), ModuleKind::EsModule);
-        assert_eq!(ModuleKind::of(p, "exports.onMessage = function (m) {};"), ModuleKind::CommonJs);
-        assert_eq!(ModuleKind::of(p, "const x = await import('./y.js');"), ModuleKind::CommonJs);
-        assert_eq!(ModuleKind::of(p, "/*\nexport function a() {}\n*/\nexports.a = 1;"), ModuleKind::CommonJs);
+        assert_eq!(
+            ModuleKind::of(p, "export function onMessage(m) {}"),
+            ModuleKind::EsModule
+        );
+        assert_eq!(
+            ModuleKind::of(p, "import { websockets } from \"sdk/net\";"),
+            ModuleKind::EsModule
+        );
+        assert_eq!(
+            ModuleKind::of(p, "exports.onMessage = function (m) {};"),
+            ModuleKind::CommonJs
+        );
+        assert_eq!(
+            ModuleKind::of(p, "const x = await import('./y.js');"),
+            ModuleKind::CommonJs
+        );
+        assert_eq!(
+            ModuleKind::of(p, "/*\nexport function a() {}\n*/\nexports.a = 1;"),
+            ModuleKind::CommonJs
+        );
         assert_eq!(ModuleKind::of(Path::new("h.mjs"), ""), ModuleKind::EsModule);
     }
 
@@ -358,13 +389,34 @@ mod tests {
         std::fs::write(root.join("p/a.js"), "").unwrap();
         let resolver = WorkspaceResolver::new(root.clone());
         let referrer = ModuleSpecifier::from_file_path(root.join("p/a.js")).unwrap();
-        assert_eq!(resolver.resolve_file("./a", referrer.as_str()).unwrap().path, root.join("p/a.js"));
-        assert_eq!(resolver.resolve_file("p/a", "").unwrap().path, root.join("p/a.js"));
-        let err = resolver.resolve_file("../../etc/passwd", referrer.as_str()).unwrap_err().to_string();
+        assert_eq!(
+            resolver
+                .resolve_file("./a", referrer.as_str())
+                .unwrap()
+                .path,
+            root.join("p/a.js")
+        );
+        assert_eq!(
+            resolver.resolve_file("p/a", "").unwrap().path,
+            root.join("p/a.js")
+        );
+        let err = resolver
+            .resolve_file("../../etc/passwd", referrer.as_str())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaves the workspace"), "{err}");
-        let err = resolver.resolve_file("https://example.com/x.js", referrer.as_str()).unwrap_err().to_string();
+        let err = resolver
+            .resolve_file("https://example.com/x.js", referrer.as_str())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("remote modules are not allowed"), "{err}");
-        let err = resolver.resolve_file("lodash", referrer.as_str()).unwrap_err().to_string();
-        assert!(err.starts_with("cannot find module \"lodash\" from p/a.js"), "{err}");
+        let err = resolver
+            .resolve_file("lodash", referrer.as_str())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot find module \"lodash\" from p/a.js"),
+            "{err}"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub fn run_isolate_thread(
     events: mpsc::Receiver<IsolateEvent>,
     ready: oneshot::Sender<Result<(), HandlerLoadError>>,
 ) {
-    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let tokio = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(tokio) => tokio,
         Err(error) => {
             let _ = ready.send(Err(HandlerLoadError(format!(
@@ -135,7 +138,9 @@ impl HandlerRuntime {
                     .map_err(|e| fail(describe_js_error(&e, &self.resolver)))?;
                 // Let promises and timers started by the top level settle their first turn.
                 let _ = poll_fn(|cx| {
-                    let _ = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+                    let _ = self
+                        .runtime
+                        .poll_event_loop(cx, PollEventLoopOptions::default());
                     Poll::Ready(())
                 })
                 .await;
@@ -156,8 +161,11 @@ impl HandlerRuntime {
                 }
                 Poll::Pending => false,
             };
-            if let Poll::Ready(Err(error)) = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default()) {
-                tracing::error!(target: "handler", handler = %self.handler, "uncaught error: {}",
+            if let Poll::Ready(Err(error)) = self
+                .runtime
+                .poll_event_loop(cx, PollEventLoopOptions::default())
+            {
+                tracing::error!(target: "handler", "{}: uncaught error: {}", self.handler,
                     describe_core_error(&error, &self.resolver));
             }
             if !received {
@@ -188,8 +196,8 @@ impl HandlerRuntime {
                             .exception()
                             .map(|e| e.to_rust_string_lossy(scope))
                             .unwrap_or_else(|| "execution terminated".into());
-                        tracing::error!(target: "handler", handler = %self.handler,
-                            connection, "event dispatch failed: {detail}");
+                        tracing::error!(target: "handler", "{}: event dispatch failed on connection {connection}: {detail}",
+                            self.handler);
                     }
                 }
             }
@@ -212,16 +220,33 @@ fn event_arguments<'s>(
         v8::Number::new(scope, n).into()
     };
     let string = |scope: &mut v8::PinScope<'s, '_>, s: &str| -> v8::Local<'s, v8::Value> {
-        v8::String::new(scope, s).map(Into::into).unwrap_or(undefined)
+        v8::String::new(scope, s)
+            .map(Into::into)
+            .unwrap_or(undefined)
     };
     match event {
-        IsolateEvent::Open { connection, endpoint } => (
+        IsolateEvent::Open {
             connection,
-            [number(scope, 0.0), number(scope, connection as f64), string(scope, &endpoint), undefined, undefined],
+            endpoint,
+        } => (
+            connection,
+            [
+                number(scope, 0.0),
+                number(scope, connection as f64),
+                string(scope, &endpoint),
+                undefined,
+                undefined,
+            ],
         ),
         IsolateEvent::Text { connection, text } => (
             connection,
-            [number(scope, 1.0), number(scope, connection as f64), string(scope, text.as_str()), undefined, undefined],
+            [
+                number(scope, 1.0),
+                number(scope, connection as f64),
+                string(scope, text.as_str()),
+                undefined,
+                undefined,
+            ],
         ),
         IsolateEvent::Binary { connection, data } => {
             let length = data.len();
@@ -230,11 +255,29 @@ fn event_arguments<'s>(
             let bytes = v8::Uint8Array::new(scope, buffer, 0, length)
                 .map(Into::into)
                 .unwrap_or(undefined);
-            (connection, [number(scope, 1.0), number(scope, connection as f64), bytes, undefined, undefined])
+            (
+                connection,
+                [
+                    number(scope, 1.0),
+                    number(scope, connection as f64),
+                    bytes,
+                    undefined,
+                    undefined,
+                ],
+            )
         }
-        IsolateEvent::Error { connection, message } => (
+        IsolateEvent::Error {
             connection,
-            [number(scope, 2.0), number(scope, connection as f64), string(scope, &message), undefined, undefined],
+            message,
+        } => (
+            connection,
+            [
+                number(scope, 2.0),
+                number(scope, connection as f64),
+                string(scope, &message),
+                undefined,
+                undefined,
+            ],
         ),
         IsolateEvent::Close {
             connection,
@@ -296,9 +339,15 @@ fn new_runtime(
 }
 
 /// `globalThis.__switchboard[name]` as a function handle.
-fn global_function(runtime: &mut JsRuntime, name: &str) -> Result<v8::Global<v8::Function>, String> {
+fn global_function(
+    runtime: &mut JsRuntime,
+    name: &str,
+) -> Result<v8::Global<v8::Function>, String> {
     let value = runtime
-        .execute_script("switchboard:internals", format!("globalThis.__switchboard.{name}"))
+        .execute_script(
+            "switchboard:internals",
+            format!("globalThis.__switchboard.{name}"),
+        )
         .map_err(|e| e.to_string())?;
     deno_core::scope!(scope, runtime);
     let local = v8::Local::new(scope, &value);
@@ -312,7 +361,11 @@ fn describe_js_error(error: &deno_core::error::JsError, resolver: &WorkspaceReso
     let location = error
         .frames
         .iter()
-        .find(|f| f.file_name.as_deref().is_some_and(|n| n.starts_with("file:")))
+        .find(|f| {
+            f.file_name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("file:"))
+        })
         .map(|frame| {
             format!(
                 "{}:{}:{}",
@@ -322,13 +375,20 @@ fn describe_js_error(error: &deno_core::error::JsError, resolver: &WorkspaceReso
             )
         });
     let message = relative_urls_in(&error.exception_message, resolver);
+    let message = message
+        .strip_prefix("Uncaught ")
+        .unwrap_or(&message)
+        .to_string();
     match location {
         Some(location) => format!("{location}: {message}"),
         None => message,
     }
 }
 
-fn describe_core_error(error: &deno_core::error::CoreError, resolver: &WorkspaceResolver) -> String {
+fn describe_core_error(
+    error: &deno_core::error::CoreError,
+    resolver: &WorkspaceResolver,
+) -> String {
     match &*error.0 {
         deno_core::error::CoreErrorKind::Js(js) => describe_js_error(js, resolver),
         _ => relative_urls_in(&error.to_string(), resolver),
@@ -336,7 +396,10 @@ fn describe_core_error(error: &deno_core::error::CoreError, resolver: &Workspace
 }
 
 fn relative_url(url: &str, resolver: &WorkspaceResolver) -> String {
-    match deno_core::ModuleSpecifier::parse(url).ok().and_then(|u| u.to_file_path().ok()) {
+    match deno_core::ModuleSpecifier::parse(url)
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+    {
         Some(path) => resolver.display(&path),
         None => url.to_string(),
     }
@@ -361,7 +424,8 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
         .map_err(|e| e.to_string())?;
     tokio.block_on(async {
         let mut runtime = new_runtime(&resolver, &handler, Arc::new(ConnectionRegistry::new()));
-        let source = std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
+        let source =
+            std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
         let url = deno_core::ModuleSpecifier::from_file_path(handler_file)
             .map_err(|()| "not a valid path".to_string())?;
         match ModuleKind::of(handler_file, &source) {
@@ -375,9 +439,7 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
                 .map_err(|e| format!("{handler}:{}:{}: {e}", e.line(), e.column())),
             ModuleKind::CommonJs => {
                 let script = format!(
-                    "(() => {{ const [fn, error] = Deno.core.compileFunction({}, {}, undefined, \
-                     [\"exports\", \"require\", \"module\", \"__filename\", \"__dirname\"]); \
-                     if (error) throw error.thrown; }})()",
+                    "globalThis.__switchboard.compileCommonJs({}, {});",
                     serde_json::to_string(&source).unwrap_or_default(),
                     serde_json::to_string(url.as_str()).unwrap_or_default()
                 );

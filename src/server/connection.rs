@@ -140,8 +140,11 @@ fn truncate_reason(reason: &str) -> String {
 
 /// Writes queued messages, batching whatever is waiting into one flush. Ends after a close frame,
 /// when the queue is dropped, or when the socket fails.
-async fn write_loop<S>(mut sink: S, mut queue: mpsc::Receiver<Outbound>, close_signal: Arc<CloseSignal>)
-where
+async fn write_loop<S>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Outbound>,
+    close_signal: Arc<CloseSignal>,
+) where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     loop {
@@ -177,7 +180,11 @@ where
 }
 
 /// Feeds `first` and everything already queued, then flushes. Returns true after a close frame.
-async fn write_batch<S>(sink: &mut S, first: Outbound, queue: &mut mpsc::Receiver<Outbound>) -> Result<bool, WsError>
+async fn write_batch<S>(
+    sink: &mut S,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+) -> Result<bool, WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {

@@ -63,7 +63,9 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
     );
     let infos = endpoint_infos(&state);
     if infos.is_empty() {
-        page.push_str("<p>No endpoints: add a <code>*.websocket</code> descriptor to a project.</p>\n");
+        page.push_str(
+            "<p>No endpoints: add a <code>*.websocket</code> descriptor to a project.</p>\n",
+        );
     } else {
         page.push_str(
             "<table><tr><th>Endpoint</th><th>URL</th><th>Handler</th><th>Project</th><th>Description</th><th>Open</th></tr>\n",
@@ -90,7 +92,10 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
     if !snapshot.problems.is_empty() {
         page.push_str("<h2>Problems</h2>\n<ul>\n");
         for problem in &snapshot.problems {
-            page.push_str(&format!("<li class=\"error\">{}</li>\n", escape(&problem.to_string())));
+            page.push_str(&format!(
+                "<li class=\"error\">{}</li>\n",
+                escape(&problem.to_string())
+            ));
         }
         page.push_str("</ul>\n");
     }
@@ -99,21 +104,36 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
 }
 
 fn text(status: StatusCode, message: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
 }
 
 pub async fn not_found(uri: Uri) -> Response {
-    text(StatusCode::NOT_FOUND, format!("nothing is served at {}", uri.path()))
+    text(
+        StatusCode::NOT_FOUND,
+        format!("nothing is served at {}", uri.path()),
+    )
 }
 
-pub async fn project_root(State(state): State<AppState>, Path(project): Path<String>, uri: Uri) -> Response {
+pub async fn project_root(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    uri: Uri,
+) -> Response {
     if !uri.path().ends_with('/') {
         return Redirect::permanent(&format!("{}/", uri.path())).into_response();
     }
     serve_project_file(&state, &project, "").await
 }
 
-pub async fn static_file(State(state): State<AppState>, Path((project, path)): Path<(String, String)>) -> Response {
+pub async fn static_file(
+    State(state): State<AppState>,
+    Path((project, path)): Path<(String, String)>,
+) -> Response {
     serve_project_file(&state, &project, &path).await
 }
 
@@ -121,27 +141,43 @@ pub async fn static_file(State(state): State<AppState>, Path((project, path)): P
 /// at once; nothing outside the project can be reached, by `..` or by a symbolic link.
 async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Response {
     let Some(file) = project_path(&state.workspace_root, project, path) else {
-        return text(StatusCode::NOT_FOUND, format!("no file {path:?} in project {project:?}"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no file {path:?} in project {project:?}"),
+        );
     };
-    let file = if file.is_dir() { file.join("index.html") } else { file };
+    let file = if file.is_dir() {
+        file.join("index.html")
+    } else {
+        file
+    };
     match tokio::fs::read(&file).await {
         Ok(bytes) => {
             let mime = mime_guess::from_path(&file).first_or_octet_stream();
             (
                 [
-                    (header::CONTENT_TYPE, mime.essence_str().to_string() + charset(&mime)),
+                    (
+                        header::CONTENT_TYPE,
+                        mime.essence_str().to_string() + charset(&mime),
+                    ),
                     (header::CACHE_CONTROL, "no-cache".to_string()),
                 ],
                 bytes,
             )
                 .into_response()
         }
-        Err(_) => text(StatusCode::NOT_FOUND, format!("no file {path:?} in project {project:?}")),
+        Err(_) => text(
+            StatusCode::NOT_FOUND,
+            format!("no file {path:?} in project {project:?}"),
+        ),
     }
 }
 
 fn charset(mime: &mime_guess::Mime) -> &'static str {
-    if mime.type_() == mime_guess::mime::TEXT || mime.subtype() == "javascript" || mime.subtype() == "json" {
+    if mime.type_() == mime_guess::mime::TEXT
+        || mime.subtype() == "javascript"
+        || mime.subtype() == "json"
+    {
         "; charset=utf-8"
     } else {
         ""
@@ -150,7 +186,11 @@ fn charset(mime: &mime_guess::Mime) -> &'static str {
 
 /// The canonical path of `project/path` if it exists and stays inside the project folder.
 fn project_path(root: &FsPath, project: &str, path: &str) -> Option<PathBuf> {
-    let safe = |p: &str| FsPath::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+    let safe = |p: &str| {
+        FsPath::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    };
     if project.is_empty() || !safe(project) || !safe(path) {
         return None;
     }
@@ -174,7 +214,10 @@ mod tests {
         std::fs::create_dir_all(root.join("q")).unwrap();
         std::fs::write(root.join("p/sub/a.html"), "").unwrap();
         std::fs::write(root.join("q/secret"), "").unwrap();
-        assert_eq!(project_path(&root, "p", "sub/a.html"), Some(root.join("p/sub/a.html")));
+        assert_eq!(
+            project_path(&root, "p", "sub/a.html"),
+            Some(root.join("p/sub/a.html"))
+        );
         assert_eq!(project_path(&root, "p", "../q/secret"), None);
         assert_eq!(project_path(&root, "p", "/etc/passwd"), None);
         assert_eq!(project_path(&root, "..", "x"), None);

@@ -29,7 +29,12 @@ pub fn websocket_config() -> WebSocketConfig {
 }
 
 fn refuse(status: StatusCode, reason: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason + "\n",
+    )
+        .into_response()
 }
 
 pub async fn upgrade(
@@ -44,10 +49,6 @@ pub async fn upgrade(
             format!("no WebSocket endpoint \"{name}\" is served here; GET /websockets/v4/service lists the endpoints"),
         );
     };
-    let key = match websocket_key(request.headers()) {
-        Ok(key) => key,
-        Err(refusal) => return refusal,
-    };
     let isolate = match state.isolates.isolate_for(&endpoint.handler_file).await {
         Ok(isolate) => isolate,
         Err(error) => {
@@ -57,6 +58,10 @@ pub async fn upgrade(
                 format!("endpoint \"{name}\": its handler failed to load: {error}"),
             );
         }
+    };
+    let key = match websocket_key(request.headers()) {
+        Ok(key) => key,
+        Err(refusal) => return refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let connections = state.connections.clone();
@@ -91,7 +96,10 @@ fn websocket_key(headers: &HeaderMap) -> Result<String, Response> {
         headers.get_all(name).iter().any(|value| {
             value
                 .to_str()
-                .map(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+                .map(|v| {
+                    v.split(',')
+                        .any(|part| part.trim().eq_ignore_ascii_case(token))
+                })
                 .unwrap_or(false)
         })
     };
@@ -101,18 +109,29 @@ fn websocket_key(headers: &HeaderMap) -> Result<String, Response> {
             "this URL is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)".into(),
         ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         let mut response = refuse(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported WebSocket version: only version 13 is supported".into(),
         );
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return Err(response);
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
+    match headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(key) if !key.trim().is_empty() => Ok(key.trim().to_string()),
-        _ => Err(refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header".into())),
+        _ => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key header".into(),
+        )),
     }
 }

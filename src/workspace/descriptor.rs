@@ -106,7 +106,9 @@ pub fn resolve_handler(handler: &str, workspace_root: &Path) -> Result<PathBuf, 
     };
     let relative = Path::new(handler);
     if handler.is_empty() {
-        return Err(outside("is empty: name a module such as \"my-project/handler\""));
+        return Err(outside(
+            "is empty: name a module such as \"my-project/handler\"",
+        ));
     }
     if relative.is_absolute() || handler.starts_with('/') || handler.starts_with('\\') {
         return Err(outside(
@@ -145,7 +147,12 @@ pub fn resolve_handler(handler: &str, workspace_root: &Path) -> Result<PathBuf, 
     }
     let tried = candidates
         .iter()
-        .map(|c| c.strip_prefix(workspace_root).unwrap_or(c).display().to_string())
+        .map(|c| {
+            c.strip_prefix(workspace_root)
+                .unwrap_or(c)
+                .display()
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join(", ");
     Err(DescriptorError::HandlerNotFound {
@@ -163,7 +170,10 @@ pub fn engine_note(engine: &str) -> String {
     )
 }
 
-fn required_string(object: &Map<String, Value>, field: &'static str) -> Result<String, DescriptorError> {
+fn required_string(
+    object: &Map<String, Value>,
+    field: &'static str,
+) -> Result<String, DescriptorError> {
     match object.get(field) {
         None | Some(Value::Null) => Err(DescriptorError::MissingField(field)),
         Some(Value::String(s)) if s.trim().is_empty() => Err(DescriptorError::WrongType {
@@ -244,10 +254,22 @@ mod tests {
             err("{\"handler\": }"),
             "invalid JSON at line 1, column 13: expected value"
         );
-        assert_eq!(err("[]"), "expected a JSON object with \"handler\" and \"endpoint\", found an array");
-        assert_eq!(err(r#"{"endpoint":"e"}"#), "missing required field \"handler\"");
-        assert_eq!(err(r#"{"handler":"p/h"}"#), "missing required field \"endpoint\"");
-        assert_eq!(err(r#"{"handler":1,"endpoint":"e"}"#), "field \"handler\" must be a string");
+        assert_eq!(
+            err("[]"),
+            "expected a JSON object with \"handler\" and \"endpoint\", found an array"
+        );
+        assert_eq!(
+            err(r#"{"endpoint":"e"}"#),
+            "missing required field \"handler\""
+        );
+        assert_eq!(
+            err(r#"{"handler":"p/h"}"#),
+            "missing required field \"endpoint\""
+        );
+        assert_eq!(
+            err(r#"{"handler":1,"endpoint":"e"}"#),
+            "field \"handler\" must be a string"
+        );
         assert_eq!(
             err(r#"{"handler":"p/h","endpoint":"a/b"}"#),
             "invalid endpoint \"a/b\": use 1-255 characters of A-Z a-z 0-9 _ . -"
@@ -263,7 +285,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_warnings() {
         let (_dir, root) = workspace();
-        let d = parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &root).unwrap();
+        let d =
+            parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &root).unwrap();
         assert_eq!(d.warnings, vec!["unknown field \"colour\" ignored"]);
     }
 

@@ -78,10 +78,12 @@ pub enum WorkspaceError {
 
 /// Canonicalises the workspace root so that every containment check compares like with like.
 pub fn canonical_root(path: &Path) -> Result<PathBuf, WorkspaceError> {
-    let canonical = path.canonicalize().map_err(|source| WorkspaceError::Unreadable {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let canonical = path
+        .canonicalize()
+        .map_err(|source| WorkspaceError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
     if !canonical.is_dir() {
         return Err(WorkspaceError::NotADirectory(path.display().to_string()));
     }
@@ -175,7 +177,9 @@ fn descriptor_files(root: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
             Ok(entry) => {
                 let path = entry.path();
                 if entry.file_type().is_file()
-                    && path.extension().is_some_and(|ext| ext == DESCRIPTOR_EXTENSION)
+                    && path
+                        .extension()
+                        .is_some_and(|ext| ext == DESCRIPTOR_EXTENSION)
                 {
                     files.push(path.to_path_buf());
                 }
@@ -193,8 +197,7 @@ fn descriptor_files(root: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
-    name.to_str().is_some_and(|n| n.starts_with('.'))
-        || name == "node_modules"
+    name.to_str().is_some_and(|n| n.starts_with('.')) || name == "node_modules"
 }
 
 /// The top-level folder containing `file`, if `file` is below one.
@@ -217,9 +220,21 @@ mod tests {
         std::fs::create_dir_all(root.join("a")).unwrap();
         std::fs::create_dir_all(root.join("b/deep")).unwrap();
         std::fs::write(root.join("a/h.js"), "").unwrap();
-        std::fs::write(root.join("a/one.websocket"), r#"{"handler":"a/h","endpoint":"x"}"#).unwrap();
-        std::fs::write(root.join("b/deep/two.websocket"), r#"{"handler":"a/h","endpoint":"x"}"#).unwrap();
-        std::fs::write(root.join("stray.websocket"), r#"{"handler":"a/h","endpoint":"y"}"#).unwrap();
+        std::fs::write(
+            root.join("a/one.websocket"),
+            r#"{"handler":"a/h","endpoint":"x"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("b/deep/two.websocket"),
+            r#"{"handler":"a/h","endpoint":"x"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("stray.websocket"),
+            r#"{"handler":"a/h","endpoint":"y"}"#,
+        )
+        .unwrap();
         let scan = scan(&root);
         assert_eq!(scan.endpoints.len(), 1);
         assert_eq!(scan.endpoints["x"].descriptor_file, "a/one.websocket");

@@ -1,0 +1,516 @@
+//! The runtime core over real sockets: descriptors, handlers in both module styles, replies,
+//! event context, state, ordering, parallel isolates, errors.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn lists_scanned_endpoints_and_refuses_unknown_ones_with_404() {
+    let ws = Workspace::new();
+    ws.endpoint("alpha", "one", "alpha/h")
+        .write("alpha/h.js", "exports.onMessage = (m) => m;")
+        .write(
+            "beta/deep/er/two.websocket",
+            r#"{"handler": "alpha/h.js", "endpoint": "two", "description": "second"}"#,
+        );
+    let server = Server::start(ws.path());
+    let out = server.stdout.text();
+    assert!(out.contains("endpoint one"), "{out}");
+    assert!(
+        out.contains("descriptor beta/deep/er/two.websocket  handler alpha/h.js"),
+        "{out}"
+    );
+
+    let list = server.get("/websockets/v4/service").await;
+    assert_eq!(list.status, 200);
+    let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(list[1]["description"], "second");
+    assert_eq!(list[1]["handler"], "alpha/h.js");
+    assert_eq!(list[1]["project"], "beta");
+
+    let missing = server.get("/websockets/v4/service/nope").await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("no WebSocket endpoint \"nope\""),
+        "{}",
+        missing.body
+    );
+    match tokio_tungstenite::connect_async(server.ws_url("nope")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        other => panic!("expected HTTP 404, got {other:?}"),
+    }
+    // Both of Dirigible's paths upgrade.
+    let mut client = connect(&format!("ws://{}/websockets/service/two", server.address)).await;
+    assert_eq!(
+        ask(&mut client, "via the short path").await,
+        "via the short path"
+    );
+
+    let index = server.get("/").await;
+    assert_eq!(index.status, 200);
+    assert!(
+        index.body.contains("/websockets/v4/service/one"),
+        "{}",
+        index.body
+    );
+    assert!(
+        index.body.contains("href=\"/services/web/beta/\""),
+        "{}",
+        index.body
+    );
+}
+
+#[tokio::test]
+async fn commonjs_handlers_with_require() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "cjs", "p/handler")
+        .write(
+            "p/handler.js",
+            r#"
+            const websockets = require("net/websockets");
+            const { websockets: viaSdk } = require("sdk/net");
+            const v4 = require("net/v4/websockets");
+            const greet = require("./lib/greet");
+            const shared = require("p/lib/greet.js");
+            const data = require("./data.json");
+            module.exports = {
+              onMessage(message) {
+                return [greet(message), websockets === viaSdk && websockets === v4, shared === greet, data.answer].join("|");
+              },
+            };
+            "#,
+        )
+        .write("p/lib/greet.js", "module.exports = (name) => `hello ${name}`;")
+        .write("p/data.json", r#"{"answer": 42}"#);
+    let server = Server::start(ws.path());
+    let mut client = server.connect("cjs").await;
+    assert_eq!(ask(&mut client, "cjs").await, "hello cjs|true|true|42");
+}
+
+#[tokio::test]
+async fn es_module_handlers_with_imports() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "esm", "p/handler")
+        .write(
+            "p/handler.mjs",
+            r#"
+            import { websockets } from "sdk/net";
+            import ws from "net/websockets";
+            import { shout } from "./lib/shout.mjs";
+            import legacy from "./legacy.js";
+            export function onMessage(message) {
+              return `${shout(message)} ${websockets === ws} ${legacy.kind}`;
+            }
+            "#,
+        )
+        .write(
+            "p/lib/shout.mjs",
+            "export const shout = (s) => s.toUpperCase();",
+        )
+        .write("p/legacy.js", "exports.kind = 'commonjs';");
+    let server = Server::start(ws.path());
+    let mut client = server.connect("esm").await;
+    assert_eq!(ask(&mut client, "esm").await, "ESM true commonjs");
+}
+
+#[tokio::test]
+async fn replies_by_return_value_and_conn_send() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "reply", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onOpen = (conn) => conn.send(`welcome ${conn.endpoint} ${typeof conn.id}`);
+        exports.onMessage = async function (message, conn) {
+          switch (message) {
+            case "string": return "a string";
+            case "object": return { a: 1, list: [true, null] };
+            case "number": return 7;
+            case "bytes": return new Uint8Array([1, 2, 3]);
+            case "buffer": return new Uint8Array([9, 8]).buffer;
+            case "nothing": conn.send("sent, no reply"); return undefined;
+            case "async": return await new Promise((resolve) => setTimeout(() => resolve("later"), 5));
+          }
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("reply").await;
+    assert_eq!(next_text(&mut client).await, "welcome reply number");
+    assert_eq!(ask(&mut client, "string").await, "a string");
+    assert_eq!(
+        ask(&mut client, "object").await,
+        r#"{"a":1,"list":[true,null]}"#
+    );
+    assert_eq!(ask(&mut client, "number").await, "7");
+    send_text(&mut client, "bytes").await;
+    assert_eq!(
+        next_message(&mut client).await,
+        Message::binary(vec![1, 2, 3])
+    );
+    send_text(&mut client, "buffer").await;
+    assert_eq!(next_message(&mut client).await, Message::binary(vec![9, 8]));
+    assert_eq!(ask(&mut client, "nothing").await, "sent, no reply");
+    assert_eq!(ask(&mut client, "async").await, "later");
+}
+
+#[tokio::test]
+async fn binary_frames_arrive_as_uint8array_and_echo_back() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "bin", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => (m instanceof Uint8Array ? m.map((b) => b ^ 0xff) : `text:${typeof m}`);"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("bin").await;
+    let payload: Vec<u8> = (0..=255).collect();
+    client.send(Message::binary(payload.clone())).await.unwrap();
+    let expected: Vec<u8> = payload.iter().map(|b| b ^ 0xff).collect();
+    assert_eq!(next_message(&mut client).await, Message::binary(expected));
+    assert_eq!(ask(&mut client, "hi").await, "text:string");
+    // Large binary messages cross intact.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    client.send(Message::binary(big.clone())).await.unwrap();
+    let back: Vec<u8> = big.iter().map(|b| b ^ 0xff).collect();
+    assert_eq!(next_message(&mut client).await, Message::binary(back));
+}
+
+#[tokio::test]
+async fn event_context_functions_inside_and_outside_events() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "ctx", "p/h").write(
+        "p/h.js",
+        r#"
+        const ws = require("net/websockets");
+        const describe = () => JSON.stringify({
+          method: ws.getMethod(), message: ws.getMessage(), error: ws.getError(),
+          open: ws.isOnOpen(), msg: ws.isOnMessage(), err: ws.isOnError(), close: ws.isOnClose(),
+        });
+        const atTopLevel = describe();
+        let onOpenSeen = null;
+        exports.onOpen = (conn) => { onOpenSeen = describe(); };
+        exports.onMessage = (message, conn) => {
+          if (message === "fail") throw new Error("asked to fail");
+          if (message === "top") return atTopLevel;
+          if (message === "open") return onOpenSeen;
+          return describe();
+        };
+        exports.onError = (error, conn) => conn.send(describe());
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("ctx").await;
+    let top: serde_json::Value = serde_json::from_str(&ask(&mut client, "top").await).unwrap();
+    assert_eq!(
+        top,
+        serde_json::json!({"method": null, "message": null, "error": null, "open": false, "msg": false, "err": false, "close": false})
+    );
+    let open: serde_json::Value = serde_json::from_str(&ask(&mut client, "open").await).unwrap();
+    assert_eq!(open["method"], "onopen");
+    assert_eq!(open["open"], true);
+    let message: serde_json::Value =
+        serde_json::from_str(&ask(&mut client, "hello").await).unwrap();
+    assert_eq!(
+        message,
+        serde_json::json!({"method": "onmessage", "message": "hello", "error": null, "open": false, "msg": true, "err": false, "close": false})
+    );
+    let error: serde_json::Value = serde_json::from_str(&ask(&mut client, "fail").await).unwrap();
+    assert_eq!(error["method"], "onerror");
+    assert_eq!(error["err"], true);
+    assert_eq!(error["error"], "Error: asked to fail");
+}
+
+#[tokio::test]
+async fn module_state_persists_across_events_and_connections_and_close_is_reported() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "state", "p/h").write(
+        "p/h.js",
+        r#"
+        let count = 0;
+        const closes = [];
+        exports.onMessage = (m) => (m === "closes" ? JSON.stringify(closes) : String(++count));
+        exports.onClose = (conn, event) => { closes.push([event.code, event.reason, event.wasClean]); };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut first = server.connect("state").await;
+    assert_eq!(ask(&mut first, "x").await, "1");
+    assert_eq!(ask(&mut first, "x").await, "2");
+    first
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4001u16.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    // The server answers the close handshake.
+    while let Some(Ok(message)) = first.next().await {
+        if let Message::Close(frame) = message {
+            assert_eq!(u16::from(frame.unwrap().code), 4001);
+        }
+    }
+    let mut second = server.connect("state").await;
+    assert_eq!(ask(&mut second, "x").await, "3");
+    assert_eq!(ask(&mut second, "closes").await, r#"[[4001,"bye",true]]"#);
+}
+
+#[tokio::test]
+async fn a_thousand_messages_keep_their_order() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "order", "p/h").write(
+        "p/h.js",
+        "let n = 0; exports.onMessage = (m) => `${n++}:${m}`;",
+    );
+    let server = Server::start(ws.path());
+    let client = server.connect("order").await;
+    let (mut sink, mut stream) = client.split();
+    let writer = tokio::spawn(async move {
+        for i in 0..1000 {
+            sink.feed(Message::text(format!("m{i}"))).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        sink
+    });
+    for i in 0..1000 {
+        let message = tokio::time::timeout(TIMEOUT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(message, Message::text(format!("{i}:m{i}")));
+    }
+    let _sink = writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn handlers_run_in_parallel_while_one_is_slow() {
+    let ws = Workspace::new();
+    ws.endpoint("slow", "slow", "slow/h")
+        .write(
+            "slow/h.js",
+            // Spins, holding its isolate's thread, far longer than the fast exchange below takes.
+            r#"exports.onMessage = (m) => { const end = Date.now() + 30000; while (Date.now() < end) {} return "slow done"; };"#,
+        )
+        .endpoint("fast", "fast", "fast/h")
+        .write("fast/h.js", "exports.onMessage = (m) => `fast ${m}`;");
+    let server = Server::start(ws.path());
+    let mut slow = server.connect("slow").await;
+    let mut fast = server.connect("fast").await;
+    send_text(&mut slow, "go").await;
+    for i in 0..20 {
+        assert_eq!(ask(&mut fast, &i.to_string()).await, format!("fast {i}"));
+    }
+    // Every fast reply came while the slow handler was still busy with its message.
+    use futures_util::FutureExt;
+    assert!(
+        slow.next().now_or_never().is_none(),
+        "the slow handler answered first"
+    );
+}
+
+#[tokio::test]
+async fn a_throwing_handler_keeps_the_connection_and_calls_on_error() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "throws", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onMessage = (m) => {
+          if (m === "throw") throw new TypeError("bad input");
+          if (m === "reject") return Promise.reject(new Error("async failure"));
+          return `ok ${m}`;
+        };
+        exports.onError = (error, conn) => conn.send(`onError: ${error}`);
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("throws").await;
+    assert_eq!(
+        ask(&mut client, "throw").await,
+        "onError: TypeError: bad input"
+    );
+    assert_eq!(ask(&mut client, "still here").await, "ok still here");
+    assert_eq!(
+        ask(&mut client, "reject").await,
+        "onError: Error: async failure"
+    );
+    assert_eq!(ask(&mut client, "again").await, "ok again");
+    let log = server
+        .stderr
+        .wait_for("the logged error", |l| l.contains("bad input"));
+    assert!(log.contains("p/h.js"), "{log}");
+    assert!(log.contains("onMessage failed"), "{log}");
+}
+
+#[tokio::test]
+async fn console_output_is_logged_with_the_handler_path() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "talk", "p/h").write(
+        "p/h.js",
+        r#"console.log("loaded", {a: 1}); exports.onMessage = (m) => { console.warn("got", m); return m; };"#,
+    );
+    let server = Server::start(ws.path());
+    server.stderr.wait_for("top-level console.log", |l| {
+        l.contains("loaded {\"a\":1}") && l.contains("p/h.js")
+    });
+    let mut client = server.connect("talk").await;
+    assert_eq!(ask(&mut client, "ping").await, "ping");
+    let line = server
+        .stderr
+        .wait_for("console.warn", |l| l.contains("got ping"));
+    assert!(line.contains("WARN") && line.contains("p/h.js"), "{line}");
+}
+
+#[tokio::test]
+async fn globals_users_expect_are_there() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "globals", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onMessage = async (m) => {
+          const encoded = new TextEncoder().encode("héllo");
+          const decoded = new TextDecoder().decode(encoded);
+          const clone = structuredClone({ nested: [1, 2] });
+          const micro = await new Promise((resolve) => queueMicrotask(() => resolve("micro")));
+          const ticks = await new Promise((resolve) => {
+            let n = 0;
+            const id = setInterval(() => { if (++n === 3) { clearInterval(id); resolve(n); } }, 1);
+          });
+          const cancelled = await new Promise((resolve) => {
+            const id = setTimeout(() => resolve("not cancelled"), 1);
+            clearTimeout(id);
+            setTimeout(() => resolve("cancelled"), 5);
+          });
+          return [encoded.length, decoded, clone.nested.length, micro, ticks, cancelled].join(",");
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("globals").await;
+    assert_eq!(ask(&mut client, "go").await, "6,héllo,2,micro,3,cancelled");
+}
+
+#[tokio::test]
+async fn bad_descriptors_are_reported_while_good_ones_serve() {
+    let ws = Workspace::new();
+    ws.endpoint("good", "good", "good/h")
+        .write("good/h.js", "exports.onMessage = (m) => `good ${m}`;")
+        .write("bad/json.websocket", "{ not json")
+        .write("bad/missing.websocket", r#"{"endpoint": "x"}"#)
+        .write(
+            "bad/nohandler.websocket",
+            r#"{"handler": "bad/nothing", "endpoint": "y"}"#,
+        )
+        .write(
+            "bad/dup.websocket",
+            r#"{"handler": "good/h", "endpoint": "good"}"#,
+        )
+        .endpoint("broken", "broken", "broken/h")
+        .write("broken/h.js", "exports.onMessage = (m) => { return m +; };");
+    let server = Server::start(ws.path());
+    let mut client = server.connect("good").await;
+    assert_eq!(ask(&mut client, "still").await, "good still");
+    let log = server.stderr.text();
+    for expected in [
+        "bad/json.websocket: invalid JSON at line 1, column 3",
+        "bad/missing.websocket: missing required field \"handler\"",
+        "bad/nohandler.websocket: handler \"bad/nothing\" not found",
+        "duplicate endpoint \"good\": already defined by",
+        "broken/h.js",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+    // The endpoint whose handler does not load refuses upgrades with the reason.
+    let refused = server.get("/websockets/v4/service/broken").await;
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(refused.body.contains("broken/h.js"), "{}", refused.body);
+    let index = server.get("/").await;
+    assert!(
+        index.body.contains("bad/json.websocket: invalid JSON"),
+        "{}",
+        index.body
+    );
+}
+
+#[tokio::test]
+async fn project_static_files_are_served_and_confined() {
+    let ws = Workspace::new();
+    ws.write("site/index.html", "<h1>home</h1>")
+        .write("site/js/app.js", "console.log(1)")
+        .write("other/secret.txt", "secret");
+    let server = Server::start(ws.path());
+    let page = server.get("/services/web/site/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, "<h1>home</h1>");
+    assert!(
+        page.headers
+            .to_lowercase()
+            .contains("content-type: text/html"),
+        "{}",
+        page.headers
+    );
+    let script = server.get("/services/web/site/js/app.js").await;
+    assert_eq!(script.status, 200);
+    assert!(
+        script.headers.to_lowercase().contains("javascript"),
+        "{}",
+        script.headers
+    );
+    for escape in [
+        "/services/web/site/../other/secret.txt",
+        "/services/web/site/%2e%2e/other/secret.txt",
+        "/services/web/site/..%2fother/secret.txt",
+        "/services/web/..%2fother/secret.txt",
+    ] {
+        let response = server.get(escape).await;
+        assert_ne!(response.status, 200, "{escape} served: {}", response.body);
+        assert!(
+            !response.body.contains("secret\n") && response.body != "secret",
+            "{escape}"
+        );
+    }
+    assert_eq!(server.get("/services/web/site/nope.html").await.status, 404);
+}
+
+#[tokio::test]
+async fn the_sample_projects_work() {
+    let projects = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("projects");
+    let server = Server::start(&projects);
+    let mut echo = server.connect("echo").await;
+    assert_eq!(ask(&mut echo, "hello").await, "hello");
+    echo.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+    assert_eq!(
+        next_message(&mut echo).await,
+        Message::binary(vec![0u8, 1, 2])
+    );
+
+    // Dirigible's documented handler: logs, no reply.
+    let mut mine = server.connect("my-endpoint").await;
+    send_text(&mut mine, "hello").await;
+    server.stderr.wait_for("the documented handler's log", |l| {
+        l.contains("Message received: hello")
+    });
+    drop(mine);
+
+    let mut alice = server.connect("chat").await;
+    let joined: serde_json::Value = serde_json::from_str(&next_text(&mut alice).await).unwrap();
+    assert_eq!(joined["type"], "joined");
+    let mut bob = server.connect("chat").await;
+    let _bob_joined_seen_by_bob = next_text(&mut bob).await;
+    let _bob_joined_seen_by_alice = next_text(&mut alice).await;
+    send_text(&mut alice, "hi bob").await;
+    for client in [&mut alice, &mut bob] {
+        let event: serde_json::Value = serde_json::from_str(&next_text(client).await).unwrap();
+        assert_eq!(event["type"], "message");
+        assert_eq!(event["text"], "hi bob");
+    }
+}

@@ -1,0 +1,271 @@
+//! Test support: a workspace in a temporary folder, the real `switchboard` binary serving it on
+//! an ephemeral loopback port, a WebSocket client, and a minimal HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Every wait in the tests is bounded by this, so a broken server fails a test instead of hanging it.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A temporary workspace of project folders.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temporary workspace"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `text` at `relative`, creating folders.
+    pub fn write(&self, relative: &str, text: &str) -> &Self {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    /// A descriptor `project/name.websocket` binding `endpoint` to `handler`.
+    pub fn endpoint(&self, project: &str, endpoint: &str, handler: &str) -> &Self {
+        self.write(
+            &format!("{project}/{endpoint}.websocket"),
+            &format!(r#"{{"handler": "{handler}", "endpoint": "{endpoint}", "description": "test {endpoint}"}}"#),
+        )
+    }
+}
+
+/// Lines a child process printed, shared with the thread reading them.
+#[derive(Clone, Default)]
+pub struct Output {
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Output {
+    fn capture(self, stream: impl std::io::Read + Send + 'static) -> Self {
+        let lines = self.lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let (store, signal) = &*lines;
+                store.lock().unwrap().push(line);
+                signal.notify_all();
+            }
+        });
+        self
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a line satisfies `predicate` and returns it.
+    pub fn wait_for(&self, what: &str, predicate: impl Fn(&str) -> bool) -> String {
+        let (store, signal) = &*self.lines;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut lines = store.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| predicate(l)) {
+                return line.clone();
+            }
+            let now = std::time::Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}; output so far:\n{}",
+                lines.join("\n")
+            );
+            lines = signal.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// The switchboard binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+/// A running `switchboard serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub address: String,
+    pub stdout: Output,
+    pub stderr: Output,
+}
+
+impl Server {
+    pub fn start(workspace: &Path) -> Server {
+        Self::start_with(workspace, &[])
+    }
+
+    pub fn start_with(workspace: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg(workspace)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let stdout = Output::default().capture(child.stdout.take().unwrap());
+        let stderr = Output::default().capture(child.stderr.take().unwrap());
+        let line = stdout.wait_for("the listening line", |l| {
+            l.contains("Switchboard is listening")
+        });
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix('/'))
+            .expect("address in the listening line")
+            .to_string();
+        Server {
+            child,
+            address,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn ws_url(&self, endpoint: &str) -> String {
+        format!("ws://{}/websockets/v4/service/{endpoint}", self.address)
+    }
+
+    pub async fn connect(&self, endpoint: &str) -> Client {
+        connect(&self.ws_url(endpoint)).await
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        http_get(&self.address, path).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    client
+}
+
+/// The next data or close message, skipping pings and pongs.
+pub async fn next_message(client: &mut Client) -> Message {
+    loop {
+        let message = tokio::time::timeout(TIMEOUT, client.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("connection ended")
+            .expect("read error");
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
+}
+
+pub async fn next_text(client: &mut Client) -> String {
+    match next_message(client).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+pub async fn send_text(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).await.expect("send");
+}
+
+/// Sends `text` and returns the text reply.
+pub async fn ask(client: &mut Client, text: &str) -> String {
+    send_text(client, text).await;
+    next_text(client).await
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// A GET over a fresh connection (`Connection: close`), enough for status, headers and body.
+pub async fn http_get(address: &str, path: &str) -> HttpResponse {
+    let work = async {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = tokio::time::timeout(TIMEOUT, work)
+        .await
+        .expect("HTTP GET timed out");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    HttpResponse {
+        status,
+        headers: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Runs `switchboard check` on `workspace`: (exit code, stdout).
+pub fn run_check(workspace: &Path) -> (i32, String) {
+    let output = Command::new(binary())
+        .arg("check")
+        .arg(workspace)
+        .output()
+        .expect("run switchboard check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
+}
