@@ -144,7 +144,7 @@ impl WorkspaceResolver {
         crate::workspace::relative_display(&self.root, path)
     }
 
-    fn from_clause(&self, referrer: &str) -> String {
+    fn referrer_clause(&self, referrer: &str) -> String {
         match ModuleSpecifier::parse(referrer)
             .ok()
             .and_then(|u| u.to_file_path().ok())
@@ -161,7 +161,7 @@ impl WorkspaceResolver {
         specifier: &str,
         referrer: &str,
     ) -> Result<ResolvedModule, ModuleError> {
-        let from = self.from_clause(referrer);
+        let from = self.referrer_clause(referrer);
         let outside = |reason: &str| ModuleError::OutsideWorkspace {
             specifier: specifier.to_string(),
             from: from.clone(),

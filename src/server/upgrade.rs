@@ -61,7 +61,7 @@ pub async fn upgrade(
     };
     let key = match websocket_key(request.headers()) {
         Ok(key) => key,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let connections = state.connections.clone();
@@ -91,7 +91,7 @@ pub async fn upgrade(
 }
 
 /// Checks that the request is a WebSocket upgrade (RFC 6455 4.2.1) and returns its key.
-fn websocket_key(headers: &HeaderMap) -> Result<String, Response> {
+fn websocket_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -104,10 +104,10 @@ fn websocket_key(headers: &HeaderMap) -> Result<String, Response> {
         })
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::UPGRADE_REQUIRED,
             "this URL is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)".into(),
-        ));
+        )));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -122,16 +122,16 @@ fn websocket_key(headers: &HeaderMap) -> Result<String, Response> {
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return Err(response);
+        return Err(Box::new(response));
     }
     match headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
     {
         Some(key) if !key.trim().is_empty() => Ok(key.trim().to_string()),
-        _ => Err(refuse(
+        _ => Err(Box::new(refuse(
             StatusCode::BAD_REQUEST,
             "missing Sec-WebSocket-Key header".into(),
-        )),
+        ))),
     }
 }

@@ -514,3 +514,39 @@ async fn the_sample_projects_work() {
         assert_eq!(event["text"], "hi bob");
     }
 }
+
+#[tokio::test]
+async fn a_handler_closes_with_a_code_and_reason_and_bad_codes_are_range_errors() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "closer", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onMessage = (m, conn) => {
+          if (m === "bad code") conn.close(1001, "no");
+          if (m === "long reason") conn.close(4000, "x".repeat(124));
+          if (m === "bye") conn.close(4321, "done here");
+          return `still open after ${m}`;
+        };
+        exports.onError = (error, conn) => conn.send(`onError: ${error}`);
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("closer").await;
+    assert_eq!(
+        ask(&mut client, "bad code").await,
+        "onError: RangeError: close: code must be 1000 or 3000-4999, got 1001"
+    );
+    assert_eq!(
+        ask(&mut client, "long reason").await,
+        "onError: RangeError: close: reason must be at most 123 bytes of UTF-8, got 124"
+    );
+    // The close is queued before the return value, so nothing follows the close frame.
+    send_text(&mut client, "bye").await;
+    match next_message(&mut client).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4321);
+            assert_eq!(frame.reason.as_str(), "done here");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
