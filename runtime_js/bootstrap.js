@@ -12,6 +12,12 @@
     op_ws_send_text,
     op_ws_send_binary,
     op_ws_close,
+    op_ws_client_info,
+    op_ws_client_state,
+    op_ws_client_send_text,
+    op_ws_client_send_binary,
+    op_ws_client_close,
+    op_ws_client_forget,
   } = ops;
 
   // ---------------------------------------------------------------- console
@@ -171,10 +177,6 @@
     }
     return JSON.stringify(data);
   }
-  function sendWire(id, wire) {
-    if (typeof wire === "string") op_ws_send_text(id, wire);
-    else op_ws_send_binary(id, wire);
-  }
   function checkClose(code, reason) {
     if (code === undefined) code = 1000;
     if (!Number.isInteger(code) || !(code === 1000 || (code >= 3000 && code <= 4999))) {
@@ -188,7 +190,18 @@
     return [code, reason];
   }
 
-  // ------------------------------------------------------------ connections
+  // ------------------------------------------------- connections and clients
+  // Both kinds of socket share the delivery machinery below through these symbols.
+  const SEND = Symbol("send");
+  const FORGET = Symbol("forget");
+  const LABEL = Symbol("label");
+
+  // Per-socket delivery state: events that arrive while an async handler for the same socket
+  // is still running wait in `queue`, so each socket's events run in arrival order.
+  function deliveryState() {
+    return { queue: null, busy: false, closed: false, finishWhenIdle: false, errorReported: false };
+  }
+
   const connections = new Map();
 
   class Connection {
@@ -197,11 +210,8 @@
     constructor(id, endpoint) {
       this.#id = id;
       this.#endpoint = endpoint;
-      // Events that arrived while an async handler for this connection was still running.
-      this.queue = null;
-      this.busy = false;
-      this.closed = false;
-      this.finishWhenIdle = false;
+      this.delivery = deliveryState();
+      Object.defineProperty(this, "delivery", { enumerable: false });
     }
     get id() {
       return this.#id;
@@ -210,7 +220,7 @@
       return this.#endpoint;
     }
     send(data) {
-      sendWire(this.#id, toWire(data, "send"));
+      this[SEND](toWire(data, "send"));
     }
     close(code, reason) {
       const [c, r] = checkClose(code, reason);
@@ -219,13 +229,101 @@
     toJSON() {
       return { id: this.#id, endpoint: this.#endpoint };
     }
+    [SEND](wire) {
+      if (typeof wire === "string") op_ws_send_text(this.#id, wire);
+      else op_ws_send_binary(this.#id, wire);
+    }
+    [FORGET]() {
+      connections.delete(this.#id);
+    }
+    get [LABEL]() {
+      return `connection ${this.#id} (${this.#endpoint})`;
+    }
   }
   Object.defineProperty(Connection.prototype, Symbol.toStringTag, { value: "Connection" });
+
+  const clients = new Map();
+  const DATA_TYPES = ["text", "blob", "object"];
+
+  // A client created by createWebsocket. It holds only the client's id: the socket belongs to
+  // the runtime, so the same client can be used from any isolate.
+  class WebsocketClient {
+    #id;
+    #uri;
+    #handler;
+    #dataType;
+    constructor(info) {
+      this.#id = info.id;
+      this.#uri = info.uri;
+      this.#handler = info.handler;
+      this.#dataType = info.dataType;
+      this.delivery = deliveryState();
+      Object.defineProperty(this, "delivery", { enumerable: false });
+    }
+    get id() {
+      return this.#id;
+    }
+    get uri() {
+      return this.#uri;
+    }
+    get url() {
+      return this.#uri;
+    }
+    get handler() {
+      return this.#handler;
+    }
+    get dataType() {
+      return this.#dataType;
+    }
+    get status() {
+      return op_ws_client_state(this.#id)[0];
+    }
+    get protocol() {
+      return op_ws_client_state(this.#id)[1] ?? "";
+    }
+    send(data) {
+      this[SEND](toWire(data, "send"));
+    }
+    close(code, reason) {
+      const [c, r] = checkClose(code, reason);
+      op_ws_client_close(this.#id, c, r);
+    }
+    terminate(code, reason) {
+      this.close(code, reason);
+    }
+    toJSON() {
+      return { id: this.#id, uri: this.#uri, handler: this.#handler, status: this.status };
+    }
+    [SEND](wire) {
+      if (typeof wire === "string") op_ws_client_send_text(this.#id, wire);
+      else op_ws_client_send_binary(this.#id, wire);
+    }
+    [FORGET]() {
+      clients.delete(this.#id);
+      op_ws_client_forget(this.#id);
+    }
+    get [LABEL]() {
+      return `client ${this.#id} (${this.#uri})`;
+    }
+  }
+  Object.defineProperty(WebsocketClient.prototype, Symbol.toStringTag, { value: "WebsocketClient" });
+
+  // The isolate's object for client `id`, made on first use.
+  function clientFor(id) {
+    let client = clients.get(id);
+    if (client === undefined) {
+      const info = op_ws_client_info(id);
+      if (info === null) return null;
+      client = new WebsocketClient(info);
+      clients.set(id, client);
+    }
+    return client;
+  }
 
   // --------------------------------------------------------- event context
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
-  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3;
+  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4;
   let current = null;
   let handler = {};
 
@@ -240,56 +338,66 @@
   };
 
   // ---------------------------------------------------------- dispatching
-  function invoke(conn, kind, a, b, c) {
-    const name = EXPORTS[kind];
-    const fn = handler[name];
+  function invoke(socket, kind, a, b, c) {
+    const fn = handler[EXPORTS[kind]];
     if (typeof fn !== "function") return undefined;
-    const event = { kind, data: kind === MESSAGE || kind === ERROR ? a : null };
     const previous = current;
-    current = event;
+    current = { kind, data: kind === MESSAGE || kind === ERROR ? a : null };
     try {
       switch (kind) {
         case OPEN:
-          return fn.call(handler, conn);
+          return fn.call(handler, socket);
         case MESSAGE:
-          return fn.call(handler, a, conn);
         case ERROR:
-          return fn.call(handler, a, conn);
+          return fn.call(handler, a, socket);
         default:
-          return fn.call(handler, conn, { code: a, reason: b, wasClean: c });
+          return fn.call(handler, socket, { code: a, reason: b, wasClean: c });
       }
     } finally {
       current = previous;
     }
   }
 
-  function reportFailure(conn, kind, error) {
-    op_sb_log("error", `${EXPORTS[kind]} failed on connection ${conn.id} (${conn.endpoint}): ${describeError(error)}`);
-    if (kind !== ERROR && kind !== CLOSE && !conn.closed) {
-      runEvent(conn, ERROR, errorMessage(error));
+  function reportFailure(socket, kind, error) {
+    op_sb_log("error", `${EXPORTS[kind]} failed on ${socket[LABEL]}: ${describeError(error)}`);
+    if (kind !== ERROR && kind !== CLOSE && !socket.delivery.closed) {
+      runEvent(socket, ERROR, errorMessage(error));
     }
   }
 
   // Runs one event; returns the reply for the Rust side to send, or undefined.
-  function runEvent(conn, kind, a, b, c) {
+  function runEvent(socket, kind, a, b, c) {
+    const delivery = socket.delivery;
+    if (kind === ERROR && socket instanceof WebsocketClient) {
+      // 4D's order: at most one onError per client.
+      if (delivery.errorReported) {
+        op_sb_log("warn", `${socket[LABEL]}: further error not passed to onError: ${a}`);
+        return undefined;
+      }
+      delivery.errorReported = true;
+    }
+    if (kind === MESSAGE && socket instanceof WebsocketClient) {
+      a = clientMessage(socket, a);
+      if (a === undefined) return undefined;
+    }
     let result;
     try {
-      result = invoke(conn, kind, a, b, c);
+      result = invoke(socket, kind, a, b, c);
     } catch (error) {
-      reportFailure(conn, kind, error);
+      reportFailure(socket, kind, error);
       return undefined;
     }
     if (result !== null && typeof result === "object" && typeof result.then === "function") {
-      conn.busy = true;
+      delivery.busy = true;
       result.then(
         (value) => {
-          if (kind === MESSAGE) replyLater(conn, value);
+          if (kind === MESSAGE) replyLater(socket, value);
         },
-        (error) => reportFailure(conn, kind, error),
+        (error) => reportFailure(socket, kind, error),
       ).finally(() => {
-        conn.busy = false;
-        drainQueue(conn);
-        if (!conn.busy && conn.finishWhenIdle) finish(conn);
+        delivery.busy = false;
+        drainQueue(socket);
+        if (!delivery.busy && delivery.finishWhenIdle) finish(socket);
       });
       return undefined;
     }
@@ -297,62 +405,87 @@
     try {
       return toWire(result, "onMessage's return value");
     } catch (error) {
-      reportFailure(conn, kind, error);
+      reportFailure(socket, kind, error);
       return undefined;
     }
   }
 
-  function replyLater(conn, value) {
-    if (value === undefined || value === null || conn.closed) return;
+  function replyLater(socket, value) {
+    if (value === undefined || value === null || socket.delivery.closed) return;
     try {
-      sendWire(conn.id, toWire(value, "onMessage's resolved value"));
+      socket[SEND](toWire(value, "onMessage's resolved value"));
     } catch (error) {
-      reportFailure(conn, MESSAGE, error);
+      reportFailure(socket, MESSAGE, error);
     }
   }
 
-  function drainQueue(conn) {
-    while (!conn.busy && conn.queue && conn.queue.length > 0) {
-      const [kind, a, b, c] = conn.queue.shift();
-      const reply = runEvent(conn, kind, a, b, c);
+  function drainQueue(socket) {
+    const delivery = socket.delivery;
+    while (!delivery.busy && delivery.queue && delivery.queue.length > 0) {
+      const [kind, a, b, c] = delivery.queue.shift();
+      const reply = runEvent(socket, kind, a, b, c);
       if (reply !== undefined) {
         try {
-          sendWire(conn.id, reply);
+          socket[SEND](reply);
         } catch (error) {
-          op_sb_log("warn", `reply to connection ${conn.id} not sent: ${errorMessage(error)}`);
+          op_sb_log("warn", `reply to ${socket[LABEL]} not sent: ${errorMessage(error)}`);
         }
       }
-      afterEvent(conn, kind);
+      afterEvent(socket, kind);
     }
   }
 
-  // A connection is forgotten once its onClose, sync or async, has finished.
-  function afterEvent(conn, kind) {
+  // A socket is forgotten once its onClose, sync or async, has finished.
+  function afterEvent(socket, kind) {
     if (kind !== CLOSE) return;
-    if (conn.busy) conn.finishWhenIdle = true;
-    else finish(conn);
+    if (socket.delivery.busy) socket.delivery.finishWhenIdle = true;
+    else finish(socket);
   }
 
-  function finish(conn) {
-    conn.closed = true;
-    connections.delete(conn.id);
+  function finish(socket) {
+    socket.delivery.closed = true;
+    socket[FORGET]();
+  }
+
+  // A client's message as its dataType asks; undefined when it cannot be converted.
+  function clientMessage(client, message) {
+    if (typeof message !== "string") return message;
+    if (client.dataType === "blob") return core.encode(message);
+    if (client.dataType !== "object") return message;
+    try {
+      return JSON.parse(message);
+    } catch (error) {
+      const preview = message.length > 60 ? `${message.slice(0, 60)}...` : message;
+      runEvent(client, ERROR, `message is not JSON (dataType "object"): ${error.message}: ${JSON.stringify(preview)}`);
+      return undefined;
+    }
   }
 
   // Called by the Rust side for every event, in arrival order. The return value is the reply.
   function dispatch(kind, id, a, b, c) {
-    let conn = connections.get(id);
-    if (kind === OPEN) {
-      conn = new Connection(id, a);
-      connections.set(id, conn);
-    } else if (conn === undefined) {
+    let socket;
+    if (kind >= CLIENT_KINDS) {
+      kind -= CLIENT_KINDS;
+      socket = clientFor(id);
+      if (socket === null) {
+        op_sb_log("warn", `event ${METHODS[kind]} for unknown client ${id} dropped`);
+        return undefined;
+      }
+    } else {
+      socket = connections.get(id);
+      if (kind === OPEN) {
+        socket = new Connection(id, a);
+        connections.set(id, socket);
+      } else if (socket === undefined) {
+        return undefined;
+      }
+    }
+    if (socket.delivery.busy) {
+      (socket.delivery.queue ||= []).push([kind, a, b, c]);
       return undefined;
     }
-    if (conn.busy) {
-      (conn.queue ||= []).push([kind, a, b, c]);
-      return undefined;
-    }
-    const reply = runEvent(conn, kind, a, b, c);
-    afterEvent(conn, kind);
+    const reply = runEvent(socket, kind, a, b, c);
+    afterEvent(socket, kind);
     return reply;
   }
 
@@ -413,8 +546,10 @@
     context,
     connections,
     Connection,
+    WebsocketClient,
+    clientFor,
+    DATA_TYPES,
     toWire,
-    sendWire,
     checkClose,
     formatValue,
     errorMessage,

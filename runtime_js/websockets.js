@@ -4,7 +4,67 @@
 
 ((globalThis) => {
   const internals = globalThis.__switchboard;
-  const { context } = internals;
+  const { context, formatValue } = internals;
+  const {
+    op_ws_client_create,
+    op_ws_client_state,
+    op_ws_clients_list,
+    op_ws_client_by_handler,
+  } = globalThis.Deno.core.ops;
+
+  function describe(value) {
+    return typeof value === "string" ? JSON.stringify(value) : `${typeof value} ${formatValue(value)}`;
+  }
+
+  const OPTION_TYPES = {
+    headers: "object",
+    protocols: "string or array",
+    dataType: "string",
+    tls: "object",
+    connectTimeoutMs: "number",
+    engine: "string",
+  };
+
+  // Validated here, since the engine may coerce a wrong type silently on its way to an op.
+  function optionsJson(options) {
+    if (options === undefined || options === null || typeof options === "string") return "";
+    if (typeof options !== "object" || Array.isArray(options)) {
+      throw new TypeError(`createWebsocket: the third argument must be an engine name or an options object, got ${describe(options)}`);
+    }
+    for (const [key, value] of Object.entries(options)) {
+      const expected = OPTION_TYPES[key];
+      if (expected === undefined) {
+        throw new TypeError(`createWebsocket: unknown option "${key}"; known options: ${Object.keys(OPTION_TYPES).join(", ")}`);
+      }
+      if (value === undefined) continue;
+      const ok = expected === "string or array"
+        ? typeof value === "string" || (Array.isArray(value) && value.every((v) => typeof v === "string"))
+        : expected === "object"
+          ? typeof value === "object" && value !== null && !Array.isArray(value)
+          : typeof value === expected;
+      if (!ok) throw new TypeError(`createWebsocket: option "${key}" must be ${expected === "object" ? "an object" : `a ${expected}`}, got ${describe(value)}`);
+    }
+    if (options.dataType !== undefined && !internals.DATA_TYPES.includes(options.dataType)) {
+      throw new TypeError(`createWebsocket: dataType must be one of ${internals.DATA_TYPES.join(", ")}, got ${describe(options.dataType)}`);
+    }
+    if (options.connectTimeoutMs !== undefined && !(Number.isInteger(options.connectTimeoutMs) && options.connectTimeoutMs > 0)) {
+      throw new RangeError(`createWebsocket: connectTimeoutMs must be a positive whole number of milliseconds, got ${options.connectTimeoutMs}`);
+    }
+    if (options.headers !== undefined) {
+      for (const [name, value] of Object.entries(options.headers)) {
+        const ok = typeof value === "string" || (Array.isArray(value) && value.every((v) => typeof v === "string"));
+        if (!ok) throw new TypeError(`createWebsocket: header "${name}" must be a string or an array of strings, got ${describe(value)}`);
+      }
+    }
+    if (options.tls !== undefined) {
+      for (const [key, value] of Object.entries(options.tls)) {
+        if (key === "ca" && typeof value !== "string") throw new TypeError(`createWebsocket: tls.ca must be PEM text or a file path, got ${describe(value)}`);
+        else if (key === "insecure" && typeof value !== "boolean") throw new TypeError(`createWebsocket: tls.insecure must be true or false, got ${describe(value)}`);
+        else if (key !== "ca" && key !== "insecure") throw new TypeError(`createWebsocket: unknown tls option "${key}"; known: ca, insecure`);
+      }
+    }
+    return JSON.stringify(options);
+  }
 
   const websockets = {
     // Dirigible's event-context functions: meaningful inside a handler's event, null/false outside.
@@ -16,20 +76,30 @@
     isOnError: context.isOnError,
     isOnClose: context.isOnClose,
 
-    // Outbound clients.
-    createWebsocket(uri, handler, _engineOrOptions) {
-      throw new Error(
-        `createWebsocket(${JSON.stringify(uri)}, ${JSON.stringify(handler)}): outbound clients are not available in this build of Switchboard`,
-      );
+    // Outbound clients (Dirigible's createWebsocket, with 4D's and B4X's options).
+    createWebsocket(uri, handler, engineOrOptions) {
+      if (typeof uri !== "string" || uri.trim() === "") {
+        throw new TypeError(`createWebsocket: uri must be a ws:// or wss:// URL string, got ${describe(uri)}`);
+      }
+      if (typeof handler !== "string" || handler.trim() === "") {
+        throw new TypeError(
+          `createWebsocket: handler must be a module path from the workspace root such as "my-project/ws-handler", got ${describe(handler)}`,
+        );
+      }
+      const id = op_ws_client_create(uri, handler, optionsJson(engineOrOptions));
+      return internals.clientFor(id);
     },
     getClients() {
-      return [];
+      return op_ws_clients_list();
     },
-    getClient(_id) {
-      return null;
+    getClient(id) {
+      if (typeof id !== "number") return null;
+      return op_ws_client_state(id)[0] === "Closed" ? null : internals.clientFor(id);
     },
-    getClientByHandler(_handler) {
-      return null;
+    getClientByHandler(handler) {
+      if (typeof handler !== "string") return null;
+      const id = op_ws_client_by_handler(handler);
+      return id === null ? null : internals.clientFor(id);
     },
   };
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::clients::ClientRegistry;
 use crate::connections::ConnectionRegistry;
 use crate::isolate::{check_handler, IsolateHost};
 use crate::server::{self, AppState};
@@ -67,7 +68,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
 pub async fn start(root: &Path) -> AppState {
     let connections = Arc::new(ConnectionRegistry::new());
     let endpoints = Arc::new(EndpointRegistry::new());
-    let isolates = Arc::new(IsolateHost::new(root.to_path_buf(), connections.clone()));
+    let clients = Arc::new(ClientRegistry::new());
+    let isolates = IsolateHost::new(root.to_path_buf(), connections.clone(), clients.clone());
     let scan = workspace::scan(root);
     log_scan(&scan);
     endpoints.apply(scan);
@@ -90,6 +92,7 @@ pub async fn start(root: &Path) -> AppState {
         workspace_root: root.to_path_buf(),
         endpoints,
         connections,
+        clients,
         isolates,
     }
 }

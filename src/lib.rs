@@ -2,12 +2,15 @@
 //!
 //! Data flows one way: the [`workspace`] is scanned into an [`workspace::EndpointRegistry`]; the
 //! [`server`] accepts upgrades for its endpoints; each handler module runs in its own
-//! [`isolate`]; the [`api`] ops send back through the [`connections`] registry. [`app`] wires
+//! [`isolate`]; the [`api`] ops send back through the [`connections`] registry. Outbound [`clients`] are
+//! owned by the network side too; [`socket`] pumps both kinds of socket. [`app`] wires
 //! them together for the command line.
 
 pub mod api;
 pub mod app;
+pub mod clients;
 pub mod connections;
 pub mod isolate;
 pub mod server;
+pub mod socket;
 pub mod workspace;

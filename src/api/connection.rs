@@ -27,7 +27,7 @@ pub fn op_ws_send_text(
     #[string] text: String,
 ) -> Result<(), ConnectionOpError> {
     let context = state.borrow::<IsolateContext>();
-    Ok(context.connections.send(id, Message::text(text))?)
+    Ok(context.services.connections.send(id, Message::text(text))?)
 }
 
 #[op2(fast)]
@@ -37,7 +37,10 @@ pub fn op_ws_send_binary(
     #[buffer(copy)] data: bytes::Bytes,
 ) -> Result<(), ConnectionOpError> {
     let context = state.borrow::<IsolateContext>();
-    Ok(context.connections.send(id, Message::binary(data))?)
+    Ok(context
+        .services
+        .connections
+        .send(id, Message::binary(data))?)
 }
 
 #[op2(fast)]
@@ -55,5 +58,8 @@ pub fn op_ws_close(
         return Err(ConnectionOpError::CloseReason(reason.len()));
     }
     let context = state.borrow::<IsolateContext>();
-    Ok(context.connections.close(id, code as u16, reason)?)
+    Ok(context
+        .services
+        .connections
+        .close(id, code as u16, reason)?)
 }

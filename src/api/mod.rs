@@ -1,13 +1,12 @@
 //! The ops behind the JavaScript API (`runtime_js/`): one file per concern, one extension.
 
+mod clients;
 mod connection;
 mod console;
 mod modules;
 
-use std::sync::Arc;
-
-use crate::connections::ConnectionRegistry;
 use crate::isolate::modules::WorkspaceResolver;
+use crate::isolate::Services;
 
 /// What the ops of one isolate need, kept in its `OpState`.
 pub struct IsolateContext {
@@ -15,8 +14,8 @@ pub struct IsolateContext {
     pub handler: String,
     /// Resolves `require()` calls inside the workspace.
     pub resolver: WorkspaceResolver,
-    /// Where `send` and `close` find the connections.
-    pub connections: Arc<ConnectionRegistry>,
+    /// Connections, clients, the network runtime and the other isolates.
+    pub services: Services,
 }
 
 deno_core::extension!(
@@ -27,6 +26,15 @@ deno_core::extension!(
         connection::op_ws_send_text,
         connection::op_ws_send_binary,
         connection::op_ws_close,
+        clients::op_ws_client_create,
+        clients::op_ws_client_info,
+        clients::op_ws_client_state,
+        clients::op_ws_client_send_text,
+        clients::op_ws_client_send_binary,
+        clients::op_ws_client_close,
+        clients::op_ws_clients_list,
+        clients::op_ws_client_by_handler,
+        clients::op_ws_client_forget,
     ],
     options = { context: IsolateContext },
     state = |state, options| {

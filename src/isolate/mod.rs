@@ -11,12 +11,15 @@ mod runtime;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, Weak};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::clients::{ClientId, ClientRegistry};
 use crate::connections::{ConnectionId, ConnectionRegistry};
 use modules::WorkspaceResolver;
 
@@ -31,27 +34,45 @@ pub const ENGINE_NAME: &str = "V8 via deno_core";
 /// Events waiting for one isolate before the connections feeding it stop reading (backpressure).
 const EVENT_QUEUE: usize = 4096;
 
-/// One event for a handler, in arrival order per connection.
+/// Whose event it is: an inbound connection or an outbound client (separate id spaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Connection(ConnectionId),
+    Client(ClientId),
+}
+
+impl Target {
+    pub fn id(self) -> u64 {
+        match self {
+            Target::Connection(id) | Target::Client(id) => id,
+        }
+    }
+}
+
+/// One event for a handler, in arrival order per connection or client.
 #[derive(Debug)]
 pub enum IsolateEvent {
     Open {
-        connection: ConnectionId,
-        endpoint: Arc<str>,
+        target: Target,
+        /// The endpoint of an inbound connection.
+        endpoint: Option<Arc<str>>,
+        /// The subprotocol agreed with the server, for a client.
+        protocol: Option<String>,
     },
     Text {
-        connection: ConnectionId,
+        target: Target,
         text: Utf8Bytes,
     },
     Binary {
-        connection: ConnectionId,
+        target: Target,
         data: Bytes,
     },
     Error {
-        connection: ConnectionId,
+        target: Target,
         message: String,
     },
     Close {
-        connection: ConnectionId,
+        target: Target,
         code: u16,
         reason: String,
         was_clean: bool,
@@ -63,6 +84,19 @@ pub enum IsolateEvent {
 #[error("{0}")]
 pub struct HandlerLoadError(pub String);
 
+/// The runtime-wide services that an isolate's ops reach.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Inbound connections, for `conn.send` and `conn.close`.
+    pub connections: Arc<ConnectionRegistry>,
+    /// Outbound clients.
+    pub clients: Arc<ClientRegistry>,
+    /// The network side's runtime: sockets are driven there, never on an isolate's thread.
+    pub network: tokio::runtime::Handle,
+    /// Where a client's events go: the isolate of the client's handler.
+    pub isolates: Weak<IsolateHost>,
+}
+
 /// A running handler module: its thread, and the queue its events go into.
 #[derive(Debug)]
 pub struct HandlerIsolate {
@@ -71,14 +105,26 @@ pub struct HandlerIsolate {
     /// The handler's path relative to the workspace, as shown in logs.
     pub handler: String,
     events: mpsc::Sender<IsolateEvent>,
-    /// Shared with the host so that `live_isolates` counts threads, not handles.
-    live: Arc<AtomicUsize>,
+    /// True while the isolate has no pending timers, promises or events.
+    idle: watch::Receiver<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl HandlerIsolate {
     /// Queues an event, waiting while the isolate's queue is full. Fails once the isolate is gone.
     pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
         self.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
+    pub async fn until_idle(&self) {
+        let mut idle = self.idle.clone();
+        let _ = idle.wait_for(|idle| *idle).await;
+    }
+
+    /// Watches the isolate's idleness.
+    pub fn idle_watch(&self) -> watch::Receiver<bool> {
+        self.idle.clone()
     }
 }
 
@@ -91,7 +137,7 @@ pub struct IsolateGone;
 #[derive(Debug)]
 pub struct IsolateHost {
     resolver: WorkspaceResolver,
-    connections: Arc<ConnectionRegistry>,
+    services: Services,
     isolates: tokio::sync::Mutex<HashMap<PathBuf, Arc<HandlerIsolate>>>,
     live: Arc<AtomicUsize>,
 }
@@ -103,14 +149,29 @@ pub fn init_engine() {
 }
 
 impl IsolateHost {
-    pub fn new(workspace_root: PathBuf, connections: Arc<ConnectionRegistry>) -> Self {
+    /// Must be called inside the network side's tokio runtime, which client sockets will use.
+    pub fn new(
+        workspace_root: PathBuf,
+        connections: Arc<ConnectionRegistry>,
+        clients: Arc<ClientRegistry>,
+    ) -> Arc<Self> {
         init_engine();
-        Self {
+        let network = tokio::runtime::Handle::current();
+        Arc::new_cyclic(|host| Self {
             resolver: WorkspaceResolver::new(workspace_root),
-            connections,
+            services: Services {
+                connections,
+                clients,
+                network,
+                isolates: host.clone(),
+            },
             isolates: Default::default(),
             live: Arc::new(AtomicUsize::new(0)),
-        }
+        })
+    }
+
+    pub fn resolver(&self) -> &WorkspaceResolver {
+        &self.resolver
     }
 
     /// The isolate running `handler_file`, started (its module loaded and its top level run) if
@@ -135,6 +196,22 @@ impl IsolateHost {
         self.isolates.lock().await.remove(handler_file);
     }
 
+    /// Stops every isolate and waits (up to `limit`) for their threads to finish queued events.
+    pub async fn shutdown(&self, limit: std::time::Duration) {
+        let isolates: Vec<_> = self.isolates.lock().await.drain().map(|(_, i)| i).collect();
+        let threads: Vec<_> = isolates
+            .iter()
+            .filter_map(|isolate| isolate.thread.lock().take())
+            .collect();
+        drop(isolates);
+        let join = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = tokio::time::timeout(limit, join).await;
+    }
+
     /// How many isolate threads are alive.
     pub fn live_isolates(&self) -> usize {
         self.live.load(Ordering::SeqCst)
@@ -144,11 +221,13 @@ impl IsolateHost {
         let handler = self.resolver.display(handler_file);
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let (ready, started) = oneshot::channel();
+        let (idle_sender, idle) = watch::channel(false);
         let setup = runtime::IsolateSetup {
             handler_file: handler_file.to_path_buf(),
             handler: handler.clone(),
             resolver: self.resolver.clone(),
-            connections: self.connections.clone(),
+            services: self.services.clone(),
+            idle: idle_sender,
         };
         let live = self.live.clone();
         live.fetch_add(1, Ordering::SeqCst);
@@ -159,12 +238,15 @@ impl IsolateHost {
                 runtime::run_isolate_thread(setup, receiver, ready);
                 thread_live.fetch_sub(1, Ordering::SeqCst);
             });
-        if let Err(error) = spawned {
-            live.fetch_sub(1, Ordering::SeqCst);
-            return Err(HandlerLoadError(format!(
-                "{handler}: cannot start a thread: {error}"
-            )));
-        }
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(error) => {
+                live.fetch_sub(1, Ordering::SeqCst);
+                return Err(HandlerLoadError(format!(
+                    "{handler}: cannot start a thread: {error}"
+                )));
+            }
+        };
         match started.await {
             Ok(Ok(())) => {
                 tracing::debug!(handler, "isolate started");
@@ -172,7 +254,8 @@ impl IsolateHost {
                     handler_file: handler_file.to_path_buf(),
                     handler,
                     events,
-                    live,
+                    idle,
+                    thread: Mutex::new(Some(thread)),
                 })
             }
             Ok(Err(error)) => Err(error),
@@ -180,11 +263,5 @@ impl IsolateHost {
                 "{handler}: the isolate's thread ended during start-up"
             ))),
         }
-    }
-}
-
-impl Drop for HandlerIsolate {
-    fn drop(&mut self) {
-        tracing::debug!(handler = %self.handler, live = self.live.load(Ordering::SeqCst), "isolate handle dropped");
     }
 }

@@ -4,17 +4,15 @@
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 
 use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::modules::{ModuleKind, WorkspaceModuleLoader, WorkspaceResolver};
-use super::{HandlerLoadError, IsolateEvent};
+use super::{HandlerLoadError, IsolateEvent, Services, Target};
 use crate::api::{switchboard_api, IsolateContext};
-use crate::connections::{ConnectionId, ConnectionRegistry};
 
 const BOOTSTRAP_JS: &str = include_str!("../../runtime_js/bootstrap.js");
 const WEBSOCKETS_JS: &str = include_str!("../../runtime_js/websockets.js");
@@ -27,7 +25,9 @@ pub struct IsolateSetup {
     pub handler_file: PathBuf,
     pub handler: String,
     pub resolver: WorkspaceResolver,
-    pub connections: Arc<ConnectionRegistry>,
+    pub services: Services,
+    /// Set while the isolate has nothing pending (for `switchboard run`).
+    pub idle: watch::Sender<bool>,
 }
 
 /// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
@@ -77,14 +77,15 @@ struct HandlerRuntime {
     handler: String,
     handler_file: PathBuf,
     resolver: WorkspaceResolver,
-    connections: Arc<ConnectionRegistry>,
+    services: Services,
+    idle: watch::Sender<bool>,
     /// `__switchboard.dispatch`, called for every event.
     dispatch: v8::Global<v8::Function>,
 }
 
 impl HandlerRuntime {
     fn new(setup: IsolateSetup) -> Result<Self, HandlerLoadError> {
-        let mut runtime = new_runtime(&setup.resolver, &setup.handler, setup.connections.clone());
+        let mut runtime = new_runtime(&setup.resolver, &setup.handler, setup.services.clone());
         let dispatch = global_function(&mut runtime, "dispatch")
             .map_err(|e| HandlerLoadError(format!("{}: bootstrap failed: {e}", setup.handler)))?;
         Ok(Self {
@@ -92,7 +93,8 @@ impl HandlerRuntime {
             handler: setup.handler,
             handler_file: setup.handler_file,
             resolver: setup.resolver,
-            connections: setup.connections,
+            services: setup.services,
+            idle: setup.idle,
             dispatch,
         })
     }
@@ -161,13 +163,20 @@ impl HandlerRuntime {
                 }
                 Poll::Pending => false,
             };
-            if let Poll::Ready(Err(error)) = self
+            let idle = match self
                 .runtime
                 .poll_event_loop(cx, PollEventLoopOptions::default())
             {
-                tracing::error!(target: "handler", "{}: uncaught error: {}", self.handler,
-                    describe_core_error(&error, &self.resolver));
-            }
+                Poll::Ready(Err(error)) => {
+                    tracing::error!(target: "handler", "{}: uncaught error: {}", self.handler,
+                        describe_core_error(&error, &self.resolver));
+                    false
+                }
+                Poll::Ready(Ok(())) => !received,
+                Poll::Pending => false,
+            };
+            self.idle
+                .send_if_modified(|was| std::mem::replace(was, idle) != idle);
             if !received {
                 return Poll::Pending;
             }
@@ -176,19 +185,19 @@ impl HandlerRuntime {
     }
 
     fn dispatch_batch(&mut self, batch: &mut Vec<IsolateEvent>) {
-        let mut replies: Vec<(ConnectionId, Message)> = Vec::new();
+        let mut replies: Vec<(Target, Message)> = Vec::new();
         {
             deno_core::scope!(scope, &mut self.runtime);
             let dispatch = v8::Local::new(scope, &self.dispatch);
             let receiver: v8::Local<v8::Value> = v8::undefined(scope).into();
             for event in batch.drain(..) {
                 v8::scope!(let scope, scope);
-                let (connection, args) = event_arguments(scope, event);
+                let (target, args) = event_arguments(scope, event);
                 v8::tc_scope!(let scope, scope);
                 match dispatch.call(scope, receiver, &args) {
                     Some(reply) => {
                         if let Some(message) = reply_message(scope, reply) {
-                            replies.push((connection, message));
+                            replies.push((target, message));
                         }
                     }
                     None => {
@@ -196,25 +205,44 @@ impl HandlerRuntime {
                             .exception()
                             .map(|e| e.to_rust_string_lossy(scope))
                             .unwrap_or_else(|| "execution terminated".into());
-                        tracing::error!(target: "handler", "{}: event dispatch failed on connection {connection}: {detail}",
+                        tracing::error!(target: "handler", "{}: event dispatch failed ({target:?}): {detail}",
                             self.handler);
                     }
                 }
             }
         }
-        for (connection, message) in replies {
-            if let Err(error) = self.connections.send(connection, message) {
+        for (target, message) in replies {
+            let sent = match target {
+                Target::Connection(id) => self
+                    .services
+                    .connections
+                    .send(id, message)
+                    .map_err(|e| e.to_string()),
+                Target::Client(id) => self
+                    .services
+                    .clients
+                    .send(id, message)
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(error) = sent {
                 tracing::debug!(handler = %self.handler, "reply not sent: {error}");
             }
         }
     }
 }
 
+/// Event kinds as the dispatcher numbers them; client events add [`CLIENT_KINDS`].
+const OPEN: f64 = 0.0;
+const MESSAGE: f64 = 1.0;
+const ERROR: f64 = 2.0;
+const CLOSE: f64 = 3.0;
+const CLIENT_KINDS: f64 = 4.0;
+
 /// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c)`.
 fn event_arguments<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     event: IsolateEvent,
-) -> (ConnectionId, [v8::Local<'s, v8::Value>; 5]) {
+) -> (Target, [v8::Local<'s, v8::Value>; 5]) {
     let undefined: v8::Local<v8::Value> = v8::undefined(scope).into();
     let number = |scope: &mut v8::PinScope<'s, '_>, n: f64| -> v8::Local<'s, v8::Value> {
         v8::Number::new(scope, n).into()
@@ -224,77 +252,54 @@ fn event_arguments<'s>(
             .map(Into::into)
             .unwrap_or(undefined)
     };
-    match event {
+    let (target, kind, a, b, c) = match event {
         IsolateEvent::Open {
-            connection,
+            target,
             endpoint,
-        } => (
-            connection,
-            [
-                number(scope, 0.0),
-                number(scope, connection as f64),
-                string(scope, &endpoint),
-                undefined,
-                undefined,
-            ],
+            protocol,
+        } => {
+            let detail = endpoint.as_deref().or(protocol.as_deref());
+            let a = detail.map(|d| string(scope, d)).unwrap_or(undefined);
+            (target, OPEN, a, undefined, undefined)
+        }
+        IsolateEvent::Text { target, text } => (
+            target,
+            MESSAGE,
+            string(scope, text.as_str()),
+            undefined,
+            undefined,
         ),
-        IsolateEvent::Text { connection, text } => (
-            connection,
-            [
-                number(scope, 1.0),
-                number(scope, connection as f64),
-                string(scope, text.as_str()),
-                undefined,
-                undefined,
-            ],
-        ),
-        IsolateEvent::Binary { connection, data } => {
+        IsolateEvent::Binary { target, data } => {
             let length = data.len();
             let store = v8::ArrayBuffer::new_backing_store_from_vec(Vec::from(data)).make_shared();
             let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
             let bytes = v8::Uint8Array::new(scope, buffer, 0, length)
                 .map(Into::into)
                 .unwrap_or(undefined);
-            (
-                connection,
-                [
-                    number(scope, 1.0),
-                    number(scope, connection as f64),
-                    bytes,
-                    undefined,
-                    undefined,
-                ],
-            )
+            (target, MESSAGE, bytes, undefined, undefined)
         }
-        IsolateEvent::Error {
-            connection,
-            message,
-        } => (
-            connection,
-            [
-                number(scope, 2.0),
-                number(scope, connection as f64),
-                string(scope, &message),
-                undefined,
-                undefined,
-            ],
-        ),
+        IsolateEvent::Error { target, message } => {
+            (target, ERROR, string(scope, &message), undefined, undefined)
+        }
         IsolateEvent::Close {
-            connection,
+            target,
             code,
             reason,
             was_clean,
         } => (
-            connection,
-            [
-                number(scope, 3.0),
-                number(scope, connection as f64),
-                number(scope, f64::from(code)),
-                string(scope, &reason),
-                v8::Boolean::new(scope, was_clean).into(),
-            ],
+            target,
+            CLOSE,
+            number(scope, f64::from(code)),
+            string(scope, &reason),
+            v8::Boolean::new(scope, was_clean).into(),
         ),
-    }
+    };
+    let kind = match target {
+        Target::Connection(_) => kind,
+        Target::Client(_) => kind + CLIENT_KINDS,
+    };
+    let id = number(scope, target.id() as f64);
+    (target, [number(scope, kind), id, a, b, c])
 }
 
 /// The dispatcher returns a string (text), a Uint8Array (binary) or undefined (no reply).
@@ -310,11 +315,7 @@ fn reply_message(scope: &mut v8::PinScope, reply: v8::Local<v8::Value>) -> Optio
     None
 }
 
-fn new_runtime(
-    resolver: &WorkspaceResolver,
-    handler: &str,
-    connections: Arc<ConnectionRegistry>,
-) -> JsRuntime {
+fn new_runtime(resolver: &WorkspaceResolver, handler: &str, services: Services) -> JsRuntime {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         module_loader: Some(Rc::new(WorkspaceModuleLoader {
             resolver: resolver.clone(),
@@ -322,7 +323,7 @@ fn new_runtime(
         extensions: vec![switchboard_api::init(IsolateContext {
             handler: handler.to_string(),
             resolver: resolver.clone(),
-            connections,
+            services,
         })],
         ..Default::default()
     });
@@ -423,7 +424,13 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
         .build()
         .map_err(|e| e.to_string())?;
     tokio.block_on(async {
-        let mut runtime = new_runtime(&resolver, &handler, Arc::new(ConnectionRegistry::new()));
+        let services = Services {
+            connections: Default::default(),
+            clients: Default::default(),
+            network: tokio::runtime::Handle::current(),
+            isolates: std::sync::Weak::new(),
+        };
+        let mut runtime = new_runtime(&resolver, &handler, services);
         let source =
             std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
         let url = deno_core::ModuleSpecifier::from_file_path(handler_file)

@@ -14,11 +14,13 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::clients::ClientRegistry;
 use crate::connections::ConnectionRegistry;
 use crate::isolate::IsolateHost;
 use crate::workspace::EndpointRegistry;
 
 pub use connection::serve_connection;
+pub use upgrade::websocket_config;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -29,6 +31,8 @@ pub struct AppState {
     pub endpoints: Arc<EndpointRegistry>,
     /// Where connections are registered for sending and listing.
     pub connections: Arc<ConnectionRegistry>,
+    /// Outbound clients created by handlers.
+    pub clients: Arc<ClientRegistry>,
     /// The handler isolates.
     pub isolates: Arc<IsolateHost>,
 }

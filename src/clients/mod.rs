@@ -1,0 +1,380 @@
+//! Outbound WebSocket clients (`createWebsocket`): their registry, options and connections.
+//!
+//! Like inbound connections, clients belong to the network side: an isolate holds only a client's
+//! id, and `send`/`close` from any isolate go through this registry to the client's queue.
+
+mod connect;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connections::{CloseSignal, Outbound, DEFAULT_SEND_QUEUE};
+use crate::isolate::IsolateHost;
+
+pub use connect::connect_client;
+
+/// Identifies one client for the life of the process; never reused.
+pub type ClientId = u64;
+
+/// The status names of 4D's WebSocket class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ClientStatus {
+    Connecting,
+    Connected,
+    Closing,
+    Closed,
+}
+
+impl ClientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientStatus::Connecting => "Connecting",
+            ClientStatus::Connected => "Connected",
+            ClientStatus::Closing => "Closing",
+            ClientStatus::Closed => "Closed",
+        }
+    }
+}
+
+/// How received text is handed to the handler (4D's `dataType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// Text as a string, binary as a Uint8Array.
+    #[default]
+    Text,
+    /// Every message as a Uint8Array.
+    Blob,
+    /// Text parsed as JSON.
+    Object,
+}
+
+/// A header value: one string, or several for a repeated header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `protocols` may be one name or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Protocols {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// TLS settings of a `wss://` client.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// A CA certificate to trust: PEM text, or a path (absolute, or from the workspace root).
+    pub ca: Option<String>,
+    /// Accept any certificate. Explicit opt-in for self-signed test servers.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The options object of `createWebsocket(uri, handler, options)`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientOptions {
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValue>,
+    pub protocols: Option<Protocols>,
+    #[serde(default)]
+    pub data_type: DataType,
+    #[serde(default)]
+    pub tls: TlsOptions,
+    pub connect_timeout_ms: Option<u64>,
+    /// Dirigible's `engine`, accepted inside the options too and ignored.
+    pub engine: Option<String>,
+}
+
+/// What `getClients()` lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientSummary {
+    pub id: ClientId,
+    pub uri: String,
+    pub handler: String,
+    pub status: ClientStatus,
+}
+
+/// What a client's handler isolate needs to know about it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    pub id: ClientId,
+    pub uri: String,
+    pub handler: String,
+    pub data_type: DataType,
+}
+
+/// The network side's handle on one client.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub uri: String,
+    /// The handler as shown to users (workspace path, with extension).
+    pub handler: String,
+    pub handler_file: PathBuf,
+    pub data_type: DataType,
+    /// The handler module that created the client; its clients close when it is replaced.
+    pub creator: String,
+    status: Mutex<ClientStatus>,
+    protocol: Mutex<Option<String>>,
+    outbound: mpsc::Sender<Outbound>,
+    close_signal: Arc<CloseSignal>,
+}
+
+impl ClientEntry {
+    pub fn status(&self) -> ClientStatus {
+        *self.status.lock()
+    }
+
+    pub fn protocol(&self) -> Option<String> {
+        self.protocol.lock().clone()
+    }
+
+    fn info(&self, id: ClientId) -> ClientInfo {
+        ClientInfo {
+            id,
+            uri: self.uri.clone(),
+            handler: self.handler.clone(),
+            data_type: self.data_type,
+        }
+    }
+
+    fn set_status(&self, status: ClientStatus) {
+        *self.status.lock() = status;
+    }
+}
+
+/// Why a client operation failed; each message names the client and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, deno_error::JsError)]
+pub enum ClientError {
+    #[class(generic)]
+    #[error("client {id}: cannot send: the client is {status}")]
+    NotOpen { id: ClientId, status: &'static str },
+    #[class(generic)]
+    #[error(
+        "client {0}'s send queue is full: the server is not reading; the client is being closed"
+    )]
+    QueueFull(ClientId),
+    #[class(type)]
+    #[error("createWebsocket: {0}")]
+    Invalid(String),
+}
+
+/// Every live client of the runtime, whichever isolate created it.
+#[derive(Debug)]
+pub struct ClientRegistry {
+    clients: RwLock<BTreeMap<ClientId, Arc<ClientEntry>>>,
+    /// Closed clients whose handler has not yet run `onClose`: their events still need to
+    /// describe them. The handler's isolate forgets them after `onClose`.
+    retired: Mutex<BTreeMap<ClientId, ClientInfo>>,
+    next_id: AtomicU64,
+    /// Client tasks still running (a task outlives its registry entry by its `onClose`).
+    tasks: watch::Sender<usize>,
+}
+
+impl Default for ClientRegistry {
+    fn default() -> Self {
+        Self {
+            clients: RwLock::default(),
+            retired: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            tasks: watch::Sender::new(0),
+        }
+    }
+}
+
+/// A client as the `createWebsocket` op asks for it.
+pub struct ClientRequest {
+    pub uri: String,
+    pub handler: String,
+    pub handler_file: PathBuf,
+    pub creator: String,
+    pub options: ClientOptions,
+    /// Anchors a relative `tls.ca` path.
+    pub workspace_root: PathBuf,
+}
+
+impl ClientRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a client (status "Connecting") and starts connecting it on the network runtime.
+    /// Messages sent before it opens wait in its queue.
+    pub fn create(
+        self: &Arc<Self>,
+        request: ClientRequest,
+        isolates: std::sync::Weak<IsolateHost>,
+        network: &tokio::runtime::Handle,
+    ) -> Result<ClientId, ClientError> {
+        let prepared = connect::prepare(&request)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (outbound, queue) = mpsc::channel(DEFAULT_SEND_QUEUE);
+        let close_signal = Arc::new(CloseSignal::default());
+        let entry = Arc::new(ClientEntry {
+            uri: request.uri,
+            handler: request.handler,
+            handler_file: request.handler_file,
+            data_type: request.options.data_type,
+            creator: request.creator,
+            status: Mutex::new(ClientStatus::Connecting),
+            protocol: Mutex::new(None),
+            outbound,
+            close_signal,
+        });
+        self.clients.write().insert(id, entry.clone());
+        self.tasks.send_modify(|n| *n += 1);
+        let registry = self.clone();
+        network.spawn(async move {
+            connect_client(id, entry, prepared, queue, isolates, registry.clone()).await;
+            registry.tasks.send_modify(|n| *n -= 1);
+        });
+        Ok(id)
+    }
+
+    pub fn get(&self, id: ClientId) -> Option<Arc<ClientEntry>> {
+        self.clients.read().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves once no client task is running.
+    pub async fn until_all_finished(&self) {
+        let mut tasks = self.tasks.subscribe();
+        let _ = tasks.wait_for(|n| *n == 0).await;
+    }
+
+    pub fn list(&self) -> Vec<ClientSummary> {
+        self.clients
+            .read()
+            .iter()
+            .map(|(id, entry)| ClientSummary {
+                id: *id,
+                uri: entry.uri.clone(),
+                handler: entry.handler.clone(),
+                status: entry.status(),
+            })
+            .collect()
+    }
+
+    /// Describes a live client, or a closed one whose `onClose` has not run yet.
+    pub fn info(&self, id: ClientId) -> Option<ClientInfo> {
+        match self.get(id) {
+            Some(entry) => Some(entry.info(id)),
+            None => self.retired.lock().get(&id).cloned(),
+        }
+    }
+
+    /// Called after the handler's `onClose` for the client has run.
+    pub fn forget(&self, id: ClientId) {
+        self.retired.lock().remove(&id);
+    }
+
+    /// The oldest live client whose handler is `handler` (with or without its extension).
+    pub fn by_handler(&self, handler: &str) -> Option<ClientId> {
+        let wanted = handler.trim_start_matches("./");
+        self.clients
+            .read()
+            .iter()
+            .find(|(_, entry)| {
+                entry.handler == wanted
+                    || entry
+                        .handler
+                        .rsplit_once('.')
+                        .is_some_and(|(stem, _)| stem == wanted)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Queues a message; while the client is connecting it waits and goes out in order on open.
+    pub fn send(&self, id: ClientId, message: Message) -> Result<(), ClientError> {
+        let entry = self.get(id).ok_or(ClientError::NotOpen {
+            id,
+            status: ClientStatus::Closed.as_str(),
+        })?;
+        let status = entry.status();
+        if !matches!(status, ClientStatus::Connecting | ClientStatus::Connected) {
+            return Err(ClientError::NotOpen {
+                id,
+                status: status.as_str(),
+            });
+        }
+        match entry.outbound.try_send(Outbound::Message(message)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::NotOpen {
+                id,
+                status: ClientStatus::Closed.as_str(),
+            }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(client = id, uri = %entry.uri, "send queue full: closing the client with 1008");
+                entry.set_status(ClientStatus::Closing);
+                entry.close_signal.request(1008, "send queue full".into());
+                Err(ClientError::QueueFull(id))
+            }
+        }
+    }
+
+    /// Closes a client after what is already queued (also while it is still connecting).
+    /// Closing a client that is already closing or closed does nothing.
+    pub fn close(&self, id: ClientId, code: u16, reason: String) {
+        let Some(entry) = self.get(id) else { return };
+        let status = entry.status();
+        if !matches!(status, ClientStatus::Connecting | ClientStatus::Connected) {
+            return;
+        }
+        entry.set_status(ClientStatus::Closing);
+        if entry
+            .outbound
+            .try_send(Outbound::Close {
+                code,
+                reason: reason.clone(),
+            })
+            .is_err()
+        {
+            entry.close_signal.request(code, reason);
+        }
+    }
+
+    /// Closes every client created by the handler module `creator` (when it is replaced).
+    pub fn close_created_by(&self, creator: &str, code: u16, reason: &str) -> usize {
+        let ids: Vec<ClientId> = self
+            .clients
+            .read()
+            .iter()
+            .filter(|(_, entry)| entry.creator == creator)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.close(*id, code, reason.to_string());
+        }
+        ids.len()
+    }
+
+    fn remove(&self, id: ClientId) {
+        let removed = self.clients.write().remove(&id);
+        if let Some(entry) = removed {
+            entry.set_status(ClientStatus::Closed);
+            self.retired.lock().insert(id, entry.info(id));
+        }
+    }
+}
