@@ -32,6 +32,72 @@ pub enum AppError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{file} is outside the workspace {workspace}: pass --workspace with the folder that holds its project")]
+    ScriptOutsideWorkspace { file: String, workspace: String },
+    #[error("{0}")]
+    Script(String),
+}
+
+/// How long `run` waits, after its script is done, for handlers to finish their queued events.
+const RUN_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `switchboard run FILE`: runs one module, then stays alive while it has timers or pending work
+/// or any outbound client is still open, and exits when all of that is over.
+pub async fn run_script(file: &Path, workspace: Option<&Path>) -> Result<(), AppError> {
+    let file = file.canonicalize().map_err(|source| {
+        AppError::Workspace(workspace::WorkspaceError::Unreadable {
+            path: file.display().to_string(),
+            source,
+        })
+    })?;
+    let root = match workspace {
+        Some(workspace) => workspace::canonical_root(workspace)?,
+        None => default_script_workspace(&file)?,
+    };
+    if !file.starts_with(&root) {
+        return Err(AppError::ScriptOutsideWorkspace {
+            file: file.display().to_string(),
+            workspace: root.display().to_string(),
+        });
+    }
+    let connections = Arc::new(ConnectionRegistry::new());
+    let clients = Arc::new(ClientRegistry::new());
+    let isolates = IsolateHost::new(root.clone(), connections, clients.clone());
+    let script = isolates
+        .isolate_for(&file)
+        .await
+        .map_err(|e| AppError::Script(e.to_string()))?;
+    let finished = async {
+        loop {
+            script.until_idle().await;
+            clients.until_all_finished().await;
+            // A client's last events may have given the script new work.
+            if *script.idle_watch().borrow() && clients.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        () = finished => tracing::debug!("script finished"),
+        () = server::shutdown_signal() => {}
+    }
+    drop(script);
+    isolates.shutdown(RUN_DRAIN_LIMIT).await;
+    Ok(())
+}
+
+/// `./projects` when it holds the script, otherwise the folder above the script's folder (so
+/// that the script's folder is a project of it).
+fn default_script_workspace(file: &Path) -> Result<PathBuf, AppError> {
+    if let Ok(projects) = workspace::canonical_root(Path::new("projects")) {
+        if file.starts_with(&projects) {
+            return Ok(projects);
+        }
+    }
+    let folder = file.parent().unwrap_or(file);
+    let root = folder.parent().unwrap_or(folder);
+    Ok(workspace::canonical_root(root)?)
 }
 
 /// Logs what a scan found that needs the user's attention.

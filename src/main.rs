@@ -23,6 +23,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Run one module (a script that may open outbound clients); exits when it has no timers,
+    /// pending work or open clients left.
+    Run {
+        /// The module to run.
+        file: PathBuf,
+        /// The workspace handler paths are resolved in (default: ./projects if it holds FILE,
+        /// otherwise the folder above FILE's folder).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
     /// Validate every descriptor and handler; exits non-zero if any has a problem.
     Check {
         #[arg(default_value = "./projects")]
@@ -50,6 +60,22 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(app::serve(ServeOptions { workspace, listen })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("switchboard: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { file, workspace } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("switchboard: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(app::run_script(&file, workspace.as_deref())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("switchboard: {error}");

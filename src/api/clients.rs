@@ -6,7 +6,9 @@ use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::IsolateContext;
-use crate::clients::{ClientError, ClientInfo, ClientOptions, ClientRequest, ClientSummary};
+use crate::clients::{
+    ClientError, ClientInfo, ClientOptions, ClientRequest, ClientSummary, PendingStarts,
+};
 use crate::workspace::resolve_handler;
 
 /// Registers a client and starts connecting it; returns its id at once.
@@ -37,9 +39,12 @@ pub fn op_ws_client_create(
         workspace_root: root,
     };
     let services = &context.services;
-    services
-        .clients
-        .create(request, services.isolates.clone(), &services.network)
+    let (id, start) =
+        services
+            .clients
+            .create(request, services.isolates.clone(), services.network.clone())?;
+    state.borrow_mut::<PendingStarts>().0.push(start);
+    Ok(id)
 }
 
 #[op2]

@@ -39,5 +39,14 @@ deno_core::extension!(
     options = { context: IsolateContext },
     state = |state, options| {
         state.put(options.context);
+        state.put(crate::clients::PendingStarts::default());
     },
 );
+
+/// Starts the clients that the isolate's last turn of JavaScript created.
+pub fn start_pending_clients(state: &mut deno_core::OpState) {
+    let pending = std::mem::take(&mut state.borrow_mut::<crate::clients::PendingStarts>().0);
+    for start in pending {
+        start.start();
+    }
+}

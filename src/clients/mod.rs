@@ -174,6 +174,23 @@ pub enum ClientError {
     Invalid(String),
 }
 
+/// A registered client's connection task, not yet started.
+pub struct PendingStart {
+    network: tokio::runtime::Handle,
+    task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl PendingStart {
+    /// Starts connecting, on the network runtime.
+    pub fn start(self) {
+        self.network.spawn(self.task);
+    }
+}
+
+/// Clients created by one isolate's current turn of JavaScript, started when the turn ends.
+#[derive(Default)]
+pub struct PendingStarts(pub Vec<PendingStart>);
+
 /// Every live client of the runtime, whichever isolate created it.
 #[derive(Debug)]
 pub struct ClientRegistry {
@@ -213,14 +230,16 @@ impl ClientRegistry {
         Self::default()
     }
 
-    /// Registers a client (status "Connecting") and starts connecting it on the network runtime.
-    /// Messages sent before it opens wait in its queue.
+    /// Registers a client (status "Connecting"). It starts connecting when the returned
+    /// [`PendingStart`] is started: the creating isolate does that when its current turn of
+    /// JavaScript ends, so code that creates a client sees it "Connecting" until it yields, and
+    /// whatever it sends or closes meanwhile is delivered in order.
     pub fn create(
         self: &Arc<Self>,
         request: ClientRequest,
         isolates: std::sync::Weak<IsolateHost>,
-        network: &tokio::runtime::Handle,
-    ) -> Result<ClientId, ClientError> {
+        network: tokio::runtime::Handle,
+    ) -> Result<(ClientId, PendingStart), ClientError> {
         let prepared = connect::prepare(&request)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outbound, queue) = mpsc::channel(DEFAULT_SEND_QUEUE);
@@ -239,11 +258,14 @@ impl ClientRegistry {
         self.clients.write().insert(id, entry.clone());
         self.tasks.send_modify(|n| *n += 1);
         let registry = self.clone();
-        network.spawn(async move {
-            connect_client(id, entry, prepared, queue, isolates, registry.clone()).await;
-            registry.tasks.send_modify(|n| *n -= 1);
-        });
-        Ok(id)
+        let start = PendingStart {
+            network,
+            task: Box::pin(async move {
+                connect_client(id, entry, prepared, queue, isolates, registry.clone()).await;
+                registry.tasks.send_modify(|n| *n -= 1);
+            }),
+        };
+        Ok((id, start))
     }
 
     pub fn get(&self, id: ClientId) -> Option<Arc<ClientEntry>> {

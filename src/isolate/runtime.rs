@@ -1,7 +1,7 @@
 //! One isolate's thread: building the `JsRuntime`, loading the handler module, and the loop that
 //! feeds it events while driving its event loop (timers, promises).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::Poll;
@@ -113,11 +113,22 @@ impl HandlerRuntime {
                     .load_main_es_module(&url)
                     .await
                     .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
-                let evaluation = self.runtime.mod_evaluate(id);
-                self.runtime
-                    .with_event_loop_future(evaluation, PollEventLoopOptions::default())
-                    .await
-                    .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
+                let mut evaluation = Box::pin(self.runtime.mod_evaluate(id));
+                poll_fn(|cx| {
+                    if let Poll::Ready(result) = evaluation.as_mut().poll(cx) {
+                        return Poll::Ready(result);
+                    }
+                    let polled = self
+                        .runtime
+                        .poll_event_loop(cx, PollEventLoopOptions::default());
+                    self.start_pending_clients();
+                    if let Poll::Ready(Err(error)) = polled {
+                        return Poll::Ready(Err(error));
+                    }
+                    evaluation.as_mut().poll(cx)
+                })
+                .await
+                .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
                 let namespace = self
                     .runtime
                     .get_module_namespace(id)
@@ -146,6 +157,7 @@ impl HandlerRuntime {
                     Poll::Ready(())
                 })
                 .await;
+                self.start_pending_clients();
             }
         }
         Ok(())
@@ -175,6 +187,7 @@ impl HandlerRuntime {
                 Poll::Ready(Ok(())) => !received,
                 Poll::Pending => false,
             };
+            self.start_pending_clients();
             self.idle
                 .send_if_modified(|was| std::mem::replace(was, idle) != idle);
             if !received {
@@ -182,6 +195,10 @@ impl HandlerRuntime {
             }
         })
         .await
+    }
+
+    fn start_pending_clients(&mut self) {
+        crate::api::start_pending_clients(&mut self.runtime.op_state().borrow_mut());
     }
 
     fn dispatch_batch(&mut self, batch: &mut Vec<IsolateEvent>) {

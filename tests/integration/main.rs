@@ -3,5 +3,6 @@
 
 mod browser;
 mod check;
+mod clients;
 mod core;
 mod support;
