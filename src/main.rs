@@ -52,37 +52,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { workspace, listen } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("switchboard: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(app::serve(ServeOptions { workspace, listen })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("switchboard: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(app::serve(ServeOptions { workspace, listen }))
         }
-        Command::Run { file, workspace } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("switchboard: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(app::run_script(&file, workspace.as_deref())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("switchboard: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
         Command::Check { workspace } => match app::check(&workspace) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
@@ -91,5 +63,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Runs a command on a multi-threaded runtime (the network side) and reports its error as one line.
+fn block_on(command: impl std::future::Future<Output = Result<(), app::AppError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchboard: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

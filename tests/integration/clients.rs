@@ -117,13 +117,12 @@ impl Control {
     /// Runs `code`, returning `{result}` or `{thrown}`.
     async fn run_raw(&mut self, code: &str) -> Value {
         send_text(&mut self.socket, code).await;
-        loop {
-            let event = self.event().await;
-            if event["ev"] == "result" {
-                return event;
-            }
-            panic!("unexpected event before the result of {code}: {event}");
-        }
+        let event = self.event().await;
+        assert_eq!(
+            event["ev"], "result",
+            "unexpected event before the result of {code}: {event}"
+        );
+        event
     }
 
     async fn event(&mut self) -> Value {
