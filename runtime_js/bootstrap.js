@@ -12,6 +12,7 @@
     op_ws_send_text,
     op_ws_send_binary,
     op_ws_close,
+    op_ws_connection_endpoint,
     op_ws_client_info,
     op_ws_client_state,
     op_ws_client_send_text,
@@ -462,7 +463,7 @@
   }
 
   // Called by the Rust side for every event, in arrival order. The return value is the reply.
-  function dispatch(kind, id, a, b, c) {
+  function dispatch(kind, id, a, b, c, endpointOfClosed) {
     let socket;
     if (kind >= CLIENT_KINDS) {
       kind -= CLIENT_KINDS;
@@ -477,7 +478,11 @@
         socket = new Connection(id, a);
         connections.set(id, socket);
       } else if (socket === undefined) {
-        return undefined;
+        // Opened before this module was (re)loaded: adopted from its next event on.
+        const endpoint = kind === CLOSE ? endpointOfClosed : op_ws_connection_endpoint(id);
+        if (endpoint === null || endpoint === undefined) return undefined;
+        socket = new Connection(id, endpoint);
+        connections.set(id, socket);
       }
     }
     if (socket.delivery.busy) {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::clients::ClientRegistry;
 use crate::connections::ConnectionRegistry;
 use crate::isolate::{check_handler, IsolateHost};
+use crate::reload::Reloader;
 use crate::server::{self, AppState};
 use crate::workspace::{self, engine_note, EndpointRegistry, WorkspaceScan};
 
@@ -18,6 +19,10 @@ use crate::workspace::{self, engine_note, EndpointRegistry, WorkspaceScan};
 pub struct ServeOptions {
     pub workspace: PathBuf,
     pub listen: String,
+    /// Watch the workspace and apply changes live.
+    pub watch: bool,
+    /// How long files must stay quiet before a change is applied.
+    pub debounce: std::time::Duration,
 }
 
 /// Errors that stop a command; each is one line for the user.
@@ -36,6 +41,8 @@ pub enum AppError {
     ScriptOutsideWorkspace { file: String, workspace: String },
     #[error("{0}")]
     Script(String),
+    #[error("cannot watch the workspace: {0} (--no-watch serves without watching)")]
+    Watch(String),
 }
 
 /// How long `run` waits, after its script is done, for handlers to finish their queued events.
@@ -72,7 +79,7 @@ pub async fn run_script(file: &Path, workspace: Option<&Path>) -> Result<(), App
             script.until_idle().await;
             clients.until_all_finished().await;
             // A client's last events may have given the script new work.
-            if *script.idle_watch().borrow() && clients.is_empty() {
+            if script.is_idle() && clients.is_empty() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -113,7 +120,8 @@ fn log_scan(scan: &WorkspaceScan) {
     }
 }
 
-/// `switchboard serve`: scans the workspace, starts every handler, and serves until Ctrl-C/SIGTERM.
+/// `switchboard serve`: scans the workspace, starts every handler, applies workspace changes
+/// live (unless told not to), and serves until Ctrl-C/SIGTERM.
 pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
     let root = workspace::canonical_root(&options.workspace)?;
     let listener = TcpListener::bind(&options.listen)
@@ -123,15 +131,30 @@ pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
             source,
         })?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
-    let state = start(&root).await;
-    announce(&state, address);
+    let (state, reloader) = start(&root).await;
+    let _watcher = if options.watch {
+        let (watcher, mut batches) = workspace::watch::watch(&root, options.debounce)
+            .map_err(|e| AppError::Watch(e.to_string()))?;
+        tokio::spawn(async move {
+            while let Some(mut paths) = batches.recv().await {
+                while let Ok(more) = batches.try_recv() {
+                    paths.extend(more);
+                }
+                reloader.apply(&paths).await;
+            }
+        });
+        Some(watcher)
+    } else {
+        None
+    };
+    announce(&state, address, options.watch);
     server::run(listener, state, server::shutdown_signal())
         .await
         .map_err(AppError::Serve)
 }
 
 /// Scans the workspace and starts an isolate for every handler, recording load errors.
-pub async fn start(root: &Path) -> AppState {
+pub async fn start(root: &Path) -> (AppState, Arc<Reloader>) {
     let connections = Arc::new(ConnectionRegistry::new());
     let endpoints = Arc::new(EndpointRegistry::new());
     let clients = Arc::new(ClientRegistry::new());
@@ -139,32 +162,21 @@ pub async fn start(root: &Path) -> AppState {
     let scan = workspace::scan(root);
     log_scan(&scan);
     endpoints.apply(scan);
-    let handlers: BTreeSet<PathBuf> = endpoints
-        .snapshot()
-        .endpoints
-        .values()
-        .map(|e| e.handler_file.clone())
-        .collect();
-    for handler_file in handlers {
-        match isolates.isolate_for(&handler_file).await {
-            Ok(_) => endpoints.set_handler_error(&handler_file, None),
-            Err(error) => {
-                tracing::error!("{error}");
-                endpoints.set_handler_error(&handler_file, Some(error.to_string()));
-            }
-        }
-    }
-    AppState {
+    let state = AppState {
         workspace_root: root.to_path_buf(),
         endpoints,
         connections,
         clients,
         isolates,
-    }
+        reloads: Default::default(),
+    };
+    let reloader = Reloader::new(state.clone());
+    reloader.start_all().await;
+    (state, reloader)
 }
 
 /// Prints one line per endpoint served, then the URL to open.
-fn announce(state: &AppState, address: SocketAddr) {
+fn announce(state: &AppState, address: SocketAddr, watching: bool) {
     let snapshot = state.endpoints.snapshot();
     for endpoint in snapshot.endpoints.values() {
         let status = match state.endpoints.handler_error(&endpoint.handler_file) {
@@ -179,6 +191,12 @@ fn announce(state: &AppState, address: SocketAddr) {
     if snapshot.endpoints.is_empty() {
         println!(
             "no endpoints yet: add a *.websocket descriptor to a project of {}",
+            state.workspace_root.display()
+        );
+    }
+    if watching {
+        println!(
+            "watching {} for changes (--no-watch turns it off)",
             state.workspace_root.display()
         );
     }

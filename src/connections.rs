@@ -175,6 +175,14 @@ impl ConnectionRegistry {
         Ok(())
     }
 
+    /// The endpoint a connection was opened on.
+    pub fn endpoint_of(&self, id: ConnectionId) -> Option<String> {
+        self.connections
+            .read()
+            .get(&id)
+            .map(|e| e.endpoint.to_string())
+    }
+
     /// Ids of the open connections of one endpoint.
     pub fn ids_of_endpoint(&self, endpoint: &str) -> Vec<ConnectionId> {
         self.connections

@@ -11,6 +11,7 @@ pub mod app;
 pub mod clients;
 pub mod connections;
 pub mod isolate;
+pub mod reload;
 pub mod server;
 pub mod socket;
 pub mod workspace;

@@ -22,6 +22,12 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Do not watch the workspace for changes.
+        #[arg(long)]
+        no_watch: bool,
+        /// Milliseconds files must stay quiet before a change is applied.
+        #[arg(long, default_value_t = 150)]
+        watch_debounce_ms: u64,
     },
     /// Run one module (a script that may open outbound clients); exits when it has no timers,
     /// pending work or open clients left.
@@ -51,9 +57,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { workspace, listen } => {
-            block_on(app::serve(ServeOptions { workspace, listen }))
-        }
+        Command::Serve {
+            workspace,
+            listen,
+            no_watch,
+            watch_debounce_ms,
+        } => block_on(app::serve(ServeOptions {
+            workspace,
+            listen,
+            watch: !no_watch,
+            debounce: std::time::Duration::from_millis(watch_debounce_ms.max(1)),
+        })),
         Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
         Command::Check { workspace } => match app::check(&workspace) {
             Ok(0) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::connections::{CloseSignal, Outbound};
-use crate::isolate::{HandlerIsolate, IsolateEvent};
+use crate::isolate::{HandlerSlot, IsolateEvent};
 
 /// How long a peer has to answer our close frame before the socket is dropped.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ pub async fn pump<S>(
     socket: S,
     queue: mpsc::Receiver<Outbound>,
     close_signal: Arc<CloseSignal>,
-    isolate: &HandlerIsolate,
+    isolate: &HandlerSlot,
     peer: Peer<'_>,
     to_event: impl Fn(Incoming) -> IsolateEvent,
     on_closing: impl Fn(),

@@ -63,3 +63,11 @@ pub fn op_ws_close(
         .connections
         .close(id, code as u16, reason)?)
 }
+
+/// The endpoint of an open connection, or null.
+#[op2]
+#[string]
+pub fn op_ws_connection_endpoint(state: &mut OpState, #[number] id: u64) -> Option<String> {
+    let context = state.borrow::<IsolateContext>();
+    context.services.connections.endpoint_of(id)
+}

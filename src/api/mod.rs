@@ -26,6 +26,7 @@ deno_core::extension!(
         connection::op_ws_send_text,
         connection::op_ws_send_binary,
         connection::op_ws_close,
+        connection::op_ws_connection_endpoint,
         clients::op_ws_client_create,
         clients::op_ws_client_info,
         clients::op_ws_client_state,

@@ -199,7 +199,7 @@ pub async fn connect_client(
 async fn finish(
     id: ClientId,
     registry: &ClientRegistry,
-    isolate: &crate::isolate::HandlerIsolate,
+    isolate: &crate::isolate::HandlerSlot,
     ending: Ending,
 ) {
     registry.remove(id);
@@ -210,6 +210,7 @@ async fn finish(
             code: ending.code,
             reason: ending.reason,
             was_clean: ending.was_clean,
+            endpoint: None,
         })
         .await;
 }

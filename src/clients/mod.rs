@@ -377,19 +377,14 @@ impl ClientRegistry {
         }
     }
 
-    /// Closes every client created by the handler module `creator` (when it is replaced).
-    pub fn close_created_by(&self, creator: &str, code: u16, reason: &str) -> usize {
-        let ids: Vec<ClientId> = self
-            .clients
+    /// The live clients created by the handler module `creator`.
+    pub fn created_by(&self, creator: &str) -> Vec<ClientId> {
+        self.clients
             .read()
             .iter()
             .filter(|(_, entry)| entry.creator == creator)
             .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            self.close(*id, code, reason.to_string());
-        }
-        ids.len()
+            .collect()
     }
 
     fn remove(&self, id: ClientId) {

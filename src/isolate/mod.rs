@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -76,6 +76,9 @@ pub enum IsolateEvent {
         code: u16,
         reason: String,
         was_clean: bool,
+        /// The endpoint of an inbound connection: the isolate may not know the connection yet
+        /// (its handler was reloaded since it opened).
+        endpoint: Option<Arc<str>>,
     },
 }
 
@@ -100,32 +103,14 @@ pub struct Services {
 /// A running handler module: its thread, and the queue its events go into.
 #[derive(Debug)]
 pub struct HandlerIsolate {
-    /// The handler module's canonical file.
-    pub handler_file: PathBuf,
-    /// The handler's path relative to the workspace, as shown in logs.
-    pub handler: String,
     events: mpsc::Sender<IsolateEvent>,
     /// True while the isolate has no pending timers, promises or events.
     idle: watch::Receiver<bool>,
+    /// Becomes true when the isolate's thread has ended.
+    stopped: watch::Receiver<bool>,
+    /// The files its module graph was read from, to tell when it must be reloaded.
+    resolver: WorkspaceResolver,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl HandlerIsolate {
-    /// Queues an event, waiting while the isolate's queue is full. Fails once the isolate is gone.
-    pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
-        self.events.send(event).await.map_err(|_| IsolateGone)
-    }
-
-    /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
-    pub async fn until_idle(&self) {
-        let mut idle = self.idle.clone();
-        let _ = idle.wait_for(|idle| *idle).await;
-    }
-
-    /// Watches the isolate's idleness.
-    pub fn idle_watch(&self) -> watch::Receiver<bool> {
-        self.idle.clone()
-    }
 }
 
 /// The isolate stopped (its handler was unloaded); the event was not delivered.
@@ -133,12 +118,68 @@ impl HandlerIsolate {
 #[error("the handler's isolate has stopped")]
 pub struct IsolateGone;
 
+/// One handler module, as connections and clients see it: events go to whichever isolate runs
+/// the module's current code, so a reload swaps the isolate under open connections.
+#[derive(Debug)]
+pub struct HandlerSlot {
+    /// The handler module's canonical file.
+    pub handler_file: PathBuf,
+    /// The handler's path relative to the workspace, as shown in logs.
+    pub handler: String,
+    current: RwLock<Option<Arc<HandlerIsolate>>>,
+}
+
+impl HandlerSlot {
+    fn isolate(&self) -> Option<Arc<HandlerIsolate>> {
+        self.current.read().clone()
+    }
+
+    /// Queues an event for the current isolate, waiting while its queue is full. Fails once the
+    /// handler has been unloaded.
+    pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        let isolate = self.isolate().ok_or(IsolateGone)?;
+        isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
+    pub async fn until_idle(&self) {
+        if let Some(isolate) = self.isolate() {
+            let mut idle = isolate.idle.clone();
+            let _ = idle.wait_for(|idle| *idle).await;
+        }
+    }
+
+    /// Whether the isolate has nothing pending right now.
+    pub fn is_idle(&self) -> bool {
+        self.isolate().is_none_or(|isolate| *isolate.idle.borrow())
+    }
+
+    /// Module files of the running code that changed on disk since they were loaded.
+    pub fn changed_files(&self) -> Vec<PathBuf> {
+        self.isolate()
+            .map(|isolate| isolate.resolver.changed_files())
+            .unwrap_or_default()
+    }
+
+    /// Module files of the running code.
+    pub fn loaded_files(&self) -> Vec<PathBuf> {
+        self.isolate()
+            .map(|isolate| isolate.resolver.loaded_files())
+            .unwrap_or_default()
+    }
+
+    /// Unloads the handler: its isolate finishes the events already queued, then stops.
+    fn retire(&self) -> Option<Arc<HandlerIsolate>> {
+        self.current.write().take()
+    }
+}
+
 /// Starts isolates for handler modules and keeps one per module.
 #[derive(Debug)]
 pub struct IsolateHost {
     resolver: WorkspaceResolver,
     services: Services,
-    isolates: tokio::sync::Mutex<HashMap<PathBuf, Arc<HandlerIsolate>>>,
+    slots: tokio::sync::Mutex<HashMap<PathBuf, Arc<HandlerSlot>>>,
     live: Arc<AtomicUsize>,
 }
 
@@ -165,7 +206,7 @@ impl IsolateHost {
                 network,
                 isolates: host.clone(),
             },
-            isolates: Default::default(),
+            slots: Default::default(),
             live: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -174,36 +215,72 @@ impl IsolateHost {
         &self.resolver
     }
 
-    /// The isolate running `handler_file`, started (its module loaded and its top level run) if
-    /// it is not running yet.
+    /// The handler `handler_file`, its isolate started (module loaded, top level run) if it is
+    /// not running yet.
     pub async fn isolate_for(
         &self,
         handler_file: &Path,
-    ) -> Result<Arc<HandlerIsolate>, HandlerLoadError> {
-        let mut isolates = self.isolates.lock().await;
-        if let Some(isolate) = isolates.get(handler_file) {
-            if !isolate.events.is_closed() {
-                return Ok(isolate.clone());
+    ) -> Result<Arc<HandlerSlot>, HandlerLoadError> {
+        let mut slots = self.slots.lock().await;
+        if let Some(slot) = slots.get(handler_file) {
+            if slot.isolate().is_some() {
+                return Ok(slot.clone());
             }
         }
-        let isolate = Arc::new(self.start(handler_file).await?);
-        isolates.insert(handler_file.to_path_buf(), isolate.clone());
-        Ok(isolate)
+        let isolate = self.start(handler_file, None).await?;
+        let slot = Arc::new(HandlerSlot {
+            handler_file: handler_file.to_path_buf(),
+            handler: self.resolver.display(handler_file),
+            current: RwLock::new(Some(Arc::new(isolate))),
+        });
+        slots.insert(handler_file.to_path_buf(), slot.clone());
+        Ok(slot)
     }
 
-    /// Stops the isolate of `handler_file`, if one runs: its thread ends once queued events ran.
+    /// Replaces the running isolate of `handler_file` by one with the module's current code.
+    /// Open connections stay; their next events go to the new isolate, which starts taking
+    /// events once the old one has finished those already queued. If the new code fails to
+    /// load, the old isolate keeps serving and the error is returned.
+    pub async fn reload(&self, handler_file: &Path) -> Result<(), HandlerLoadError> {
+        let slots = self.slots.lock().await;
+        let Some(slot) = slots.get(handler_file).cloned() else {
+            drop(slots);
+            return self.isolate_for(handler_file).await.map(|_| ());
+        };
+        let previous = slot.isolate();
+        let after = previous.as_ref().map(|isolate| isolate.stopped.clone());
+        let isolate = self.start(handler_file, after).await?;
+        *slot.current.write() = Some(Arc::new(isolate));
+        Ok(())
+    }
+
+    /// Unloads the handler `handler_file`, if it runs.
     pub async fn stop(&self, handler_file: &Path) {
-        self.isolates.lock().await.remove(handler_file);
+        if let Some(slot) = self.slots.lock().await.remove(handler_file) {
+            slot.retire();
+        }
+    }
+
+    /// The handlers that have a running isolate.
+    pub async fn running(&self) -> Vec<Arc<HandlerSlot>> {
+        self.slots
+            .lock()
+            .await
+            .values()
+            .filter(|slot| slot.isolate().is_some())
+            .cloned()
+            .collect()
     }
 
     /// Stops every isolate and waits (up to `limit`) for their threads to finish queued events.
     pub async fn shutdown(&self, limit: std::time::Duration) {
-        let isolates: Vec<_> = self.isolates.lock().await.drain().map(|(_, i)| i).collect();
-        let threads: Vec<_> = isolates
+        let slots: Vec<_> = self.slots.lock().await.drain().map(|(_, s)| s).collect();
+        let threads: Vec<_> = slots
             .iter()
+            .filter_map(|slot| slot.retire())
             .filter_map(|isolate| isolate.thread.lock().take())
             .collect();
-        drop(isolates);
+        drop(slots);
         let join = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
@@ -212,36 +289,49 @@ impl IsolateHost {
         let _ = tokio::time::timeout(limit, join).await;
     }
 
-    /// How many isolate threads are alive.
+    /// How many isolate threads are alive (a replaced isolate counts until its thread ends).
     pub fn live_isolates(&self) -> usize {
         self.live.load(Ordering::SeqCst)
     }
 
-    async fn start(&self, handler_file: &Path) -> Result<HandlerIsolate, HandlerLoadError> {
+    async fn start(
+        &self,
+        handler_file: &Path,
+        after: Option<watch::Receiver<bool>>,
+    ) -> Result<HandlerIsolate, HandlerLoadError> {
         let handler = self.resolver.display(handler_file);
+        let resolver = self.resolver.for_new_isolate();
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let (ready, started) = oneshot::channel();
         let (idle_sender, idle) = watch::channel(false);
+        let (stopped_sender, stopped) = watch::channel(false);
         let setup = runtime::IsolateSetup {
             handler_file: handler_file.to_path_buf(),
             handler: handler.clone(),
-            resolver: self.resolver.clone(),
+            resolver: resolver.clone(),
             services: self.services.clone(),
             idle: idle_sender,
+            after,
         };
         let live = self.live.clone();
         live.fetch_add(1, Ordering::SeqCst);
-        let thread_live = live.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("isolate:{handler}"))
             .spawn(move || {
+                // Runs even if the isolate's code panics the thread.
+                struct Ended(Arc<AtomicUsize>, watch::Sender<bool>);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                        self.1.send_replace(true);
+                    }
+                }
+                let _ended = Ended(live, stopped_sender);
                 runtime::run_isolate_thread(setup, receiver, ready);
-                thread_live.fetch_sub(1, Ordering::SeqCst);
             });
         let thread = match spawned {
             Ok(thread) => thread,
             Err(error) => {
-                live.fetch_sub(1, Ordering::SeqCst);
                 return Err(HandlerLoadError(format!(
                     "{handler}: cannot start a thread: {error}"
                 )));
@@ -251,10 +341,10 @@ impl IsolateHost {
             Ok(Ok(())) => {
                 tracing::debug!(handler, "isolate started");
                 Ok(HandlerIsolate {
-                    handler_file: handler_file.to_path_buf(),
-                    handler,
                     events,
                     idle,
+                    stopped,
+                    resolver,
                     thread: Mutex::new(Some(thread)),
                 })
             }

@@ -1,7 +1,11 @@
 //! Module resolution for handler code: relative paths, workspace paths (`project/module`) and the
 //! built-in API modules. Nothing outside the workspace and nothing remote can be loaded.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use deno_core::{
     ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource,
@@ -128,11 +132,42 @@ pub struct ResolvedModule {
 #[derive(Debug, Clone)]
 pub struct WorkspaceResolver {
     root: PathBuf,
+    /// Every module file this resolver read, with a hash of the text it read: an isolate is
+    /// reloaded when one of its files no longer has that text.
+    loaded: Arc<Mutex<BTreeMap<PathBuf, u64>>>,
 }
 
 impl WorkspaceResolver {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The same workspace, with its own record of the files it reads (one per isolate).
+    pub fn for_new_isolate(&self) -> Self {
+        Self::new(self.root.clone())
+    }
+
+    /// Files read so far whose text on disk has changed (or that are gone).
+    pub fn changed_files(&self) -> Vec<PathBuf> {
+        self.loaded
+            .lock()
+            .iter()
+            .filter(|(path, hash)| {
+                std::fs::read_to_string(path)
+                    .map(|text| text_hash(&text))
+                    .ok()
+                    != Some(**hash)
+            })
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// Files read so far.
+    pub fn loaded_files(&self) -> Vec<PathBuf> {
+        self.loaded.lock().keys().cloned().collect()
     }
 
     pub fn root(&self) -> &Path {
@@ -236,11 +271,22 @@ impl WorkspaceResolver {
 
     /// Reads a resolved module's text.
     pub fn read(&self, module: &ResolvedModule) -> Result<String, ModuleError> {
-        std::fs::read_to_string(&module.path).map_err(|e| ModuleError::Unreadable {
+        let text = std::fs::read_to_string(&module.path).map_err(|e| ModuleError::Unreadable {
             path: self.display(&module.path),
             reason: e.to_string(),
-        })
+        })?;
+        self.loaded
+            .lock()
+            .insert(module.path.clone(), text_hash(&text));
+        Ok(text)
     }
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn builtin_names() -> Vec<&'static str> {

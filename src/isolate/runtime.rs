@@ -28,6 +28,8 @@ pub struct IsolateSetup {
     pub services: Services,
     /// Set while the isolate has nothing pending (for `switchboard run`).
     pub idle: watch::Sender<bool>,
+    /// The isolate this one replaces: events wait until it has finished its own.
+    pub after: Option<watch::Receiver<bool>>,
 }
 
 /// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
@@ -50,8 +52,10 @@ pub fn run_isolate_thread(
             return;
         }
     };
+    let mut setup = setup;
     tokio.block_on(async move {
         let handler = setup.handler.clone();
+        let after = setup.after.take();
         let mut isolate = match HandlerRuntime::new(setup) {
             Ok(isolate) => isolate,
             Err(error) => {
@@ -65,6 +69,10 @@ pub fn run_isolate_thread(
         }
         if ready.send(Ok(())).is_err() {
             return;
+        }
+        if let Some(mut previous) = after {
+            // Per-connection order across a reload: the old code finishes its queue first.
+            let _ = previous.wait_for(|stopped| *stopped).await;
         }
         isolate.serve(events).await;
         tracing::debug!(handler, "isolate stopped");
@@ -255,11 +263,11 @@ const ERROR: f64 = 2.0;
 const CLOSE: f64 = 3.0;
 const CLIENT_KINDS: f64 = 4.0;
 
-/// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c)`.
+/// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c, endpoint)`.
 fn event_arguments<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     event: IsolateEvent,
-) -> (Target, [v8::Local<'s, v8::Value>; 5]) {
+) -> (Target, [v8::Local<'s, v8::Value>; 6]) {
     let undefined: v8::Local<v8::Value> = v8::undefined(scope).into();
     let number = |scope: &mut v8::PinScope<'s, '_>, n: f64| -> v8::Local<'s, v8::Value> {
         v8::Number::new(scope, n).into()
@@ -269,6 +277,7 @@ fn event_arguments<'s>(
             .map(Into::into)
             .unwrap_or(undefined)
     };
+    let mut endpoint_of_closed = undefined;
     let (target, kind, a, b, c) = match event {
         IsolateEvent::Open {
             target,
@@ -303,20 +312,29 @@ fn event_arguments<'s>(
             code,
             reason,
             was_clean,
-        } => (
-            target,
-            CLOSE,
-            number(scope, f64::from(code)),
-            string(scope, &reason),
-            v8::Boolean::new(scope, was_clean).into(),
-        ),
+            endpoint,
+        } => {
+            if let Some(endpoint) = endpoint {
+                endpoint_of_closed = string(scope, &endpoint);
+            }
+            (
+                target,
+                CLOSE,
+                number(scope, f64::from(code)),
+                string(scope, &reason),
+                v8::Boolean::new(scope, was_clean).into(),
+            )
+        }
     };
     let kind = match target {
         Target::Connection(_) => kind,
         Target::Client(_) => kind + CLIENT_KINDS,
     };
     let id = number(scope, target.id() as f64);
-    (target, [number(scope, kind), id, a, b, c])
+    (
+        target,
+        [number(scope, kind), id, a, b, c, endpoint_of_closed],
+    )
 }
 
 /// The dispatcher returns a string (text), a Uint8Array (binary) or undefined (no reply).
@@ -385,12 +403,13 @@ fn describe_js_error(error: &deno_core::error::JsError, resolver: &WorkspaceReso
                 .is_some_and(|n| n.starts_with("file:"))
         })
         .map(|frame| {
-            format!(
-                "{}:{}:{}",
-                relative_url(frame.file_name.as_deref().unwrap_or_default(), resolver),
-                frame.line_number.unwrap_or(0),
-                frame.column_number.unwrap_or(0)
-            )
+            let url = frame.file_name.as_deref().unwrap_or_default();
+            let line = frame.line_number.unwrap_or(0);
+            let mut column = frame.column_number.unwrap_or(0);
+            if line == 1 && is_commonjs_url(url) {
+                column = (column - COMMONJS_PREFIX.len() as i64).max(1);
+            }
+            format!("{}:{line}:{column}", relative_url(url, resolver))
         });
     let message = relative_urls_in(&error.exception_message, resolver);
     let message = message
@@ -401,6 +420,21 @@ fn describe_js_error(error: &deno_core::error::JsError, resolver: &WorkspaceReso
         Some(location) => format!("{location}: {message}"),
         None => message,
     }
+}
+
+/// bootstrap.js compiles a CommonJS module inside a function whose head shares the module's
+/// first line, so positions on that line are shifted by the head's length.
+const COMMONJS_PREFIX: &str = "(function (exports, require, module, __filename, __dirname) {";
+
+fn is_commonjs_url(url: &str) -> bool {
+    deno_core::ModuleSpecifier::parse(url)
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+        .and_then(|path| {
+            let source = std::fs::read_to_string(&path).ok()?;
+            Some(ModuleKind::of(&path, &source) == ModuleKind::CommonJs)
+        })
+        .unwrap_or(false)
 }
 
 fn describe_core_error(
@@ -474,4 +508,12 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_commonjs_prefix_matches_the_bootstrap() {
+        assert!(super::BOOTSTRAP_JS.contains(&format!("`{}${{body}}", super::COMMONJS_PREFIX)));
+    }
 }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::connections::{CloseSignal, ConnectionRegistry, DEFAULT_SEND_QUEUE};
-use crate::isolate::{HandlerIsolate, IsolateEvent, Target};
+use crate::isolate::{HandlerSlot, IsolateEvent, Target};
 use crate::socket::{pump, Incoming, Peer};
 
 /// Serves one upgraded connection until it closes.
@@ -16,7 +16,7 @@ pub async fn serve_connection<S>(
     socket: S,
     endpoint: Arc<str>,
     peer: SocketAddr,
-    isolate: Arc<HandlerIsolate>,
+    isolate: Arc<HandlerSlot>,
     connections: Arc<ConnectionRegistry>,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
@@ -65,6 +65,7 @@ pub async fn serve_connection<S>(
             code: ending.code,
             reason: ending.reason,
             was_clean: ending.was_clean,
+            endpoint: Some(endpoint.clone()),
         })
         .await;
 }

@@ -2,6 +2,7 @@
 //! projects' static pages, and the accept loop with graceful shutdown.
 
 mod connection;
+mod metrics;
 mod pages;
 mod upgrade;
 
@@ -35,12 +36,16 @@ pub struct AppState {
     pub clients: Arc<ClientRegistry>,
     /// The handler isolates.
     pub isolates: Arc<IsolateHost>,
+    /// Workspace changes applied since start, for `/metrics`.
+    pub reloads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::index))
+        .route("/metrics", get(metrics::metrics))
+        .route("/switchboard/status", get(pages::status))
         .route("/websockets/v4/service", get(pages::endpoint_list))
         .route("/websockets/v4/service/", get(pages::endpoint_list))
         .route("/websockets/v4/service/{endpoint}", get(upgrade::upgrade))

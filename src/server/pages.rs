@@ -47,6 +47,23 @@ pub async fn endpoint_list(State(state): State<AppState>) -> Json<Vec<EndpointIn
     Json(endpoint_infos(&state))
 }
 
+/// `GET /switchboard/status`: endpoints with their handler errors, and the workspace's problems.
+pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let snapshot = state.endpoints.snapshot();
+    let problems = |list: &[crate::workspace::Problem]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|p| serde_json::json!({"file": p.file, "message": p.message}))
+            .collect()
+    };
+    Json(serde_json::json!({
+        "endpoints": endpoint_infos(&state),
+        "problems": problems(&snapshot.problems),
+        "warnings": problems(&snapshot.warnings),
+        "isolates": state.isolates.live_isolates(),
+        "reloads": state.reloads.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -5,6 +5,7 @@
 
 mod descriptor;
 mod registry;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

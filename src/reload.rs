@@ -1,0 +1,283 @@
+//! Applying workspace changes to what is served, without a restart: endpoints bound, rebound
+//! and unbound; handler isolates replaced when their code changes, keeping open connections.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::server::AppState;
+use crate::workspace::{self, Endpoint, Problem};
+
+/// Close code and reasons used when the workspace takes something away.
+const GOING_AWAY: u16 = 1001;
+
+/// Applies workspace changes; one per server.
+pub struct Reloader {
+    state: AppState,
+    /// Serialises reloads: a batch is applied whole before the next one starts.
+    lock: tokio::sync::Mutex<()>,
+    /// For each handler whose last reload failed, the text of its changed files then: the same
+    /// broken text is not tried (and reported) again on an unrelated event.
+    failed: parking_lot::Mutex<HashMap<PathBuf, u64>>,
+}
+
+impl Reloader {
+    pub fn new(state: AppState) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            lock: tokio::sync::Mutex::new(()),
+            failed: Default::default(),
+        })
+    }
+
+    /// Starts every handler of the current endpoints, recording load errors. Used at start-up.
+    pub async fn start_all(&self) {
+        let _guard = self.lock.lock().await;
+        for handler_file in self.referenced_handlers() {
+            // A failure is logged and recorded in the registry; the other handlers still start.
+            let _ = self.start_handler(&handler_file).await;
+        }
+    }
+
+    /// Rescans the workspace and applies the difference. Logs one line saying what changed.
+    pub async fn apply(&self, changed: &[PathBuf]) {
+        let _guard = self.lock.lock().await;
+        let started = Instant::now();
+        let state = &self.state;
+        let before = state.endpoints.snapshot();
+        let scan = workspace::scan(&state.workspace_root);
+        log_new_problems(
+            &before.problems,
+            &scan.problems,
+            &before.warnings,
+            &scan.warnings,
+        );
+        let change = state.endpoints.apply(scan);
+        let mut report: Vec<String> = Vec::new();
+
+        for endpoint in &change.removed {
+            let closed = self.close_endpoint_connections(
+                &endpoint.name,
+                &format!("endpoint {} removed", endpoint.name),
+            );
+            report.push(format!(
+                "endpoint {} removed ({}{})",
+                endpoint.name,
+                endpoint.descriptor_file,
+                closed_note(closed)
+            ));
+        }
+        for (old, new) in &change.changed {
+            let closed = if old.handler_file != new.handler_file {
+                self.close_endpoint_connections(
+                    &new.name,
+                    &format!("endpoint {} rebound to {}", new.name, new.handler),
+                )
+            } else {
+                0
+            };
+            report.push(format!(
+                "endpoint {} rebound ({} -> {}{})",
+                new.name,
+                new.descriptor_file,
+                self.state.isolates.resolver().display(&new.handler_file),
+                closed_note(closed)
+            ));
+        }
+        for endpoint in &change.added {
+            report.push(format!(
+                "endpoint {} bound ({} -> {})",
+                endpoint.name,
+                endpoint.descriptor_file,
+                self.state
+                    .isolates
+                    .resolver()
+                    .display(&endpoint.handler_file)
+            ));
+        }
+
+        // Handlers whose code (or a module they import) changed get a new isolate.
+        let referenced = self.referenced_handlers();
+        let mut reloaded = BTreeSet::new();
+        for slot in state.isolates.running().await {
+            let file = slot.handler_file.clone();
+            if !file.exists() || (!referenced.contains(&file) && !self.has_clients(&slot.handler)) {
+                state.isolates.stop(&file).await;
+                state.endpoints.set_handler_error(&file, None);
+                report.push(format!("handler {} unloaded", slot.handler));
+                continue;
+            }
+            let edited = slot.changed_files();
+            if edited.is_empty() {
+                self.failed.lock().remove(&file);
+                continue;
+            }
+            let fingerprint = contents_fingerprint(&edited);
+            if self.failed.lock().get(&file) == Some(&fingerprint) {
+                continue;
+            }
+            let previous_clients = state.clients.created_by(&slot.handler);
+            match state.isolates.reload(&file).await {
+                Ok(()) => {
+                    self.failed.lock().remove(&file);
+                    state.endpoints.set_handler_error(&file, None);
+                    for id in &previous_clients {
+                        state.clients.close(
+                            *id,
+                            GOING_AWAY,
+                            format!("handler {} reloaded", slot.handler),
+                        );
+                    }
+                    report.push(format!(
+                        "handler {} reloaded ({} changed{})",
+                        slot.handler,
+                        self.names(&edited),
+                        match previous_clients.len() {
+                            0 => String::new(),
+                            n => format!(", {n} client(s) of the old code closed"),
+                        }
+                    ));
+                }
+                Err(error) => {
+                    self.failed.lock().insert(file.clone(), fingerprint);
+                    state
+                        .endpoints
+                        .set_handler_error(&file, Some(error.to_string()));
+                    report.push(format!(
+                        "handler {} NOT reloaded, the last good version keeps serving: {error}",
+                        slot.handler
+                    ));
+                }
+            }
+            reloaded.insert(file);
+        }
+
+        // Handlers of new endpoints, and handlers that failed before and may be fixed now.
+        for file in &referenced {
+            if reloaded.contains(file) {
+                continue;
+            }
+            let running = state.isolates.running().await;
+            if running.iter().any(|slot| &slot.handler_file == file) {
+                continue;
+            }
+            let had_error = state.endpoints.handler_error(file);
+            match self.start_handler(file).await {
+                Ok(()) if had_error.is_some() => report.push(format!(
+                    "handler {} loaded, its error is fixed",
+                    state.isolates.resolver().display(file)
+                )),
+                Ok(()) => {}
+                Err(error) if had_error.as_deref() != Some(error.as_str()) => {
+                    report.push(format!("handler failed to load: {error}"))
+                }
+                Err(_) => {}
+            }
+        }
+
+        self.state.reloads.fetch_add(1, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_millis();
+        if report.is_empty() {
+            tracing::debug!(
+                "workspace change ({}) needed no reload ({elapsed} ms)",
+                self.names(changed)
+            );
+        } else {
+            tracing::info!("reload in {elapsed} ms: {}", report.join("; "));
+        }
+    }
+
+    /// Starts a handler's isolate and records the outcome in the registry.
+    async fn start_handler(&self, handler_file: &Path) -> Result<(), String> {
+        match self.state.isolates.isolate_for(handler_file).await {
+            Ok(_) => {
+                self.state.endpoints.set_handler_error(handler_file, None);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                let error = error.to_string();
+                self.state
+                    .endpoints
+                    .set_handler_error(handler_file, Some(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    fn referenced_handlers(&self) -> BTreeSet<PathBuf> {
+        self.state
+            .endpoints
+            .snapshot()
+            .endpoints
+            .values()
+            .map(|endpoint: &Arc<Endpoint>| endpoint.handler_file.clone())
+            .collect()
+    }
+
+    fn has_clients(&self, handler: &str) -> bool {
+        self.state
+            .clients
+            .list()
+            .iter()
+            .any(|client| client.handler == handler)
+    }
+
+    fn close_endpoint_connections(&self, endpoint: &str, reason: &str) -> usize {
+        let ids = self.state.connections.ids_of_endpoint(endpoint);
+        for id in &ids {
+            let _ = self
+                .state
+                .connections
+                .close(*id, GOING_AWAY, reason.to_string());
+        }
+        ids.len()
+    }
+
+    fn names(&self, paths: &[PathBuf]) -> String {
+        let names: BTreeSet<String> = paths
+            .iter()
+            .map(|p| workspace::relative_display(&self.state.workspace_root, p))
+            .collect();
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A hash of the current text of `files`.
+fn contents_fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn closed_note(closed: usize) -> String {
+    match closed {
+        0 => String::new(),
+        n => format!(", {n} connection(s) closed with 1001"),
+    }
+}
+
+/// Logs problems and warnings that were not there before, so an unrelated edit does not repeat
+/// every known problem.
+fn log_new_problems(
+    old_problems: &[Problem],
+    new_problems: &[Problem],
+    old_warnings: &[Problem],
+    new_warnings: &[Problem],
+) {
+    for problem in new_problems.iter().filter(|p| !old_problems.contains(p)) {
+        tracing::error!("{}: {} (skipped)", problem.file, problem.message);
+    }
+    for warning in new_warnings.iter().filter(|w| !old_warnings.contains(w)) {
+        tracing::warn!("{}: {}", warning.file, warning.message);
+    }
+    for fixed in old_problems.iter().filter(|p| !new_problems.contains(p)) {
+        tracing::info!("{}: no longer a problem", fixed.file);
+    }
+}
