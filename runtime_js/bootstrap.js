@@ -80,31 +80,39 @@
       throw new TypeError(`${name}: the first argument must be a function, got ${typeof callback}`);
     }
   }
-  // Browser-style numeric ids, mapped to the engine's timer objects.
+  // Browser-style numeric ids, mapped to the engine's timer objects. Each timer belongs to the
+  // generation of handler code that created it; a reload cancels the old generation's timers.
   const timers = new Map();
   let nextTimerId = 1;
-  function setTimeout(callback, delay, ...args) {
-    checkCallback(callback, "setTimeout");
+  let generation = 0;
+  let loadingGeneration = 0;
+  function addTimer(callback, delay, args, repeat, name) {
+    checkCallback(callback, name);
     const id = nextTimerId++;
-    const run = guarded(callback, "setTimeout");
-    timers.set(id, core.createTimer(() => {
-      timers.delete(id);
+    const run = guarded(callback, name);
+    const timer = core.createTimer(() => {
+      if (!repeat) timers.delete(id);
       run(...args);
-    }, delay, undefined, false, true));
+    }, delay, undefined, repeat, true);
+    timers.set(id, { timer, generation: loadingGeneration });
     return id;
+  }
+  function setTimeout(callback, delay, ...args) {
+    return addTimer(callback, delay, args, false, "setTimeout");
   }
   function setInterval(callback, delay, ...args) {
-    checkCallback(callback, "setInterval");
-    const id = nextTimerId++;
-    const run = guarded(callback, "setInterval");
-    timers.set(id, core.createTimer(() => run(...args), delay, undefined, true, true));
-    return id;
+    return addTimer(callback, delay, args, true, "setInterval");
   }
   function clearTimer(id) {
-    const timer = timers.get(id);
-    if (timer !== undefined) {
+    const entry = timers.get(id);
+    if (entry !== undefined) {
       timers.delete(id);
-      core.cancelTimer(timer);
+      core.cancelTimer(entry.timer);
+    }
+  }
+  function cancelTimers(which) {
+    for (const [id, entry] of timers) {
+      if (which(entry.generation)) clearTimer(id);
     }
   }
 
@@ -496,7 +504,9 @@
 
   // ------------------------------------------------------------- CommonJS
   const builtinModules = new Map();
-  const moduleCache = new Map();
+  let moduleCache = new Map();
+  // What a reload replaces, kept until the new code has loaded.
+  let previousGeneration = null;
 
   // The wrapper shares the module's first line, so every reported line number is the file's own.
   function compileCommonJs(source, url) {
@@ -568,6 +578,26 @@
     // Loads a CommonJS module for an ES module that imports it (default export).
     requireFromEsm(specifier) {
       return makeRequire("")(specifier);
+    },
+    // A reload: fresh module state for the new code; the old stays until it has loaded.
+    beginGeneration(next) {
+      previousGeneration = { moduleCache, handler };
+      moduleCache = new Map();
+      loadingGeneration = next;
+    },
+    commitGeneration(next) {
+      cancelTimers((g) => g < next);
+      generation = next;
+      previousGeneration = null;
+    },
+    abortGeneration(failed) {
+      cancelTimers((g) => g === failed);
+      if (previousGeneration !== null) {
+        moduleCache = previousGeneration.moduleCache;
+        handler = previousGeneration.handler;
+      }
+      loadingGeneration = generation;
+      previousGeneration = null;
     },
     setHandler(exports) {
       handler = exports !== null && typeof exports === "object" ? exports : {};

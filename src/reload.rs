@@ -110,6 +110,7 @@ impl Reloader {
                 continue;
             }
             let edited = slot.changed_files();
+            tracing::debug!(handler = %slot.handler, ?edited, loaded = ?slot.loaded_files(), "checking for edits");
             if edited.is_empty() {
                 self.failed.lock().remove(&file);
                 continue;

@@ -80,6 +80,12 @@ pub enum IsolateEvent {
         /// (its handler was reloaded since it opened).
         endpoint: Option<Arc<str>>,
     },
+    /// Replace the handler's code by the module's current version. It travels in the same
+    /// queue as the events, so every event before it runs the old code, every event after it
+    /// the new code.
+    Reload {
+        done: oneshot::Sender<Result<(), HandlerLoadError>>,
+    },
 }
 
 /// Why a handler could not be started. The message names the file and, for code errors, the line.
@@ -106,8 +112,6 @@ pub struct HandlerIsolate {
     events: mpsc::Sender<IsolateEvent>,
     /// True while the isolate has no pending timers, promises or events.
     idle: watch::Receiver<bool>,
-    /// Becomes true when the isolate's thread has ended.
-    stopped: watch::Receiver<bool>,
     /// The files its module graph was read from, to tell when it must be reloaded.
     resolver: WorkspaceResolver,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -227,7 +231,7 @@ impl IsolateHost {
                 return Ok(slot.clone());
             }
         }
-        let isolate = self.start(handler_file, None).await?;
+        let isolate = self.start(handler_file).await?;
         let slot = Arc::new(HandlerSlot {
             handler_file: handler_file.to_path_buf(),
             handler: self.resolver.display(handler_file),
@@ -237,21 +241,22 @@ impl IsolateHost {
         Ok(slot)
     }
 
-    /// Replaces the running isolate of `handler_file` by one with the module's current code.
-    /// Open connections stay; their next events go to the new isolate, which starts taking
-    /// events once the old one has finished those already queued. If the new code fails to
-    /// load, the old isolate keeps serving and the error is returned.
+    /// Replaces the code of the handler `handler_file` by the module's current version, in its
+    /// running isolate: open connections stay, and their next events run the new code with fresh
+    /// module state (timers of the old code are cancelled). If the new code fails to load, the
+    /// old code keeps serving and the error is returned. The isolate is kept, not replaced,
+    /// because creating an engine context costs memory that the QuickJS engine never gives back.
     pub async fn reload(&self, handler_file: &Path) -> Result<(), HandlerLoadError> {
-        let slots = self.slots.lock().await;
-        let Some(slot) = slots.get(handler_file).cloned() else {
-            drop(slots);
+        let slot = self.slots.lock().await.get(handler_file).cloned();
+        let Some(slot) = slot else {
             return self.isolate_for(handler_file).await.map(|_| ());
         };
-        let previous = slot.isolate();
-        let after = previous.as_ref().map(|isolate| isolate.stopped.clone());
-        let isolate = self.start(handler_file, after).await?;
-        *slot.current.write() = Some(Arc::new(isolate));
-        Ok(())
+        let (done, result) = oneshot::channel();
+        let gone = || HandlerLoadError(format!("{}: the isolate has stopped", slot.handler));
+        slot.deliver(IsolateEvent::Reload { done })
+            .await
+            .map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     /// Unloads the handler `handler_file`, if it runs.
@@ -289,29 +294,23 @@ impl IsolateHost {
         let _ = tokio::time::timeout(limit, join).await;
     }
 
-    /// How many isolate threads are alive (a replaced isolate counts until its thread ends).
+    /// How many isolate threads are alive.
     pub fn live_isolates(&self) -> usize {
         self.live.load(Ordering::SeqCst)
     }
 
-    async fn start(
-        &self,
-        handler_file: &Path,
-        after: Option<watch::Receiver<bool>>,
-    ) -> Result<HandlerIsolate, HandlerLoadError> {
+    async fn start(&self, handler_file: &Path) -> Result<HandlerIsolate, HandlerLoadError> {
         let handler = self.resolver.display(handler_file);
         let resolver = self.resolver.for_new_isolate();
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let (ready, started) = oneshot::channel();
         let (idle_sender, idle) = watch::channel(false);
-        let (stopped_sender, stopped) = watch::channel(false);
         let setup = runtime::IsolateSetup {
             handler_file: handler_file.to_path_buf(),
             handler: handler.clone(),
             resolver: resolver.clone(),
             services: self.services.clone(),
             idle: idle_sender,
-            after,
         };
         let live = self.live.clone();
         live.fetch_add(1, Ordering::SeqCst);
@@ -319,14 +318,13 @@ impl IsolateHost {
             .name(format!("isolate:{handler}"))
             .spawn(move || {
                 // Runs even if the isolate's code panics the thread.
-                struct Ended(Arc<AtomicUsize>, watch::Sender<bool>);
+                struct Ended(Arc<AtomicUsize>);
                 impl Drop for Ended {
                     fn drop(&mut self) {
                         self.0.fetch_sub(1, Ordering::SeqCst);
-                        self.1.send_replace(true);
                     }
                 }
-                let _ended = Ended(live, stopped_sender);
+                let _ended = Ended(live);
                 runtime::run_isolate_thread(setup, receiver, ready);
             });
         let thread = match spawned {
@@ -343,7 +341,6 @@ impl IsolateHost {
                 Ok(HandlerIsolate {
                     events,
                     idle,
-                    stopped,
                     resolver,
                     thread: Mutex::new(Some(thread)),
                 })

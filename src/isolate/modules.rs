@@ -165,6 +165,11 @@ impl WorkspaceResolver {
             .collect()
     }
 
+    /// Starts a new record of files read (before a module graph is loaded again).
+    pub fn forget_loaded(&self) {
+        self.loaded.lock().clear();
+    }
+
     /// Files read so far.
     pub fn loaded_files(&self) -> Vec<PathBuf> {
         self.loaded.lock().keys().cloned().collect()
@@ -348,10 +353,25 @@ impl ModuleLoader for WorkspaceModuleLoader {
         if specifier.starts_with(&format!("{BUILTIN_SCHEME}:")) {
             return ModuleSpecifier::parse(specifier).map_err(JsErrorBox::from_err);
         }
-        self.resolver
+        let mut url = self
+            .resolver
             .resolve_file(specifier, referrer)
             .map(|m| m.url)
-            .map_err(JsErrorBox::from_err)
+            .map_err(JsErrorBox::from_err)?;
+        // A reloaded handler's graph is loaded under new URLs, so that every module of it is
+        // instantiated afresh: the importer's generation passes on to what it imports.
+        let generation_of = |url: &str| {
+            ModuleSpecifier::parse(url)
+                .ok()
+                .filter(|u| u.scheme() == "file")
+                .and_then(|u| u.query().map(str::to_string))
+        };
+        url.set_query(
+            generation_of(specifier)
+                .or_else(|| generation_of(referrer))
+                .as_deref(),
+        );
+        Ok(url)
     }
 
     fn load(

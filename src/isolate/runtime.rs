@@ -28,8 +28,6 @@ pub struct IsolateSetup {
     pub services: Services,
     /// Set while the isolate has nothing pending (for `switchboard run`).
     pub idle: watch::Sender<bool>,
-    /// The isolate this one replaces: events wait until it has finished its own.
-    pub after: Option<watch::Receiver<bool>>,
 }
 
 /// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
@@ -52,10 +50,8 @@ pub fn run_isolate_thread(
             return;
         }
     };
-    let mut setup = setup;
     tokio.block_on(async move {
         let handler = setup.handler.clone();
-        let after = setup.after.take();
         let mut isolate = match HandlerRuntime::new(setup) {
             Ok(isolate) => isolate,
             Err(error) => {
@@ -63,16 +59,12 @@ pub fn run_isolate_thread(
                 return;
             }
         };
-        if let Err(error) = isolate.load_handler().await {
+        if let Err(error) = isolate.load_module().await {
             let _ = ready.send(Err(error));
             return;
         }
         if ready.send(Ok(())).is_err() {
             return;
-        }
-        if let Some(mut previous) = after {
-            // Per-connection order across a reload: the old code finishes its queue first.
-            let _ = previous.wait_for(|stopped| *stopped).await;
         }
         isolate.serve(events).await;
         tracing::debug!(handler, "isolate stopped");
@@ -89,6 +81,10 @@ struct HandlerRuntime {
     idle: watch::Sender<bool>,
     /// `__switchboard.dispatch`, called for every event.
     dispatch: v8::Global<v8::Function>,
+    /// How many times the handler's code was loaded: a reload is a new generation.
+    generation: u64,
+    /// Events received after a reload request, waiting for the reload to finish.
+    pending: std::collections::VecDeque<IsolateEvent>,
 }
 
 impl HandlerRuntime {
@@ -104,23 +100,44 @@ impl HandlerRuntime {
             services: setup.services,
             idle: setup.idle,
             dispatch,
+            generation: 0,
+            pending: Default::default(),
         })
     }
 
-    /// Loads the handler module and runs its top level once.
-    async fn load_handler(&mut self) -> Result<(), HandlerLoadError> {
+    /// Loads (or reloads) the handler module and runs its top level once. On failure the
+    /// previous generation's code and module state stay in place.
+    async fn load_module(&mut self) -> Result<(), HandlerLoadError> {
+        self.generation += 1;
+        let generation = self.generation;
+        self.resolver.forget_loaded();
+        self.call_internal("beginGeneration", generation)?;
+        let loaded = self.load_generation(generation).await;
+        let finish = if loaded.is_ok() {
+            "commitGeneration"
+        } else {
+            "abortGeneration"
+        };
+        self.call_internal(finish, generation)?;
+        self.start_pending_clients();
+        loaded
+    }
+
+    async fn load_generation(&mut self, generation: u64) -> Result<(), HandlerLoadError> {
         let fail = |error: String| HandlerLoadError(error);
         let source = std::fs::read_to_string(&self.handler_file)
             .map_err(|e| fail(format!("{}: cannot read the handler: {e}", self.handler)))?;
-        let url = deno_core::ModuleSpecifier::from_file_path(&self.handler_file)
+        let mut url = deno_core::ModuleSpecifier::from_file_path(&self.handler_file)
             .map_err(|()| fail(format!("{}: not a valid path", self.handler)))?;
         match ModuleKind::of(&self.handler_file, &source) {
             ModuleKind::EsModule => {
-                let id = self
-                    .runtime
-                    .load_main_es_module(&url)
-                    .await
-                    .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
+                let id = if generation == 1 {
+                    self.runtime.load_main_es_module(&url).await
+                } else {
+                    url.set_query(Some(&format!("generation={generation}")));
+                    self.runtime.load_side_es_module(&url).await
+                }
+                .map_err(|e| fail(describe_core_error(&e, &self.resolver)))?;
                 let mut evaluation = Box::pin(self.runtime.mod_evaluate(id));
                 poll_fn(|cx| {
                     if let Poll::Ready(result) = evaluation.as_mut().poll(cx) {
@@ -157,32 +174,64 @@ impl HandlerRuntime {
                 self.runtime
                     .execute_script("switchboard:load-handler", script)
                     .map_err(|e| fail(describe_js_error(&e, &self.resolver)))?;
-                // Let promises and timers started by the top level settle their first turn.
-                let _ = poll_fn(|cx| {
-                    let _ = self
-                        .runtime
-                        .poll_event_loop(cx, PollEventLoopOptions::default());
-                    Poll::Ready(())
-                })
-                .await;
-                self.start_pending_clients();
             }
         }
         Ok(())
     }
 
+    /// Calls `__switchboard[name](argument)`.
+    fn call_internal(&mut self, name: &str, argument: u64) -> Result<(), HandlerLoadError> {
+        let script = format!("globalThis.__switchboard.{name}({argument});");
+        self.runtime
+            .execute_script("switchboard:internal", script)
+            .map(|_| ())
+            .map_err(|e| HandlerLoadError(format!("{}: {name} failed: {e}", self.handler)))
+    }
+
     /// Feeds events to the handler until the queue closes, driving the JS event loop between.
+    /// A reload request pauses the events behind it until the new code is in place.
     async fn serve(&mut self, mut events: mpsc::Receiver<IsolateEvent>) {
+        while let Some(done) = self.serve_until_reload(&mut events).await {
+            let result = self.load_module().await;
+            if let Err(error) = &result {
+                tracing::debug!(handler = %self.handler, "reload failed: {error}");
+            }
+            let _ = done.send(result);
+        }
+    }
+
+    /// Serves events until the queue closes (None) or a reload is requested.
+    async fn serve_until_reload(
+        &mut self,
+        events: &mut mpsc::Receiver<IsolateEvent>,
+    ) -> Option<oneshot::Sender<Result<(), HandlerLoadError>>> {
         let mut batch = Vec::with_capacity(BATCH);
         poll_fn(|cx| loop {
-            let received = match events.poll_recv_many(cx, &mut batch, BATCH) {
-                Poll::Ready(0) => return Poll::Ready(()),
-                Poll::Ready(_) => {
-                    self.dispatch_batch(&mut batch);
-                    true
+            if !self.pending.is_empty() {
+                batch.extend(self.pending.drain(..));
+            }
+            let received = if !batch.is_empty() {
+                true
+            } else {
+                match events.poll_recv_many(cx, &mut batch, BATCH) {
+                    Poll::Ready(0) => return Poll::Ready(None),
+                    Poll::Ready(_) => true,
+                    Poll::Pending => false,
                 }
-                Poll::Pending => false,
             };
+            let mut reload = None;
+            if received {
+                if let Some(at) = batch
+                    .iter()
+                    .position(|e| matches!(e, IsolateEvent::Reload { .. }))
+                {
+                    self.pending.extend(batch.drain(at + 1..));
+                    if let Some(IsolateEvent::Reload { done }) = batch.pop() {
+                        reload = Some(done);
+                    }
+                }
+                self.dispatch_batch(&mut batch);
+            }
             let idle = match self
                 .runtime
                 .poll_event_loop(cx, PollEventLoopOptions::default())
@@ -198,6 +247,9 @@ impl HandlerRuntime {
             self.start_pending_clients();
             self.idle
                 .send_if_modified(|was| std::mem::replace(was, idle) != idle);
+            if reload.is_some() {
+                return Poll::Ready(reload);
+            }
             if !received {
                 return Poll::Pending;
             }
@@ -217,7 +269,10 @@ impl HandlerRuntime {
             let receiver: v8::Local<v8::Value> = v8::undefined(scope).into();
             for event in batch.drain(..) {
                 v8::scope!(let scope, scope);
-                let (target, args) = event_arguments(scope, event);
+                // Reloads are taken out of the batch before it is dispatched.
+                let Some((target, args)) = event_arguments(scope, event) else {
+                    continue;
+                };
                 v8::tc_scope!(let scope, scope);
                 match dispatch.call(scope, receiver, &args) {
                     Some(reply) => {
@@ -267,7 +322,7 @@ const CLIENT_KINDS: f64 = 4.0;
 fn event_arguments<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     event: IsolateEvent,
-) -> (Target, [v8::Local<'s, v8::Value>; 6]) {
+) -> Option<(Target, [v8::Local<'s, v8::Value>; 6])> {
     let undefined: v8::Local<v8::Value> = v8::undefined(scope).into();
     let number = |scope: &mut v8::PinScope<'s, '_>, n: f64| -> v8::Local<'s, v8::Value> {
         v8::Number::new(scope, n).into()
@@ -279,6 +334,7 @@ fn event_arguments<'s>(
     };
     let mut endpoint_of_closed = undefined;
     let (target, kind, a, b, c) = match event {
+        IsolateEvent::Reload { .. } => return None,
         IsolateEvent::Open {
             target,
             endpoint,
@@ -331,10 +387,10 @@ fn event_arguments<'s>(
         Target::Client(_) => kind + CLIENT_KINDS,
     };
     let id = number(scope, target.id() as f64);
-    (
+    Some((
         target,
         [number(scope, kind), id, a, b, c, endpoint_of_closed],
-    )
+    ))
 }
 
 /// The dispatcher returns a string (text), a Uint8Array (binary) or undefined (no reply).

@@ -5,4 +5,5 @@ mod browser;
 mod check;
 mod clients;
 mod core;
+mod live;
 mod support;

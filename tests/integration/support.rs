@@ -74,6 +74,36 @@ impl Output {
         self.lines.0.lock().unwrap().join("\n")
     }
 
+    /// How many lines so far satisfy `predicate`.
+    pub fn count(&self, predicate: impl Fn(&str) -> bool) -> usize {
+        self.lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| predicate(l))
+            .count()
+    }
+
+    /// Waits until `n` lines satisfy `predicate`.
+    pub fn wait_for_count(&self, what: &str, n: usize, predicate: impl Fn(&str) -> bool) {
+        let (store, signal) = &*self.lines;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut lines = store.lock().unwrap();
+        loop {
+            if lines.iter().filter(|l| predicate(l)).count() >= n {
+                return;
+            }
+            let now = std::time::Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for {n} x {what}; output so far:\n{}",
+                lines.join("\n")
+            );
+            lines = signal.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
     /// Waits until a line satisfies `predicate` and returns it.
     pub fn wait_for(&self, what: &str, predicate: impl Fn(&str) -> bool) -> String {
         let (store, signal) = &*self.lines;
@@ -153,6 +183,15 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> HttpResponse {
         http_get(&self.address, path).await
+    }
+
+    /// One value of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.get("/metrics").await.body;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
     }
 }
 
