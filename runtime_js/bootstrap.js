@@ -13,6 +13,8 @@
     op_ws_send_binary,
     op_ws_close,
     op_ws_connection_endpoint,
+    op_ws_upgrade_decide,
+    op_sb_handler_exports,
     op_ws_client_info,
     op_ws_client_state,
     op_ws_client_send_text,
@@ -216,9 +218,11 @@
   class Connection {
     #id;
     #endpoint;
-    constructor(id, endpoint) {
+    constructor(id, endpoint, data) {
       this.#id = id;
       this.#endpoint = endpoint;
+      // What the endpoint's onUpgrade attached (for example the authenticated user).
+      this.data = data === undefined ? {} : data;
       this.delivery = deliveryState();
       Object.defineProperty(this, "delivery", { enumerable: false });
     }
@@ -236,7 +240,7 @@
       op_ws_close(this.#id, c, r);
     }
     toJSON() {
-      return { id: this.#id, endpoint: this.#endpoint };
+      return { id: this.#id, endpoint: this.#endpoint, data: this.data };
     }
     [SEND](wire) {
       if (typeof wire === "string") op_ws_send_text(this.#id, wire);
@@ -332,7 +336,7 @@
   // --------------------------------------------------------- event context
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
-  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4;
+  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4, UPGRADE = 8;
   let current = null;
   let handler = {};
 
@@ -472,6 +476,7 @@
 
   // Called by the Rust side for every event, in arrival order. The return value is the reply.
   function dispatch(kind, id, a, b, c, endpointOfClosed) {
+    if (kind === UPGRADE) return decideUpgrade(id, a);
     let socket;
     if (kind >= CLIENT_KINDS) {
       kind -= CLIENT_KINDS;
@@ -483,7 +488,7 @@
     } else {
       socket = connections.get(id);
       if (kind === OPEN) {
-        socket = new Connection(id, a);
+        socket = new Connection(id, a, b === undefined ? undefined : JSON.parse(b));
         connections.set(id, socket);
       } else if (socket === undefined) {
         // Opened before this module was (re)loaded: adopted from its next event on.
@@ -500,6 +505,48 @@
     const reply = runEvent(socket, kind, a, b, c);
     afterEvent(socket, kind);
     return reply;
+  }
+
+  // ----------------------------------------------------------- onUpgrade
+  // onUpgrade(request) may return false (refuse: 403), throw (refuse: 401, or the error's
+  // `status`, with its message), or return anything else (accept; an object becomes conn.data).
+  // It may be async.
+  function decideUpgrade(token, requestJson) {
+    const answer = (decision) => op_ws_upgrade_decide(token, JSON.stringify(decision));
+    const refuseWith = (error) => {
+      const status = Number.isInteger(error?.status) && error.status >= 400 && error.status <= 499 ? error.status : 401;
+      const reason = error instanceof Error ? error.message : String(error);
+      answer({ decision: "refuse", status, reason: reason || "refused by onUpgrade" });
+    };
+    const settle = (value) => {
+      if (value === false) {
+        answer({ decision: "refuse", status: 403, reason: "refused by onUpgrade" });
+      } else if (value !== null && typeof value === "object") {
+        let data;
+        try {
+          data = JSON.stringify(value);
+        } catch (error) {
+          op_sb_log("error", `onUpgrade's result cannot become conn.data: ${errorMessage(error)}`);
+          return answer({ decision: "refuse", status: 500, reason: "onUpgrade returned data that is not JSON" });
+        }
+        answer({ decision: "accept", data });
+      } else {
+        answer({ decision: "accept", data: null });
+      }
+    };
+    const fn = handler.onUpgrade;
+    if (typeof fn !== "function") return settle(true);
+    let result;
+    try {
+      result = fn.call(handler, JSON.parse(requestJson));
+    } catch (error) {
+      return refuseWith(error);
+    }
+    if (result !== null && typeof result === "object" && typeof result.then === "function") {
+      result.then(settle, refuseWith);
+    } else {
+      settle(result);
+    }
   }
 
   // ------------------------------------------------------------- CommonJS
@@ -594,7 +641,7 @@
       cancelTimers((g) => g === failed);
       if (previousGeneration !== null) {
         moduleCache = previousGeneration.moduleCache;
-        handler = previousGeneration.handler;
+        internals.setHandler(previousGeneration.handler);
       }
       loadingGeneration = generation;
       previousGeneration = null;
@@ -602,6 +649,9 @@
     setHandler(exports) {
       handler = exports !== null && typeof exports === "object" ? exports : {};
       if (typeof exports === "function") handler = exports;
+      const names = [];
+      for (const name in handler) if (typeof handler[name] === "function") names.push(name);
+      op_sb_handler_exports(names.join(","));
     },
   };
   Object.defineProperty(globalThis, "__switchboard", { value: internals, enumerable: false });

@@ -10,8 +10,10 @@ use tokio::net::TcpListener;
 use crate::clients::ClientRegistry;
 use crate::connections::ConnectionRegistry;
 use crate::isolate::{check_handler, IsolateHost};
+use crate::limits::Limits;
 use crate::reload::Reloader;
 use crate::server::{self, AppState};
+use crate::stats::Stats;
 use crate::workspace::{self, engine_note, EndpointRegistry, WorkspaceScan};
 
 /// Options of `switchboard serve`.
@@ -23,6 +25,10 @@ pub struct ServeOptions {
     pub watch: bool,
     /// How long files must stay quiet before a change is applied.
     pub debounce: std::time::Duration,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// `(certificate, key)` PEM files to serve https/wss.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Errors that stop a command; each is one line for the user.
@@ -43,6 +49,8 @@ pub enum AppError {
     Script(String),
     #[error("cannot watch the workspace: {0} (--no-watch serves without watching)")]
     Watch(String),
+    #[error(transparent)]
+    Tls(#[from] server::TlsError),
 }
 
 /// How long `run` waits, after its script is done, for handlers to finish their queued events.
@@ -69,7 +77,13 @@ pub async fn run_script(file: &Path, workspace: Option<&Path>) -> Result<(), App
     }
     let connections = Arc::new(ConnectionRegistry::new());
     let clients = Arc::new(ClientRegistry::new());
-    let isolates = IsolateHost::new(root.clone(), connections, clients.clone());
+    let isolates = IsolateHost::new(
+        root.clone(),
+        connections,
+        clients.clone(),
+        Default::default(),
+        Default::default(),
+    );
     let script = isolates
         .isolate_for(&file)
         .await
@@ -124,6 +138,10 @@ fn log_scan(scan: &WorkspaceScan) {
 /// live (unless told not to), and serves until Ctrl-C/SIGTERM.
 pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
     let root = workspace::canonical_root(&options.workspace)?;
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(server::load_server_tls(cert, key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(&options.listen)
         .await
         .map_err(|source| AppError::Listen {
@@ -131,7 +149,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
             source,
         })?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
-    let (state, reloader) = start(&root).await;
+    let (state, reloader) = start(&root, options.limits).await;
     let _watcher = if options.watch {
         let (watcher, mut batches) = workspace::watch::watch(&root, options.debounce)
             .map_err(|e| AppError::Watch(e.to_string()))?;
@@ -147,18 +165,26 @@ pub async fn serve(options: ServeOptions) -> Result<(), AppError> {
     } else {
         None
     };
-    announce(&state, address, options.watch);
-    server::run(listener, state, server::shutdown_signal())
+    announce(&state, address, options.watch, tls.is_some());
+    server::run(listener, tls, state, server::shutdown_signal())
         .await
         .map_err(AppError::Serve)
 }
 
 /// Scans the workspace and starts an isolate for every handler, recording load errors.
-pub async fn start(root: &Path) -> (AppState, Arc<Reloader>) {
+pub async fn start(root: &Path, limits: Limits) -> (AppState, Arc<Reloader>) {
     let connections = Arc::new(ConnectionRegistry::new());
     let endpoints = Arc::new(EndpointRegistry::new());
     let clients = Arc::new(ClientRegistry::new());
-    let isolates = IsolateHost::new(root.to_path_buf(), connections.clone(), clients.clone());
+    let limits = Arc::new(limits);
+    let stats = Arc::new(Stats::default());
+    let isolates = IsolateHost::new(
+        root.to_path_buf(),
+        connections.clone(),
+        clients.clone(),
+        limits.clone(),
+        stats.clone(),
+    );
     let scan = workspace::scan(root);
     log_scan(&scan);
     endpoints.apply(scan);
@@ -169,6 +195,10 @@ pub async fn start(root: &Path) -> (AppState, Arc<Reloader>) {
         clients,
         isolates,
         reloads: Default::default(),
+        limits,
+        stats,
+        shutting_down: Default::default(),
+        tasks: Default::default(),
     };
     let reloader = Reloader::new(state.clone());
     reloader.start_all().await;
@@ -176,7 +206,12 @@ pub async fn start(root: &Path) -> (AppState, Arc<Reloader>) {
 }
 
 /// Prints one line per endpoint served, then the URL to open.
-fn announce(state: &AppState, address: SocketAddr, watching: bool) {
+fn announce(state: &AppState, address: SocketAddr, watching: bool, tls: bool) {
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let snapshot = state.endpoints.snapshot();
     for endpoint in snapshot.endpoints.values() {
         let status = match state.endpoints.handler_error(&endpoint.handler_file) {
@@ -184,7 +219,7 @@ fn announce(state: &AppState, address: SocketAddr, watching: bool) {
             None => "",
         };
         println!(
-            "endpoint {:<20} ws://{address}/websockets/v4/service/{}  descriptor {}  handler {}{status}",
+            "endpoint {:<20} {ws}://{address}/websockets/v4/service/{}  descriptor {}  handler {}{status}",
             endpoint.name, endpoint.name, endpoint.descriptor_file, endpoint.handler
         );
     }
@@ -200,7 +235,7 @@ fn announce(state: &AppState, address: SocketAddr, watching: bool) {
             state.workspace_root.display()
         );
     }
-    println!("Switchboard is listening: open http://{address}/");
+    println!("Switchboard is listening: open {http}://{address}/");
 }
 
 /// `switchboard check`: every problem of the workspace as `file: problem`. Returns how many.

@@ -9,26 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use parking_lot::RwLock;
-use tokio::sync::mpsc;
+use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::outbox::{Outbox, PushError};
 
 /// Identifies one connection for the life of the process; never reused.
 pub type ConnectionId = u64;
-
-/// How many outbound messages may wait for a slow reader before the connection is closed.
-pub const DEFAULT_SEND_QUEUE: usize = 1_000;
-
-/// What the writer task of a connection is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    Message(Message),
-    /// Send a close frame with this code and reason, after everything queued before it.
-    Close {
-        code: u16,
-        reason: String,
-    },
-}
 
 /// The network side's handle on one connection.
 #[derive(Debug)]
@@ -39,39 +26,10 @@ pub struct ConnectionEntry {
     pub remote_address: SocketAddr,
     /// When the upgrade completed.
     pub opened_at: SystemTime,
+    /// What the endpoint's `onUpgrade` attached to the connection, as JSON.
+    pub data: Option<String>,
     /// The writer task's queue.
-    outbound: mpsc::Sender<Outbound>,
-    /// Closes the connection at once, ahead of its queue (used when the queue cannot take more).
-    close_signal: Arc<CloseSignal>,
-}
-
-/// A close request that overtakes the outbound queue.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    requested: parking_lot::Mutex<Option<(u16, String)>>,
-    notify: tokio::sync::Notify,
-}
-
-impl CloseSignal {
-    /// Records the first request; later ones keep the first code and reason.
-    pub fn request(&self, code: u16, reason: String) {
-        let mut requested = self.requested.lock();
-        if requested.is_none() {
-            *requested = Some((code, reason));
-        }
-        drop(requested);
-        self.notify.notify_one();
-    }
-
-    /// Waits for a request and returns its code and reason.
-    pub async fn requested(&self) -> (u16, String) {
-        loop {
-            if let Some(request) = self.requested.lock().clone() {
-                return request;
-            }
-            self.notify.notified().await;
-        }
-    }
+    outbox: Outbox,
 }
 
 /// Why a send to a connection did not happen.
@@ -79,23 +37,91 @@ impl CloseSignal {
 pub enum SendError {
     #[error("connection {0} is not open")]
     NotOpen(ConnectionId),
-    #[error("connection {0}'s send queue is full: the peer is not reading; the connection is being closed")]
+    #[error("connection {0}'s send queue is full: the peer is not reading; the connection is being closed with 1008")]
     QueueFull(ConnectionId),
 }
 
+/// Why an upgrade could not reserve a connection slot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapacityError {
+    #[error("the server has reached its limit of {0} open connections; try again later")]
+    Server(usize),
+    #[error(
+        "endpoint {endpoint} has reached its limit of {limit} open connections; try again later"
+    )]
+    Endpoint { endpoint: String, limit: usize },
+}
+
+/// A connection slot held from the upgrade until the connection ends.
+#[derive(Debug)]
+pub struct Reservation {
+    registry: Arc<ConnectionRegistry>,
+    endpoint: Arc<str>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut counts = self.registry.counts.lock();
+        counts.0 = counts.0.saturating_sub(1);
+        if let Some(count) = counts.1.get_mut(&*self.endpoint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.1.remove(&*self.endpoint);
+            }
+        }
+    }
+}
+
 /// All open inbound connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionRegistry {
     connections: RwLock<HashMap<ConnectionId, ConnectionEntry>>,
     next_id: AtomicU64,
+    /// Connections reserved or open: in total, and per endpoint.
+    counts: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+impl Default for ConnectionRegistry {
+    fn default() -> Self {
+        Self {
+            connections: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            counts: Mutex::default(),
+        }
+    }
 }
 
 impl ConnectionRegistry {
     pub fn new() -> Self {
-        Self {
-            connections: RwLock::default(),
-            next_id: AtomicU64::new(1),
+        Self::default()
+    }
+
+    /// Reserves a slot for a new connection of `endpoint`, within the limits.
+    pub fn reserve(
+        self: &Arc<Self>,
+        endpoint: &Arc<str>,
+        server_limit: usize,
+        endpoint_limit: Option<usize>,
+    ) -> Result<Reservation, CapacityError> {
+        let mut counts = self.counts.lock();
+        if counts.0 >= server_limit {
+            return Err(CapacityError::Server(server_limit));
         }
+        let of_endpoint = counts.1.get(&**endpoint).copied().unwrap_or(0);
+        if let Some(limit) = endpoint_limit {
+            if of_endpoint >= limit {
+                return Err(CapacityError::Endpoint {
+                    endpoint: endpoint.to_string(),
+                    limit,
+                });
+            }
+        }
+        counts.0 += 1;
+        counts.1.insert(endpoint.to_string(), of_endpoint + 1);
+        Ok(Reservation {
+            registry: self.clone(),
+            endpoint: endpoint.clone(),
+        })
     }
 
     /// Registers a connection and returns its id.
@@ -103,8 +129,8 @@ impl ConnectionRegistry {
         &self,
         endpoint: Arc<str>,
         remote_address: SocketAddr,
-        outbound: mpsc::Sender<Outbound>,
-        close_signal: Arc<CloseSignal>,
+        data: Option<String>,
+        outbox: Outbox,
     ) -> ConnectionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.connections.write().insert(
@@ -113,8 +139,8 @@ impl ConnectionRegistry {
                 endpoint,
                 remote_address,
                 opened_at: SystemTime::now(),
-                outbound,
-                close_signal,
+                data,
+                outbox,
             },
         );
         id
@@ -137,13 +163,15 @@ impl ConnectionRegistry {
     pub fn send(&self, id: ConnectionId, message: Message) -> Result<(), SendError> {
         let connections = self.connections.read();
         let entry = connections.get(&id).ok_or(SendError::NotOpen(id))?;
-        match entry.outbound.try_send(Outbound::Message(message)) {
+        match entry.outbox.push(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotOpen(id)),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(connection = id, endpoint = %entry.endpoint, peer = %entry.remote_address,
-                    "send queue full (the peer is not reading): closing the connection with 1008");
-                entry.close_signal.request(1008, "send queue full".into());
+            Err(PushError::Closed) => Err(SendError::NotOpen(id)),
+            Err(PushError::Full) => {
+                tracing::warn!(
+                    "connection {id} ({}, {}): send queue full (the peer is not reading), closing with 1008",
+                    entry.endpoint,
+                    entry.remote_address
+                );
                 Err(SendError::QueueFull(id))
             }
         }
@@ -153,26 +181,19 @@ impl ConnectionRegistry {
     pub fn close(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), SendError> {
         let connections = self.connections.read();
         let entry = connections.get(&id).ok_or(SendError::NotOpen(id))?;
-        match entry.outbound.try_send(Outbound::Close {
-            code,
-            reason: reason.clone(),
-        }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotOpen(id)),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The close must not be lost behind a full queue.
-                entry.close_signal.request(code, reason);
-                Ok(())
-            }
-        }
+        entry
+            .outbox
+            .close(code, reason)
+            .map_err(|_| SendError::NotOpen(id))
     }
 
-    /// Closes a connection ahead of anything still queued for it.
-    pub fn close_now(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), SendError> {
+    /// Closes every open connection after its queued messages (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
         let connections = self.connections.read();
-        let entry = connections.get(&id).ok_or(SendError::NotOpen(id))?;
-        entry.close_signal.request(code, reason);
-        Ok(())
+        for entry in connections.values() {
+            let _ = entry.outbox.close(code, reason.to_string());
+        }
+        connections.len()
     }
 
     /// The endpoint a connection was opened on.

@@ -1,8 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use switchboard::app::{self, ServeOptions};
+use switchboard::limits::Limits;
+use switchboard::outbox::QueueBounds;
 
 /// Switchboard: WebSocket endpoints from *.websocket descriptors, handled by JavaScript modules.
 #[derive(Parser)]
@@ -28,6 +32,14 @@ enum Command {
         /// Milliseconds files must stay quiet before a change is applied.
         #[arg(long, default_value_t = 150)]
         watch_debounce_ms: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Serve https/wss with this PEM certificate chain (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run one module (a script that may open outbound clients); exits when it has no timers,
     /// pending work or open clients left.
@@ -46,6 +58,67 @@ enum Command {
     },
 }
 
+/// Limits; the defaults suit production. Descriptors can set some per endpoint.
+#[derive(Args)]
+struct LimitArgs {
+    /// Largest message accepted from a peer, in bytes (per endpoint: maxMessageSize); larger
+    /// ones close the connection with 1009.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message_size: usize,
+    /// Most connections open at once (per endpoint: maxConnections); more get HTTP 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Messages that may wait for a slow peer before it is closed with 1008.
+    #[arg(long, default_value_t = 1_000)]
+    send_queue_messages: usize,
+    /// Bytes that may wait for a slow peer before it is closed with 1008.
+    #[arg(long, default_value_t = 16 << 20)]
+    send_queue_bytes: usize,
+    /// Milliseconds one handler event may run before it is terminated.
+    #[arg(long, default_value_t = 5_000)]
+    event_timeout_ms: u64,
+    /// Heap of each handler isolate, in MiB.
+    #[arg(long, default_value_t = 128)]
+    isolate_heap_mib: usize,
+    /// Milliseconds between pings to each peer (0: no pings).
+    #[arg(long, default_value_t = 30_000)]
+    ping_interval_ms: u64,
+    /// Milliseconds a peer may stay silent after a ping before it is closed with 1001.
+    #[arg(long, default_value_t = 30_000)]
+    pong_timeout_ms: u64,
+    /// Milliseconds a graceful shutdown may take at most.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
+    /// An origin allowed to connect to endpoints without allowedOrigins (repeatable; default:
+    /// any origin).
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+}
+
+impl From<LimitArgs> for Limits {
+    fn from(args: LimitArgs) -> Self {
+        Limits {
+            max_message_size: args.max_message_size.max(1),
+            max_connections: args.max_connections,
+            send_queue: QueueBounds {
+                messages: args.send_queue_messages.max(1),
+                bytes: args.send_queue_bytes.max(1),
+            },
+            event_time: Duration::from_millis(args.event_timeout_ms.max(1)),
+            isolate_heap: args.isolate_heap_mib.max(8) << 20,
+            ping_interval: (args.ping_interval_ms > 0)
+                .then(|| Duration::from_millis(args.ping_interval_ms)),
+            pong_timeout: Duration::from_millis(args.pong_timeout_ms.max(1)),
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+            allowed_origins: args
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -62,11 +135,16 @@ fn main() -> ExitCode {
             listen,
             no_watch,
             watch_debounce_ms,
+            limits,
+            tls_cert,
+            tls_key,
         } => block_on(app::serve(ServeOptions {
             workspace,
             listen,
             watch: !no_watch,
-            debounce: std::time::Duration::from_millis(watch_debounce_ms.max(1)),
+            debounce: Duration::from_millis(watch_debounce_ms.max(1)),
+            limits: limits.into(),
+            tls: tls_cert.zip(tls_key),
         })),
         Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
         Command::Check { workspace } => match app::check(&workspace) {

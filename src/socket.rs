@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use crate::connections::{CloseSignal, Outbound};
 use crate::isolate::{HandlerSlot, IsolateEvent};
+use crate::outbox::{CloseSignal, Outbound, OutboxReader};
+use crate::stats::Traffic;
 
 /// How long a peer has to answer our close frame before the socket is dropped.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +46,15 @@ impl Ending {
     }
 }
 
+/// How a socket is looked after while it is open.
+#[derive(Debug, Clone)]
+pub struct PumpOptions {
+    /// Ping every `.0`; close with 1001 when nothing arrives for `.0 + .1`.
+    pub keepalive: Option<(Duration, Duration)>,
+    /// Counters the socket's messages are added to.
+    pub traffic: Arc<Traffic>,
+}
+
 /// Who the socket is, for log lines.
 pub struct Peer<'a> {
     pub kind: &'static str,
@@ -54,14 +63,14 @@ pub struct Peer<'a> {
     pub address: &'a str,
 }
 
-/// Runs a socket until it closes: frames go to `isolate` as events made by `to_event`; the
-/// writer drains `queue`. `on_closing` runs when a close frame arrives from the peer.
+/// Runs a socket until it closes: frames go to the handler as events made by `to_event`; the
+/// writer drains `outbox`. `on_closing` runs when a close frame arrives from the peer.
 pub async fn pump<S>(
     socket: S,
-    queue: mpsc::Receiver<Outbound>,
-    close_signal: Arc<CloseSignal>,
-    isolate: &HandlerSlot,
+    outbox: OutboxReader,
+    handler: &HandlerSlot,
     peer: Peer<'_>,
+    options: PumpOptions,
     to_event: impl Fn(Incoming) -> IsolateEvent,
     on_closing: impl Fn(),
 ) -> Ending
@@ -74,9 +83,20 @@ where
         name,
         address,
     } = peer;
+    let close_signal = outbox.close_signal.clone();
     let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, queue, close_signal.clone()));
-    let mut isolate_alive = true;
+    let ping_every = options.keepalive.map(|(every, _)| every);
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbox,
+        ping_every,
+        options.traffic.clone(),
+    ));
+    let silence_limit = options.keepalive.map(|(every, timeout)| every + timeout);
+    let mut keepalive = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut handler_alive = true;
     let mut writer_done = false;
     let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
@@ -84,10 +104,17 @@ where
     loop {
         tokio::select! {
             frame = stream.next() => {
+                last_heard = tokio::time::Instant::now();
                 let incoming = match frame {
                     None => break,
-                    Some(Ok(Message::Text(text))) => Incoming::Text(text),
-                    Some(Ok(Message::Binary(data))) => Incoming::Binary(data),
+                    Some(Ok(Message::Text(text))) => {
+                        options.traffic.received(text.len());
+                        Incoming::Text(text)
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        options.traffic.received(data.len());
+                        Incoming::Binary(data)
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         on_closing();
                         ending = Some(match frame {
@@ -102,8 +129,8 @@ where
                         let (code, reason) = close_code_for(&error);
                         tracing::warn!("{kind} {id} ({name}, {address}): closing with {code}: {error}");
                         close_signal.request(code, reason.clone());
-                        if isolate_alive {
-                            let _ = isolate.deliver(to_event(Incoming::Error(error.to_string()))).await;
+                        if handler_alive {
+                            let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
                         }
                         ending = Some(Ending { code, reason, was_clean: false });
                         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, &mut writer).await;
@@ -111,10 +138,20 @@ where
                         break;
                     }
                 };
-                if isolate_alive && isolate.deliver(to_event(incoming)).await.is_err() {
-                    isolate_alive = false;
-                    tracing::warn!("{kind} {id} ({name}): its handler's isolate has stopped; closing with 1011");
+                if handler_alive && handler.deliver(to_event(incoming)).await.is_err() {
+                    handler_alive = false;
+                    tracing::warn!("{kind} {id} ({name}): its handler has stopped; closing with 1011");
                     close_signal.request(1011, "handler unavailable".into());
+                }
+            }
+            _ = keepalive.tick(), if silence_limit.is_some() && ending.is_none() => {
+                if let Some(limit) = silence_limit {
+                    if last_heard.elapsed() >= limit {
+                        tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
+                        let reason = "no answer to ping".to_string();
+                        close_signal.request(1001, reason.clone());
+                        ending = Some(Ending { code: 1001, reason, was_clean: false });
+                    }
                 }
             }
             _ = &mut writer, if !writer_done => {
@@ -157,11 +194,16 @@ pub fn truncate_reason(reason: &str) -> String {
 
 async fn write_loop<S>(
     mut sink: S,
-    mut queue: mpsc::Receiver<Outbound>,
-    close_signal: Arc<CloseSignal>,
+    mut outbox: OutboxReader,
+    ping_every: Option<Duration>,
+    traffic: Arc<Traffic>,
 ) where
     S: Sink<Message, Error = WsError> + Unpin,
 {
+    let close_signal: Arc<CloseSignal> = outbox.close_signal.clone();
+    let mut pings = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pings.reset();
     loop {
         let item = tokio::select! {
             biased;
@@ -169,7 +211,8 @@ async fn write_loop<S>(
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
                 return;
             }
-            item = queue.recv() => item,
+            item = outbox.queue.recv() => item,
+            _ = pings.tick(), if ping_every.is_some() => Some(Outbound::Message(Message::Ping(Default::default()))),
         };
         let Some(item) = item else {
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.close()).await;
@@ -181,7 +224,7 @@ async fn write_loop<S>(
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
                 return;
             }
-            written = write_batch(&mut sink, item, &mut queue) => written,
+            written = write_batch(&mut sink, item, &mut outbox, &traffic) => written,
         };
         match written {
             Ok(true) => return,
@@ -198,7 +241,8 @@ async fn write_loop<S>(
 async fn write_batch<S>(
     sink: &mut S,
     first: Outbound,
-    queue: &mut mpsc::Receiver<Outbound>,
+    outbox: &mut OutboxReader,
+    traffic: &Traffic,
 ) -> Result<bool, WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -206,13 +250,19 @@ where
     let mut next = Some(first);
     while let Some(item) = next {
         match item {
-            Outbound::Message(message) => sink.feed(message).await?,
+            Outbound::Message(message) => {
+                outbox.taken(&message);
+                if message.is_text() || message.is_binary() {
+                    traffic.sent(message.len());
+                }
+                sink.feed(message).await?
+            }
             Outbound::Close { code, reason } => {
                 sink.send(close_message(code, reason)).await?;
                 return Ok(true);
             }
         }
-        next = queue.try_recv().ok();
+        next = outbox.queue.try_recv().ok();
     }
     sink.flush().await?;
     Ok(false)

@@ -39,10 +39,12 @@ pub fn op_ws_client_create(
         workspace_root: root,
     };
     let services = &context.services;
-    let (id, start) =
-        services
-            .clients
-            .create(request, services.isolates.clone(), services.network.clone())?;
+    let (id, start) = services.clients.create(
+        request,
+        services.isolates.clone(),
+        services.network.clone(),
+        services.limits.send_queue,
+    )?;
     state.borrow_mut::<PendingStarts>().0.push(start);
     Ok(id)
 }

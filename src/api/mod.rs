@@ -4,6 +4,9 @@ mod clients;
 mod connection;
 mod console;
 mod modules;
+mod upgrade;
+
+pub use upgrade::await_upgrade_decision;
 
 use crate::isolate::modules::WorkspaceResolver;
 use crate::isolate::Services;
@@ -16,6 +19,8 @@ pub struct IsolateContext {
     pub resolver: WorkspaceResolver,
     /// Connections, clients, the network runtime and the other isolates.
     pub services: Services,
+    /// Where the handler's optional exports are recorded.
+    pub features: std::sync::Arc<crate::isolate::HandlerFeatures>,
 }
 
 deno_core::extension!(
@@ -23,6 +28,8 @@ deno_core::extension!(
     ops = [
         console::op_sb_log,
         modules::op_sb_read_module,
+        modules::op_sb_handler_exports,
+        upgrade::op_ws_upgrade_decide,
         connection::op_ws_send_text,
         connection::op_ws_send_binary,
         connection::op_ws_close,
@@ -41,6 +48,7 @@ deno_core::extension!(
     state = |state, options| {
         state.put(options.context);
         state.put(crate::clients::PendingStarts::default());
+        state.put(upgrade::PendingUpgrades::default());
     },
 );
 

@@ -25,3 +25,13 @@ pub fn op_sb_read_module(
         kind.as_str(),
     ))
 }
+
+/// Records which optional exports (`onUpgrade`, `onTick`, ...) the handler's new code has.
+#[op2(fast)]
+pub fn op_sb_handler_exports(state: &mut OpState, #[string] names: &str) {
+    let names: Vec<&str> = names.split(',').collect();
+    state
+        .borrow::<IsolateContext>()
+        .features
+        .set_exports(&names);
+}

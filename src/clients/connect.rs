@@ -5,7 +5,6 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue as HttpHeaderValue};
@@ -16,9 +15,9 @@ use super::{
     tls, ClientEntry, ClientError, ClientId, ClientRegistry, ClientRequest, ClientStatus,
     HeaderValue, Protocols,
 };
-use crate::connections::Outbound;
 use crate::isolate::{IsolateEvent, IsolateHost, Target};
-use crate::socket::{pump, Ending, Incoming, Peer};
+use crate::outbox::OutboxReader;
+use crate::socket::{pump, Ending, Incoming, Peer, PumpOptions};
 
 /// The connect timeout when the options give none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,7 +106,7 @@ pub async fn connect_client(
     id: ClientId,
     entry: Arc<ClientEntry>,
     prepared: Prepared,
-    queue: mpsc::Receiver<Outbound>,
+    queue: OutboxReader,
     isolates: Weak<IsolateHost>,
     registry: Arc<ClientRegistry>,
 ) {
@@ -116,6 +115,8 @@ pub async fn connect_client(
         registry.remove(id);
         return;
     };
+    let limits = host.services().limits.clone();
+    let traffic = host.services().stats.clients.clone();
     let isolate = match host.isolate_for(&entry.handler_file).await {
         Ok(isolate) => isolate,
         Err(error) => {
@@ -127,7 +128,7 @@ pub async fn connect_client(
     drop(host);
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         prepared.request,
-        Some(crate::server::websocket_config()),
+        Some(crate::server::websocket_config(limits.max_message_size)),
         true,
         Some(prepared.connector),
     );
@@ -161,18 +162,24 @@ pub async fn connect_client(
                     target,
                     endpoint: None,
                     protocol,
+                    data: None,
                 })
                 .await;
             let ending = pump(
                 socket,
                 queue,
-                entry.close_signal.clone(),
                 &isolate,
                 Peer {
                     kind: "client",
                     id,
                     name: &entry.handler,
                     address: &entry.uri,
+                },
+                PumpOptions {
+                    keepalive: limits
+                        .ping_interval
+                        .map(|every| (every, limits.pong_timeout)),
+                    traffic,
                 },
                 |incoming| match incoming {
                     Incoming::Text(text) => IsolateEvent::Text { target, text },

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connections::{CloseSignal, Outbound, DEFAULT_SEND_QUEUE};
 use crate::isolate::IsolateHost;
+use crate::outbox::{outbox, Outbox, PushError, QueueBounds};
 
 pub use connect::connect_client;
 
@@ -131,8 +131,7 @@ pub struct ClientEntry {
     pub creator: String,
     status: Mutex<ClientStatus>,
     protocol: Mutex<Option<String>>,
-    outbound: mpsc::Sender<Outbound>,
-    close_signal: Arc<CloseSignal>,
+    outbox: Outbox,
 }
 
 impl ClientEntry {
@@ -239,11 +238,11 @@ impl ClientRegistry {
         request: ClientRequest,
         isolates: std::sync::Weak<IsolateHost>,
         network: tokio::runtime::Handle,
+        bounds: QueueBounds,
     ) -> Result<(ClientId, PendingStart), ClientError> {
         let prepared = connect::prepare(&request)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (outbound, queue) = mpsc::channel(DEFAULT_SEND_QUEUE);
-        let close_signal = Arc::new(CloseSignal::default());
+        let (outbox, queue) = outbox(bounds);
         let entry = Arc::new(ClientEntry {
             uri: request.uri,
             handler: request.handler,
@@ -252,8 +251,7 @@ impl ClientRegistry {
             creator: request.creator,
             status: Mutex::new(ClientStatus::Connecting),
             protocol: Mutex::new(None),
-            outbound,
-            close_signal,
+            outbox,
         });
         self.clients.write().insert(id, entry.clone());
         self.tasks.send_modify(|n| *n += 1);
@@ -341,16 +339,15 @@ impl ClientRegistry {
                 status: status.as_str(),
             });
         }
-        match entry.outbound.try_send(Outbound::Message(message)) {
+        match entry.outbox.push(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::NotOpen {
+            Err(PushError::Closed) => Err(ClientError::NotOpen {
                 id,
                 status: ClientStatus::Closed.as_str(),
             }),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 tracing::warn!(client = id, uri = %entry.uri, "send queue full: closing the client with 1008");
                 entry.set_status(ClientStatus::Closing);
-                entry.close_signal.request(1008, "send queue full".into());
                 Err(ClientError::QueueFull(id))
             }
         }
@@ -365,16 +362,16 @@ impl ClientRegistry {
             return;
         }
         entry.set_status(ClientStatus::Closing);
-        if entry
-            .outbound
-            .try_send(Outbound::Close {
-                code,
-                reason: reason.clone(),
-            })
-            .is_err()
-        {
-            entry.close_signal.request(code, reason);
+        let _ = entry.outbox.close(code, reason);
+    }
+
+    /// Closes every client (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let ids: Vec<ClientId> = self.clients.read().keys().copied().collect();
+        for id in &ids {
+            self.close(*id, code, reason.to_string());
         }
+        ids.len()
     }
 
     /// The live clients created by the handler module `creator`.

@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::clients::{ClientId, ClientRegistry};
 use crate::connections::{ConnectionId, ConnectionRegistry};
+use crate::limits::Limits;
+use crate::stats::Stats;
 use modules::WorkspaceResolver;
 
 pub use runtime::check_handler;
@@ -58,6 +60,8 @@ pub enum IsolateEvent {
         endpoint: Option<Arc<str>>,
         /// The subprotocol agreed with the server, for a client.
         protocol: Option<String>,
+        /// What `onUpgrade` attached to an inbound connection, as JSON.
+        data: Option<String>,
     },
     Text {
         target: Target,
@@ -80,12 +84,45 @@ pub enum IsolateEvent {
         /// (its handler was reloaded since it opened).
         endpoint: Option<Arc<str>>,
     },
+    /// Ask the handler's `onUpgrade` whether a connection may open.
+    Upgrade {
+        /// The request, as JSON for `onUpgrade(request)`.
+        request: String,
+        decision: oneshot::Sender<UpgradeDecision>,
+    },
     /// Replace the handler's code by the module's current version. It travels in the same
     /// queue as the events, so every event before it runs the old code, every event after it
     /// the new code.
     Reload {
         done: oneshot::Sender<Result<(), HandlerLoadError>>,
     },
+}
+
+/// What a handler's `onUpgrade` decided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "decision", rename_all = "camelCase")]
+pub enum UpgradeDecision {
+    /// Open the connection; `data` (JSON) becomes `conn.data`.
+    Accept { data: Option<String> },
+    /// Answer the upgrade request with this HTTP status and reason.
+    Refuse { status: u16, reason: String },
+}
+
+/// Which optional exports the handler's current code has, so that the network side asks only
+/// handlers that care (an `onUpgrade` round trip costs every upgrade a wait for the isolate).
+#[derive(Debug, Default)]
+pub struct HandlerFeatures {
+    pub on_upgrade: std::sync::atomic::AtomicBool,
+    pub on_tick: std::sync::atomic::AtomicBool,
+}
+
+impl HandlerFeatures {
+    /// Records the export names of newly loaded code.
+    pub fn set_exports(&self, names: &[&str]) {
+        let has = |name: &str| names.contains(&name);
+        self.on_upgrade.store(has("onUpgrade"), Ordering::SeqCst);
+        self.on_tick.store(has("onTick"), Ordering::SeqCst);
+    }
 }
 
 /// Why a handler could not be started. The message names the file and, for code errors, the line.
@@ -104,6 +141,10 @@ pub struct Services {
     pub network: tokio::runtime::Handle,
     /// Where a client's events go: the isolate of the client's handler.
     pub isolates: Weak<IsolateHost>,
+    /// Limits on queues, events and heaps.
+    pub limits: Arc<Limits>,
+    /// Counters for `/metrics`.
+    pub stats: Arc<Stats>,
 }
 
 /// A running handler module: its thread, and the queue its events go into.
@@ -114,6 +155,8 @@ pub struct HandlerIsolate {
     idle: watch::Receiver<bool>,
     /// The files its module graph was read from, to tell when it must be reloaded.
     resolver: WorkspaceResolver,
+    /// The optional exports of its current code.
+    features: Arc<HandlerFeatures>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -143,6 +186,21 @@ impl HandlerSlot {
     pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
         let isolate = self.isolate().ok_or(IsolateGone)?;
         isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Whether the handler's current code exports `onUpgrade`.
+    pub fn has_on_upgrade(&self) -> bool {
+        self.isolate()
+            .is_some_and(|isolate| isolate.features.on_upgrade.load(Ordering::SeqCst))
+    }
+
+    /// Asks `onUpgrade(request)`; None if the handler is gone or failed to answer.
+    pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
+        let (decision, answer) = oneshot::channel();
+        self.deliver(IsolateEvent::Upgrade { request, decision })
+            .await
+            .ok()?;
+        answer.await.ok()
     }
 
     /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
@@ -199,6 +257,8 @@ impl IsolateHost {
         workspace_root: PathBuf,
         connections: Arc<ConnectionRegistry>,
         clients: Arc<ClientRegistry>,
+        limits: Arc<Limits>,
+        stats: Arc<Stats>,
     ) -> Arc<Self> {
         init_engine();
         let network = tokio::runtime::Handle::current();
@@ -209,6 +269,8 @@ impl IsolateHost {
                 clients,
                 network,
                 isolates: host.clone(),
+                limits,
+                stats,
             },
             slots: Default::default(),
             live: Arc::new(AtomicUsize::new(0)),
@@ -217,6 +279,10 @@ impl IsolateHost {
 
     pub fn resolver(&self) -> &WorkspaceResolver {
         &self.resolver
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The handler `handler_file`, its isolate started (module loaded, top level run) if it is
@@ -305,7 +371,9 @@ impl IsolateHost {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let (ready, started) = oneshot::channel();
         let (idle_sender, idle) = watch::channel(false);
+        let features = Arc::new(HandlerFeatures::default());
         let setup = runtime::IsolateSetup {
+            features: features.clone(),
             handler_file: handler_file.to_path_buf(),
             handler: handler.clone(),
             resolver: resolver.clone(),
@@ -342,6 +410,7 @@ impl IsolateHost {
                     events,
                     idle,
                     resolver,
+                    features,
                     thread: Mutex::new(Some(thread)),
                 })
             }

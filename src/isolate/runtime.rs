@@ -4,6 +4,7 @@
 use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 
 use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
@@ -11,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::modules::{ModuleKind, WorkspaceModuleLoader, WorkspaceResolver};
-use super::{HandlerLoadError, IsolateEvent, Services, Target};
+use super::{HandlerFeatures, HandlerLoadError, IsolateEvent, Services, Target};
 use crate::api::{switchboard_api, IsolateContext};
 
 const BOOTSTRAP_JS: &str = include_str!("../../runtime_js/bootstrap.js");
@@ -28,6 +29,8 @@ pub struct IsolateSetup {
     pub services: Services,
     /// Set while the isolate has nothing pending (for `switchboard run`).
     pub idle: watch::Sender<bool>,
+    /// Where the handler's optional exports are recorded.
+    pub features: Arc<HandlerFeatures>,
 }
 
 /// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
@@ -89,7 +92,12 @@ struct HandlerRuntime {
 
 impl HandlerRuntime {
     fn new(setup: IsolateSetup) -> Result<Self, HandlerLoadError> {
-        let mut runtime = new_runtime(&setup.resolver, &setup.handler, setup.services.clone());
+        let mut runtime = new_runtime(
+            &setup.resolver,
+            &setup.handler,
+            setup.services.clone(),
+            setup.features.clone(),
+        );
         let dispatch = global_function(&mut runtime, "dispatch")
             .map_err(|e| HandlerLoadError(format!("{}: bootstrap failed: {e}", setup.handler)))?;
         Ok(Self {
@@ -263,12 +271,36 @@ impl HandlerRuntime {
 
     fn dispatch_batch(&mut self, batch: &mut Vec<IsolateEvent>) {
         let mut replies: Vec<(Target, Message)> = Vec::new();
+        let op_state = self.runtime.op_state();
         {
             deno_core::scope!(scope, &mut self.runtime);
             let dispatch = v8::Local::new(scope, &self.dispatch);
             let receiver: v8::Local<v8::Value> = v8::undefined(scope).into();
             for event in batch.drain(..) {
                 v8::scope!(let scope, scope);
+                let event = match event {
+                    IsolateEvent::Upgrade { request, decision } => {
+                        let token = crate::api::await_upgrade_decision(
+                            &mut op_state.borrow_mut(),
+                            decision,
+                        );
+                        let kind: v8::Local<v8::Value> = v8::Number::new(scope, UPGRADE).into();
+                        let token: v8::Local<v8::Value> =
+                            v8::Number::new(scope, token as f64).into();
+                        let request: v8::Local<v8::Value> = v8::String::new(scope, &request)
+                            .map(Into::into)
+                            .unwrap_or(receiver);
+                        v8::tc_scope!(let scope, scope);
+                        if dispatch
+                            .call(scope, receiver, &[kind, token, request])
+                            .is_none()
+                        {
+                            tracing::error!(target: "handler", "{}: onUpgrade could not run", self.handler);
+                        }
+                        continue;
+                    }
+                    other => other,
+                };
                 // Reloads are taken out of the batch before it is dispatched.
                 let Some((target, args)) = event_arguments(scope, event) else {
                     continue;
@@ -317,6 +349,7 @@ const MESSAGE: f64 = 1.0;
 const ERROR: f64 = 2.0;
 const CLOSE: f64 = 3.0;
 const CLIENT_KINDS: f64 = 4.0;
+const UPGRADE: f64 = 8.0;
 
 /// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c, endpoint)`.
 fn event_arguments<'s>(
@@ -334,15 +367,20 @@ fn event_arguments<'s>(
     };
     let mut endpoint_of_closed = undefined;
     let (target, kind, a, b, c) = match event {
-        IsolateEvent::Reload { .. } => return None,
+        IsolateEvent::Reload { .. } | IsolateEvent::Upgrade { .. } => return None,
         IsolateEvent::Open {
             target,
             endpoint,
             protocol,
+            data,
         } => {
             let detail = endpoint.as_deref().or(protocol.as_deref());
             let a = detail.map(|d| string(scope, d)).unwrap_or(undefined);
-            (target, OPEN, a, undefined, undefined)
+            let b = data
+                .as_deref()
+                .map(|d| string(scope, d))
+                .unwrap_or(undefined);
+            (target, OPEN, a, b, undefined)
         }
         IsolateEvent::Text { target, text } => (
             target,
@@ -406,7 +444,12 @@ fn reply_message(scope: &mut v8::PinScope, reply: v8::Local<v8::Value>) -> Optio
     None
 }
 
-fn new_runtime(resolver: &WorkspaceResolver, handler: &str, services: Services) -> JsRuntime {
+fn new_runtime(
+    resolver: &WorkspaceResolver,
+    handler: &str,
+    services: Services,
+    features: Arc<HandlerFeatures>,
+) -> JsRuntime {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         module_loader: Some(Rc::new(WorkspaceModuleLoader {
             resolver: resolver.clone(),
@@ -415,6 +458,7 @@ fn new_runtime(resolver: &WorkspaceResolver, handler: &str, services: Services) 
             handler: handler.to_string(),
             resolver: resolver.clone(),
             services,
+            features,
         })],
         ..Default::default()
     });
@@ -536,8 +580,10 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
             clients: Default::default(),
             network: tokio::runtime::Handle::current(),
             isolates: std::sync::Weak::new(),
+            limits: Default::default(),
+            stats: Default::default(),
         };
-        let mut runtime = new_runtime(&resolver, &handler, services);
+        let mut runtime = new_runtime(&resolver, &handler, services, Default::default());
         let source =
             std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
         let url = deno_core::ModuleSpecifier::from_file_path(handler_file)

@@ -4,50 +4,64 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{Sink, Stream};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::connections::{CloseSignal, ConnectionRegistry, DEFAULT_SEND_QUEUE};
+use super::AppState;
+use crate::connections::Reservation;
 use crate::isolate::{HandlerSlot, IsolateEvent, Target};
-use crate::socket::{pump, Incoming, Peer};
+use crate::outbox::outbox;
+use crate::socket::{pump, Incoming, Peer, PumpOptions};
 
-/// Serves one upgraded connection until it closes.
+/// Serves one upgraded connection until it closes. `_slot` holds its place in the connection
+/// limits until then; `data` is what the endpoint's `onUpgrade` attached, as JSON.
 pub async fn serve_connection<S>(
     socket: S,
+    state: AppState,
     endpoint: Arc<str>,
     peer: SocketAddr,
-    isolate: Arc<HandlerSlot>,
-    connections: Arc<ConnectionRegistry>,
+    handler: Arc<HandlerSlot>,
+    data: Option<String>,
+    _slot: Reservation,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
 {
-    let (outbound, queue) = mpsc::channel(DEFAULT_SEND_QUEUE);
-    let close_signal = Arc::new(CloseSignal::default());
-    let id = connections.register(endpoint.clone(), peer, outbound, close_signal.clone());
+    let limits = &state.limits;
+    let (sender, queue) = outbox(limits.send_queue);
+    let id = state
+        .connections
+        .register(endpoint.clone(), peer, data.clone(), sender);
     let target = Target::Connection(id);
     tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
-    if isolate
+    if handler
         .deliver(IsolateEvent::Open {
             target,
             endpoint: Some(endpoint.clone()),
             protocol: None,
+            data,
         })
         .await
         .is_err()
     {
-        close_signal.request(1011, "handler unavailable".into());
+        let _ = state
+            .connections
+            .close(id, 1011, "handler unavailable".into());
     }
     let address = peer.to_string();
     let ending = pump(
         socket,
         queue,
-        close_signal,
-        &isolate,
+        &handler,
         Peer {
             kind: "connection",
             id,
             name: &endpoint,
             address: &address,
+        },
+        PumpOptions {
+            keepalive: limits
+                .ping_interval
+                .map(|every| (every, limits.pong_timeout)),
+            traffic: state.stats.endpoint(&endpoint),
         },
         |incoming| match incoming {
             Incoming::Text(text) => IsolateEvent::Text { target, text },
@@ -57,9 +71,9 @@ pub async fn serve_connection<S>(
         || {},
     )
     .await;
-    connections.remove(id);
+    state.connections.remove(id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
-    let _ = isolate
+    let _ = handler
         .deliver(IsolateEvent::Close {
             target,
             code: ending.code,

@@ -1,7 +1,11 @@
-//! The WebSocket upgrade: every refusal (unknown endpoint, not a WebSocket request, handler that
-//! failed to load) is an HTTP answer with a plain-text reason, before any upgrade happens.
+//! The WebSocket upgrade: every refusal (unknown endpoint, not a WebSocket request, origin not
+//! allowed, no capacity left, refused by the handler's `onUpgrade`, handler failed to load) is an
+//! HTTP answer with a plain-text reason, before any upgrade happens.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,20 +16,21 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::AppState;
-
-/// Largest message accepted from a peer; a larger one closes the connection with 1009.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+use crate::isolate::{HandlerSlot, UpgradeDecision};
+use crate::limits::Limits;
+use crate::workspace::Endpoint;
 
 /// tokio-tungstenite's default read buffer (128 KiB, allocated per connection) costs memory and
 /// speed; 4 KiB measured best for many connections of small messages.
 const READ_BUFFER_SIZE: usize = 4096;
 
-pub fn websocket_config() -> WebSocketConfig {
+/// The WebSocket settings of a connection whose messages may be up to `max_message_size`.
+pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
         .write_buffer_size(0)
-        .max_message_size(Some(DEFAULT_MAX_MESSAGE_SIZE))
-        .max_frame_size(Some(DEFAULT_MAX_MESSAGE_SIZE))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
 }
 
 fn refuse(status: StatusCode, reason: String) -> Response {
@@ -43,14 +48,20 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        );
+    }
     let Some(endpoint) = state.endpoints.endpoint(&name) else {
         return refuse(
             StatusCode::NOT_FOUND,
             format!("no WebSocket endpoint \"{name}\" is served here; GET /websockets/v4/service lists the endpoints"),
         );
     };
-    let isolate = match state.isolates.isolate_for(&endpoint.handler_file).await {
-        Ok(isolate) => isolate,
+    let handler = match state.isolates.isolate_for(&endpoint.handler_file).await {
+        Ok(handler) => handler,
         Err(error) => {
             tracing::warn!(endpoint = %name, %peer, "upgrade refused: handler failed to load: {error}");
             return refuse(
@@ -63,19 +74,74 @@ pub async fn upgrade(
         Ok(key) => key,
         Err(refusal) => return *refusal,
     };
+    if let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        let allowed = endpoint
+            .options
+            .allowed_origins
+            .as_deref()
+            .unwrap_or(&state.limits.allowed_origins);
+        if !allowed.is_empty() && !Limits::origin_allowed(allowed, origin) {
+            tracing::warn!(endpoint = %name, %peer, origin, "upgrade refused: origin not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed to connect to endpoint \"{name}\""),
+            );
+        }
+    }
+    let endpoint_name: Arc<str> = name.as_str().into();
+    let slot = match state.connections.reserve(
+        &endpoint_name,
+        state.limits.max_connections,
+        endpoint.options.max_connections,
+    ) {
+        Ok(slot) => slot,
+        Err(full) => {
+            tracing::warn!(endpoint = %name, %peer, "upgrade refused: {full}");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
+        }
+    };
+    let data = if handler.has_on_upgrade() {
+        let description = describe_request(&endpoint, &request, peer);
+        match decide(&state, &handler, &endpoint, description).await {
+            UpgradeDecision::Accept { data } => data,
+            UpgradeDecision::Refuse { status, reason } => {
+                tracing::info!(endpoint = %name, %peer, status, "upgrade refused by onUpgrade: {reason}");
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return refuse(status, reason);
+            }
+        }
+    } else {
+        None
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let connections = state.connections.clone();
-    let endpoint_name: std::sync::Arc<str> = name.into();
-    tokio::spawn(async move {
+    let max_message_size = endpoint
+        .options
+        .max_message_size
+        .unwrap_or(state.limits.max_message_size);
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(websocket_config()),
+                    Some(websocket_config(max_message_size)),
                 )
                 .await;
-                super::serve_connection(socket, endpoint_name, peer, isolate, connections).await;
+                super::serve_connection(
+                    socket,
+                    task_state,
+                    endpoint_name,
+                    peer,
+                    handler,
+                    data,
+                    slot,
+                )
+                .await;
             }
             Err(error) => tracing::debug!(%peer, "upgrade failed: {error}"),
         }
@@ -88,6 +154,75 @@ pub async fn upgrade(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Asks the handler's `onUpgrade(request)`; no answer within the event time limit refuses.
+async fn decide(
+    state: &AppState,
+    handler: &HandlerSlot,
+    endpoint: &Endpoint,
+    description: String,
+) -> UpgradeDecision {
+    let limit = state.limits.event_time + std::time::Duration::from_secs(1);
+    match tokio::time::timeout(limit, handler.upgrade(description)).await {
+        Ok(Some(decision)) => decision,
+        Ok(None) => UpgradeDecision::Refuse {
+            status: 503,
+            reason: format!(
+                "endpoint \"{}\": its handler is not available",
+                endpoint.name
+            ),
+        },
+        Err(_) => UpgradeDecision::Refuse {
+            status: 503,
+            reason: format!(
+                "endpoint \"{}\": onUpgrade did not answer in time",
+                endpoint.name
+            ),
+        },
+    }
+}
+
+/// The request as `onUpgrade` sees it: method, path, query, headers, cookies, remote address.
+fn describe_request(endpoint: &Endpoint, request: &Request, peer: SocketAddr) -> String {
+    let uri = request.uri();
+    let query: BTreeMap<String, String> =
+        deno_core::url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).to_string();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let cookies: BTreeMap<String, String> = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim().to_string(), value.trim().to_string()))
+        })
+        .collect();
+    serde_json::json!({
+        "method": request.method().as_str(),
+        "url": uri.to_string(),
+        "path": uri.path(),
+        "query": query,
+        "headers": headers,
+        "cookies": cookies,
+        "remoteAddress": peer.to_string(),
+        "endpoint": endpoint.name,
+    })
+    .to_string()
 }
 
 /// Checks that the request is a WebSocket upgrade (RFC 6455 4.2.1) and returns its key.

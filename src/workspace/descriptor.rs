@@ -5,7 +5,32 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{Map, Value};
 
 /// Fields a descriptor may carry; anything else is reported as a warning.
-const KNOWN_FIELDS: &[&str] = &["handler", "endpoint", "description", "engine"];
+const KNOWN_FIELDS: &[&str] = &[
+    "handler",
+    "endpoint",
+    "description",
+    "engine",
+    "maxMessageSize",
+    "maxConnections",
+    "allowedOrigins",
+    "service",
+];
+
+/// The largest `maxMessageSize` a descriptor may ask for.
+const MAX_MESSAGE_SIZE_CEILING: u64 = 1 << 30;
+
+/// Per-endpoint settings of a descriptor; `None` means the server-wide default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointOptions {
+    /// Largest message accepted from a peer, in bytes.
+    pub max_message_size: Option<usize>,
+    /// Most connections open at once on this endpoint.
+    pub max_connections: Option<usize>,
+    /// Origins allowed to connect (browsers send `Origin`); `*` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Runs the handler's `onTick` export at this interval (a periodic global service).
+    pub service_interval: Option<std::time::Duration>,
+}
 
 /// Extensions tried, in order, when a descriptor's `handler` has none.
 pub const HANDLER_EXTENSIONS: &[&str] = &["js", "mjs", "cjs"];
@@ -23,6 +48,8 @@ pub struct Descriptor {
     pub description: String,
     /// The `engine` field, kept only so the log can say how it was interpreted.
     pub engine: Option<String>,
+    /// Per-endpoint limits and services.
+    pub options: EndpointOptions,
     /// Non-fatal remarks (unknown fields), reported but not blocking.
     pub warnings: Vec<String>,
 }
@@ -53,6 +80,11 @@ pub enum DescriptorError {
     HandlerOutsideWorkspace { handler: String, reason: String },
     #[error("handler {handler:?} not found: tried {tried}")]
     HandlerNotFound { handler: String, tried: String },
+    #[error("field \"{field}\": {problem}")]
+    InvalidOption {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// Parses a descriptor's text and resolves its handler against `workspace_root` (canonical).
@@ -78,6 +110,7 @@ pub fn parse_descriptor(text: &str, workspace_root: &Path) -> Result<Descriptor,
         .filter(|key| !KNOWN_FIELDS.contains(&key.as_str()))
         .map(|key| format!("unknown field \"{key}\" ignored"))
         .collect();
+    let options = endpoint_options(&object)?;
     let handler_file = resolve_handler(&handler, workspace_root)?;
     Ok(Descriptor {
         endpoint,
@@ -85,6 +118,7 @@ pub fn parse_descriptor(text: &str, workspace_root: &Path) -> Result<Descriptor,
         handler_file,
         description,
         engine,
+        options,
         warnings,
     })
 }
@@ -168,6 +202,118 @@ pub fn engine_note(engine: &str) -> String {
          JavaScript engine ({})",
         crate::isolate::ENGINE_NAME
     )
+}
+
+fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, DescriptorError> {
+    let invalid =
+        |field: &'static str, problem: String| DescriptorError::InvalidOption { field, problem };
+    let positive = |field: &'static str, ceiling: u64| -> Result<Option<usize>, DescriptorError> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if v >= 1 && v <= ceiling => Ok(Some(v as usize)),
+                _ => Err(invalid(
+                    field,
+                    format!("must be a whole number from 1 to {ceiling}, got {n}"),
+                )),
+            },
+            Some(other) => Err(invalid(
+                field,
+                format!("must be a number, got {}", json_kind(other)),
+            )),
+        }
+    };
+    let max_message_size = positive("maxMessageSize", MAX_MESSAGE_SIZE_CEILING)?;
+    let max_connections = positive("maxConnections", 10_000_000)?;
+    let allowed_origins = match object.get("allowedOrigins") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let mut origins = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(origin) if origin == "*" || origin.contains("://") => {
+                        origins.push(origin.trim_end_matches('/').to_ascii_lowercase())
+                    }
+                    Value::String(origin) => {
+                        return Err(invalid(
+                            "allowedOrigins",
+                            format!("{origin:?} is not an origin: write scheme://host[:port], e.g. \"https://example.com\", or \"*\""),
+                        ))
+                    }
+                    other => {
+                        return Err(invalid(
+                            "allowedOrigins",
+                            format!("must hold strings, found {}", json_kind(other)),
+                        ))
+                    }
+                }
+            }
+            Some(origins)
+        }
+        Some(other) => {
+            return Err(invalid(
+                "allowedOrigins",
+                format!("must be an array of origins, got {}", json_kind(other)),
+            ))
+        }
+    };
+    let service_interval = match object.get("service") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(service)) => {
+            let interval = service.get("interval").unwrap_or(&Value::Null);
+            Some(parse_interval(interval).map_err(|problem| invalid("service", problem))?)
+        }
+        Some(other) => {
+            return Err(invalid(
+                "service",
+                format!(
+                    "must be an object such as {{\"interval\": \"10s\"}}, got {}",
+                    json_kind(other)
+                ),
+            ))
+        }
+    };
+    Ok(EndpointOptions {
+        max_message_size,
+        max_connections,
+        allowed_origins,
+        service_interval,
+    })
+}
+
+/// A service interval: milliseconds as a number, or text such as "10s", "500 ms", "2m", "1h".
+pub fn parse_interval(value: &Value) -> Result<std::time::Duration, String> {
+    const HINT: &str =
+        "interval must be milliseconds (a number) or text such as \"10s\", \"500ms\", \"2m\"";
+    let millis = match value {
+        Value::Null => return Ok(std::time::Duration::from_secs(10)),
+        Value::Number(n) => n.as_f64().ok_or_else(|| HINT.to_string())?,
+        Value::String(text) => {
+            let text = text.trim();
+            let split = text
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let number: f64 = number
+                .parse()
+                .map_err(|_| format!("{HINT}, got {text:?}"))?;
+            let scale = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "ms" => 1.0,
+                "s" | "sec" | "secs" | "second" | "seconds" => 1_000.0,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
+                "h" | "hour" | "hours" => 3_600_000.0,
+                _ => return Err(format!("{HINT}, got {text:?}")),
+            };
+            number * scale
+        }
+        _ => return Err(HINT.to_string()),
+    };
+    if !(10.0..=86_400_000.0).contains(&millis) {
+        return Err(format!(
+            "interval must be between 10 ms and 24 h, got {millis} ms"
+        ));
+    }
+    Ok(std::time::Duration::from_millis(millis as u64))
 }
 
 fn required_string(
@@ -288,6 +434,48 @@ mod tests {
         let d =
             parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &root).unwrap();
         assert_eq!(d.warnings, vec!["unknown field \"colour\" ignored"]);
+    }
+
+    #[test]
+    fn endpoint_options_are_checked() {
+        let (_dir, root) = workspace();
+        let d = parse_descriptor(
+            r#"{"handler":"p/h","endpoint":"e","maxMessageSize":4096,"maxConnections":2,
+                "allowedOrigins":["https://Example.com/"],"service":{"interval":"1.5s"}}"#,
+            &root,
+        )
+        .unwrap();
+        assert_eq!(d.options.max_message_size, Some(4096));
+        assert_eq!(d.options.max_connections, Some(2));
+        assert_eq!(
+            d.options.allowed_origins,
+            Some(vec!["https://example.com".to_string()])
+        );
+        assert_eq!(
+            d.options.service_interval,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let err = |text: &str| parse_descriptor(text, &root).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"handler":"p/h","endpoint":"e","maxMessageSize":0}"#),
+            "field \"maxMessageSize\": must be a whole number from 1 to 1073741824, got 0"
+        );
+        assert_eq!(
+            err(r#"{"handler":"p/h","endpoint":"e","allowedOrigins":"x"}"#),
+            "field \"allowedOrigins\": must be an array of origins, got a string"
+        );
+        assert!(
+            err(r#"{"handler":"p/h","endpoint":"e","service":{"interval":"soon"}}"#)
+                .starts_with("field \"service\": interval must be milliseconds")
+        );
+        assert_eq!(
+            parse_interval(&serde_json::json!(250)).unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_interval(&serde_json::json!("20 s")).unwrap(),
+            std::time::Duration::from_secs(20)
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use descriptor::{
-    engine_note, is_valid_endpoint, parse_descriptor, resolve_handler, Descriptor, DescriptorError,
-    HANDLER_EXTENSIONS,
+    engine_note, is_valid_endpoint, parse_descriptor, parse_interval, resolve_handler, Descriptor,
+    DescriptorError, EndpointOptions, HANDLER_EXTENSIONS,
 };
 pub use registry::{EndpointRegistry, RegistryChange};
 
@@ -35,6 +35,8 @@ pub struct Endpoint {
     pub handler_file: PathBuf,
     /// The descriptor's description.
     pub description: String,
+    /// Per-endpoint limits and services.
+    pub options: EndpointOptions,
 }
 
 /// Something wrong with one file of the workspace; the file is skipped, the rest still serves.
@@ -160,6 +162,7 @@ pub fn scan(root: &Path) -> WorkspaceScan {
                 handler: descriptor.handler,
                 handler_file: descriptor.handler_file,
                 description: descriptor.description,
+                options: descriptor.options,
             }),
         );
     }

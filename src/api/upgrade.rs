@@ -1,0 +1,42 @@
+//! `onUpgrade(request)`: the network side waits for the handler's decision on a connection.
+
+use std::collections::HashMap;
+
+use deno_core::op2;
+use deno_core::OpState;
+use tokio::sync::oneshot;
+
+use crate::isolate::UpgradeDecision;
+
+/// Decisions the network side is waiting for, by token.
+#[derive(Default)]
+pub struct PendingUpgrades {
+    next_token: u64,
+    waiting: HashMap<u64, oneshot::Sender<UpgradeDecision>>,
+}
+
+/// Parks `decision` until the handler answers; returns the token the answer will carry.
+pub fn await_upgrade_decision(
+    state: &mut OpState,
+    decision: oneshot::Sender<UpgradeDecision>,
+) -> u64 {
+    let pending = state.borrow_mut::<PendingUpgrades>();
+    pending.next_token += 1;
+    let token = pending.next_token;
+    pending.waiting.insert(token, decision);
+    token
+}
+
+/// The handler's answer: `{"decision": "accept", "data": ...}` or
+/// `{"decision": "refuse", "status": 403, "reason": "..."}`.
+#[op2(fast)]
+pub fn op_ws_upgrade_decide(state: &mut OpState, #[number] token: u64, #[string] decision: &str) {
+    let Some(waiting) = state.borrow_mut::<PendingUpgrades>().waiting.remove(&token) else {
+        return;
+    };
+    let decision = serde_json::from_str(decision).unwrap_or_else(|error| UpgradeDecision::Refuse {
+        status: 500,
+        reason: format!("onUpgrade's decision could not be read: {error}"),
+    });
+    let _ = waiting.send(decision);
+}

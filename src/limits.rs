@@ -1,0 +1,52 @@
+//! The server's limits and timeouts, with the defaults a production deployment starts from.
+
+use std::time::Duration;
+
+use crate::outbox::QueueBounds;
+
+/// Limits that apply to every endpoint unless its descriptor says otherwise.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted from a peer; a larger one closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Most connections open at once, over all endpoints; more get HTTP 503.
+    pub max_connections: usize,
+    /// Outbound queue of each connection and client.
+    pub send_queue: QueueBounds,
+    /// How long one event may run in a handler before it is terminated.
+    pub event_time: Duration,
+    /// Heap of one handler isolate; a handler that allocates past it is terminated.
+    pub isolate_heap: usize,
+    /// A ping is sent this often; `None` turns keepalive off.
+    pub ping_interval: Option<Duration>,
+    /// A peer that sends nothing (not even a pong) for this long after a ping is closed with 1001.
+    pub pong_timeout: Duration,
+    /// Graceful shutdown gives up waiting after this long.
+    pub shutdown_timeout: Duration,
+    /// Origins allowed on every endpoint without `allowedOrigins` (empty: any).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            max_connections: 10_000,
+            send_queue: QueueBounds::default(),
+            event_time: Duration::from_secs(5),
+            isolate_heap: 128 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Limits {
+    /// Whether `origin` (a browser's `Origin` header) may connect given an allow-list.
+    pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        allowed.iter().any(|a| a == "*" || *a == origin)
+    }
+}

@@ -1,0 +1,171 @@
+//! The bounded outbound queue of one socket (inbound connection or outbound client).
+//!
+//! Pushing never waits, so a handler's `send` never blocks its isolate. The queue is bounded in
+//! messages and in bytes: a peer that stops reading fills it, and is then closed with 1008
+//! "send queue full" instead of letting memory grow without bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What the writer task of a socket is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(Message),
+    /// Send a close frame with this code and reason, after everything queued before it.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A close request that overtakes the queue.
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    requested: parking_lot::Mutex<Option<(u16, String)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl CloseSignal {
+    /// Records the first request; later ones keep the first code and reason.
+    pub fn request(&self, code: u16, reason: String) {
+        let mut requested = self.requested.lock();
+        if requested.is_none() {
+            *requested = Some((code, reason));
+        }
+        drop(requested);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a request and returns its code and reason.
+    pub async fn requested(&self) -> (u16, String) {
+        loop {
+            if let Some(request) = self.requested.lock().clone() {
+                return request;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The socket's writer is gone.
+    Closed,
+    /// The bound was reached: the socket is being closed with 1008.
+    Full,
+}
+
+/// Bounds of one queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Default for QueueBounds {
+    fn default() -> Self {
+        Self {
+            messages: 1_000,
+            bytes: 16 << 20,
+        }
+    }
+}
+
+/// The sending side, kept in the connection or client registry.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: mpsc::Sender<Outbound>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    close_signal: Arc<CloseSignal>,
+}
+
+/// The writer's side.
+#[derive(Debug)]
+pub struct OutboxReader {
+    pub(crate) queue: mpsc::Receiver<Outbound>,
+    pub(crate) bytes: Arc<AtomicUsize>,
+    pub(crate) close_signal: Arc<CloseSignal>,
+}
+
+impl OutboxReader {
+    /// Accounts for a message taken off the queue.
+    pub(crate) fn taken(&self, message: &Message) {
+        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
+    }
+}
+
+/// A new queue with these bounds.
+pub fn outbox(bounds: QueueBounds) -> (Outbox, OutboxReader) {
+    let (queue, receiver) = mpsc::channel(bounds.messages.max(1));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let close_signal = Arc::new(CloseSignal::default());
+    (
+        Outbox {
+            queue,
+            bytes: bytes.clone(),
+            max_bytes: bounds.bytes,
+            close_signal: close_signal.clone(),
+        },
+        OutboxReader {
+            queue: receiver,
+            bytes,
+            close_signal,
+        },
+    )
+}
+
+impl Outbox {
+    /// Queues a message without waiting.
+    pub fn push(&self, message: Message) -> Result<(), PushError> {
+        let size = message.len();
+        let queued = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > self.max_bytes && queued != size {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.close_now(1008, "send queue full".into());
+            return Err(PushError::Full);
+        }
+        match self.queue.try_send(Outbound::Message(message)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                Err(PushError::Closed)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                self.close_now(1008, "send queue full".into());
+                Err(PushError::Full)
+            }
+        }
+    }
+
+    /// Closes after the messages already queued.
+    pub fn close(&self, code: u16, reason: String) -> Result<(), PushError> {
+        match self.queue.try_send(Outbound::Close {
+            code,
+            reason: reason.clone(),
+        }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The close must not be lost behind a full queue.
+                self.close_now(code, reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes at once, ahead of anything still queued.
+    pub fn close_now(&self, code: u16, reason: String) {
+        self.close_signal.request(code, reason);
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,133 @@
+//! The runtime's own counters, kept with atomics on the hot paths and rendered by `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+/// Traffic of one endpoint (or of all outbound clients).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    pub fn received(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds (seconds) of the event latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// How long handler events took to run, as a Prometheus histogram.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative bucket counts, the total count, and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut cumulative = 0;
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|b| {
+                cumulative += b.load(Ordering::Relaxed);
+                cumulative
+            })
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
+}
+
+/// Failures of one handler module.
+#[derive(Debug, Default)]
+pub struct HandlerFailures {
+    /// Events that threw or rejected.
+    pub errors: AtomicU64,
+    /// Events terminated for running too long or allocating too much.
+    pub terminations: AtomicU64,
+}
+
+/// All counters of the runtime.
+#[derive(Debug, Default)]
+pub struct Stats {
+    endpoints: RwLock<BTreeMap<String, Arc<Traffic>>>,
+    handlers: RwLock<BTreeMap<String, Arc<HandlerFailures>>>,
+    /// Traffic of outbound clients, all together.
+    pub clients: Arc<Traffic>,
+    pub event_latency: LatencyHistogram,
+}
+
+impl Stats {
+    /// The traffic counters of `endpoint`, created on first use.
+    pub fn endpoint(&self, endpoint: &str) -> Arc<Traffic> {
+        if let Some(traffic) = self.endpoints.read().get(endpoint) {
+            return traffic.clone();
+        }
+        self.endpoints
+            .write()
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The failure counters of `handler`, created on first use.
+    pub fn handler(&self, handler: &str) -> Arc<HandlerFailures> {
+        if let Some(failures) = self.handlers.read().get(handler) {
+            return failures.clone();
+        }
+        self.handlers
+            .write()
+            .entry(handler.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub fn endpoints(&self) -> Vec<(String, Arc<Traffic>)> {
+        self.endpoints
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn handlers(&self) -> Vec<(String, Arc<HandlerFailures>)> {
+        self.handlers
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
