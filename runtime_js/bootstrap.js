@@ -507,6 +507,24 @@
     return reply;
   }
 
+  // After the runtime terminated runaway JavaScript: nothing of the interrupted call finished,
+  // not even its finally blocks. With a socket given, its onError hears why; without one (a timer
+  // or a promise callback was interrupted), sockets waiting on an interrupted async handler are
+  // released so that their next events run.
+  function recover(kind, id, message) {
+    current = null;
+    if (kind === undefined) {
+      for (const socket of [...connections.values(), ...clients.values()]) {
+        if (socket.delivery.busy) {
+          socket.delivery.busy = false;
+          drainQueue(socket);
+        }
+      }
+      return;
+    }
+    dispatch(kind, id, message);
+  }
+
   // ----------------------------------------------------------- onUpgrade
   // onUpgrade(request) may return false (refuse: 403), throw (refuse: 401, or the error's
   // `status`, with its message), or return anything else (accept; an object becomes conn.data).
@@ -605,6 +623,7 @@
   // ----------------------------------------------------------------- wiring
   const internals = {
     dispatch,
+    recover,
     context,
     connections,
     Connection,

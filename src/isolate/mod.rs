@@ -7,6 +7,7 @@
 
 pub mod modules;
 mod runtime;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

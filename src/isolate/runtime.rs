@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::modules::{ModuleKind, WorkspaceModuleLoader, WorkspaceResolver};
+use super::watchdog::{self, Termination, Watched};
 use super::{HandlerFeatures, HandlerLoadError, IsolateEvent, Services, Target};
 use crate::api::{switchboard_api, IsolateContext};
+use crate::stats::HandlerFailures;
 
 const BOOTSTRAP_JS: &str = include_str!("../../runtime_js/bootstrap.js");
 const WEBSOCKETS_JS: &str = include_str!("../../runtime_js/websockets.js");
@@ -88,18 +90,50 @@ struct HandlerRuntime {
     generation: u64,
     /// Events received after a reload request, waiting for the reload to finish.
     pending: std::collections::VecDeque<IsolateEvent>,
+    /// The watchdog's view of this isolate, and why it last terminated the handler.
+    watched: Arc<Watched>,
+    /// Errors and terminations of this handler, for `/metrics`.
+    failures: Arc<HandlerFailures>,
+    /// Set when the heap ran out: the module is reloaded so that its state is freed.
+    reload_for_heap: bool,
+    /// `__switchboard.recover`, run after a termination.
+    recover: v8::Global<v8::Function>,
+}
+
+/// Why the event loop paused.
+enum Pause {
+    /// The event queue closed: the handler was unloaded.
+    Closed,
+    /// The code must be reloaded; `done` answers a reload request.
+    Reload(Option<oneshot::Sender<Result<(), HandlerLoadError>>>),
 }
 
 impl HandlerRuntime {
     fn new(setup: IsolateSetup) -> Result<Self, HandlerLoadError> {
+        let limits = setup.services.limits.clone();
         let mut runtime = new_runtime(
             &setup.resolver,
             &setup.handler,
             setup.services.clone(),
             setup.features.clone(),
+            Some(limits.isolate_heap),
         );
-        let dispatch = global_function(&mut runtime, "dispatch")
-            .map_err(|e| HandlerLoadError(format!("{}: bootstrap failed: {e}", setup.handler)))?;
+        let bootstrap_failed =
+            |e: String| HandlerLoadError(format!("{}: bootstrap failed: {e}", setup.handler));
+        let dispatch = global_function(&mut runtime, "dispatch").map_err(bootstrap_failed)?;
+        let recover = global_function(&mut runtime, "recover").map_err(bootstrap_failed)?;
+        let watched = watchdog::watch(
+            runtime.v8_isolate().thread_safe_handle(),
+            limits.event_time,
+            limits.isolate_heap,
+        );
+        let on_heap_limit = watched.clone();
+        runtime.add_near_heap_limit_callback(move |current, _initial| {
+            // Runs inside the engine's allocator: nothing here may allocate, log or panic.
+            on_heap_limit.out_of_heap();
+            current.saturating_mul(2)
+        });
+        let failures = setup.services.stats.handler(&setup.handler);
         Ok(Self {
             runtime,
             handler: setup.handler,
@@ -110,6 +144,10 @@ impl HandlerRuntime {
             dispatch,
             generation: 0,
             pending: Default::default(),
+            watched,
+            failures,
+            reload_for_heap: false,
+            recover,
         })
     }
 
@@ -120,7 +158,19 @@ impl HandlerRuntime {
         let generation = self.generation;
         self.resolver.forget_loaded();
         self.call_internal("beginGeneration", generation)?;
-        let loaded = self.load_generation(generation).await;
+        self.watched.begin();
+        let mut loaded = self.load_generation(generation).await;
+        self.watched.end();
+        if let Some(termination) = self.watched.take_termination() {
+            self.runtime.v8_isolate().cancel_terminate_execution();
+            self.failures
+                .terminations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            loaded = Err(HandlerLoadError(format!(
+                "{}: its top level was terminated: {termination}",
+                self.handler
+            )));
+        }
         let finish = if loaded.is_ok() {
             "commitGeneration"
         } else {
@@ -197,22 +247,36 @@ impl HandlerRuntime {
     }
 
     /// Feeds events to the handler until the queue closes, driving the JS event loop between.
-    /// A reload request pauses the events behind it until the new code is in place.
+    /// A reload pauses the events behind it until the new code is in place.
     async fn serve(&mut self, mut events: mpsc::Receiver<IsolateEvent>) {
-        while let Some(done) = self.serve_until_reload(&mut events).await {
-            let result = self.load_module().await;
-            if let Err(error) = &result {
-                tracing::debug!(handler = %self.handler, "reload failed: {error}");
+        loop {
+            match self.serve_until_pause(&mut events).await {
+                Pause::Closed => return,
+                Pause::Reload(done) => {
+                    let result = self.load_module().await;
+                    match (&result, done.is_some()) {
+                        (Err(error), false) => tracing::error!(target: "handler",
+                            "{}: reloading after the heap limit failed: {error}", self.handler),
+                        (Ok(()), false) => {
+                            tracing::warn!(target: "handler",
+                                "{}: module reloaded after the heap limit: its state starts afresh", self.handler);
+                            release_freed_memory(&mut self.runtime);
+                        }
+                        (Err(error), true) => {
+                            tracing::debug!(handler = %self.handler, "reload failed: {error}")
+                        }
+                        (Ok(()), true) => {}
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(result);
+                    }
+                }
             }
-            let _ = done.send(result);
         }
     }
 
-    /// Serves events until the queue closes (None) or a reload is requested.
-    async fn serve_until_reload(
-        &mut self,
-        events: &mut mpsc::Receiver<IsolateEvent>,
-    ) -> Option<oneshot::Sender<Result<(), HandlerLoadError>>> {
+    /// Serves events until the queue closes or a reload is due.
+    async fn serve_until_pause(&mut self, events: &mut mpsc::Receiver<IsolateEvent>) -> Pause {
         let mut batch = Vec::with_capacity(BATCH);
         poll_fn(|cx| loop {
             if !self.pending.is_empty() {
@@ -222,7 +286,7 @@ impl HandlerRuntime {
                 true
             } else {
                 match events.poll_recv_many(cx, &mut batch, BATCH) {
-                    Poll::Ready(0) => return Poll::Ready(None),
+                    Poll::Ready(0) => return Poll::Ready(Pause::Closed),
                     Poll::Ready(_) => true,
                     Poll::Pending => false,
                 }
@@ -240,13 +304,18 @@ impl HandlerRuntime {
                 }
                 self.dispatch_batch(&mut batch);
             }
-            let idle = match self
+            self.watched.begin();
+            let polled = self
                 .runtime
-                .poll_event_loop(cx, PollEventLoopOptions::default())
-            {
+                .poll_event_loop(cx, PollEventLoopOptions::default());
+            self.watched.end();
+            let idle = match polled {
                 Poll::Ready(Err(error)) => {
-                    tracing::error!(target: "handler", "{}: uncaught error: {}", self.handler,
-                        describe_core_error(&error, &self.resolver));
+                    match self.watched.take_termination() {
+                        Some(termination) => self.terminated(termination, "a timer or promise callback", None),
+                        None => tracing::error!(target: "handler", "{}: uncaught error: {}", self.handler,
+                            describe_core_error(&error, &self.resolver)),
+                    }
                     false
                 }
                 Poll::Ready(Ok(())) => !received,
@@ -256,7 +325,10 @@ impl HandlerRuntime {
             self.idle
                 .send_if_modified(|was| std::mem::replace(was, idle) != idle);
             if reload.is_some() {
-                return Poll::Ready(reload);
+                return Poll::Ready(Pause::Reload(reload));
+            }
+            if std::mem::take(&mut self.reload_for_heap) {
+                return Poll::Ready(Pause::Reload(None));
             }
             if !received {
                 return Poll::Pending;
@@ -265,12 +337,50 @@ impl HandlerRuntime {
         .await
     }
 
+    /// After the watchdog or the heap limit stopped the handler's JavaScript: lets the isolate
+    /// run again, says why in the log, and tells the handler through `onError` of `target`.
+    fn terminated(&mut self, termination: Termination, what: &str, target: Option<Target>) {
+        self.runtime.v8_isolate().cancel_terminate_execution();
+        self.failures
+            .terminations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kept = match termination {
+            Termination::TooLong(_) => "its module state is kept",
+            Termination::OutOfHeap(_) => {
+                self.reload_for_heap = true;
+                "its module will be reloaded"
+            }
+        };
+        tracing::error!(target: "handler", "{}: {what} was terminated: {termination}; {kept}", self.handler);
+        let message = format!("handler terminated: {termination}");
+        deno_core::scope!(scope, &mut self.runtime);
+        let recover = v8::Local::new(scope, &self.recover);
+        let undefined: v8::Local<v8::Value> = v8::undefined(scope).into();
+        let mut args = vec![undefined, undefined, undefined];
+        if let Some(target) = target {
+            let kind = match target {
+                Target::Connection(_) => ERROR,
+                Target::Client(_) => ERROR + CLIENT_KINDS,
+            };
+            args[0] = v8::Number::new(scope, kind).into();
+            args[1] = v8::Number::new(scope, target.id() as f64).into();
+            args[2] = v8::String::new(scope, &message)
+                .map(Into::into)
+                .unwrap_or(undefined);
+        }
+        v8::tc_scope!(let scope, scope);
+        if recover.call(scope, undefined, &args).is_none() {
+            tracing::error!(target: "handler", "{}: recovering after the termination failed", self.handler);
+        }
+    }
+
     fn start_pending_clients(&mut self) {
         crate::api::start_pending_clients(&mut self.runtime.op_state().borrow_mut());
     }
 
     fn dispatch_batch(&mut self, batch: &mut Vec<IsolateEvent>) {
         let mut replies: Vec<(Target, Message)> = Vec::new();
+        let mut terminations: Vec<(Termination, Option<Target>)> = Vec::new();
         let op_state = self.runtime.op_state();
         {
             deno_core::scope!(scope, &mut self.runtime);
@@ -278,50 +388,70 @@ impl HandlerRuntime {
             let receiver: v8::Local<v8::Value> = v8::undefined(scope).into();
             for event in batch.drain(..) {
                 v8::scope!(let scope, scope);
-                let event = match event {
+                let (target, args) = match event {
                     IsolateEvent::Upgrade { request, decision } => {
                         let token = crate::api::await_upgrade_decision(
                             &mut op_state.borrow_mut(),
                             decision,
                         );
-                        let kind: v8::Local<v8::Value> = v8::Number::new(scope, UPGRADE).into();
-                        let token: v8::Local<v8::Value> =
-                            v8::Number::new(scope, token as f64).into();
                         let request: v8::Local<v8::Value> = v8::String::new(scope, &request)
                             .map(Into::into)
                             .unwrap_or(receiver);
-                        v8::tc_scope!(let scope, scope);
-                        if dispatch
-                            .call(scope, receiver, &[kind, token, request])
-                            .is_none()
-                        {
-                            tracing::error!(target: "handler", "{}: onUpgrade could not run", self.handler);
-                        }
-                        continue;
+                        let args = [
+                            v8::Number::new(scope, UPGRADE).into(),
+                            v8::Number::new(scope, token as f64).into(),
+                            request,
+                            receiver,
+                            receiver,
+                            receiver,
+                        ];
+                        (None, args)
                     }
-                    other => other,
-                };
-                // Reloads are taken out of the batch before it is dispatched.
-                let Some((target, args)) = event_arguments(scope, event) else {
-                    continue;
+                    event => match event_arguments(scope, event) {
+                        Some((target, args)) => (Some(target), args),
+                        // Reloads are taken out of the batch before it is dispatched.
+                        None => continue,
+                    },
                 };
                 v8::tc_scope!(let scope, scope);
-                match dispatch.call(scope, receiver, &args) {
-                    Some(reply) => {
+                let started = std::time::Instant::now();
+                self.watched.begin();
+                let result = dispatch.call(scope, receiver, &args);
+                self.watched.end();
+                self.services.stats.event_latency.observe(started.elapsed());
+                let terminated = self.watched.take_termination();
+                if terminated.is_some() || scope.has_terminated() {
+                    scope.cancel_terminate_execution();
+                    let termination =
+                        terminated.unwrap_or(Termination::TooLong(self.services.limits.event_time));
+                    terminations.push((termination, target));
+                    continue;
+                }
+                match (result, target) {
+                    (Some(reply), Some(target)) => {
                         if let Some(message) = reply_message(scope, reply) {
                             replies.push((target, message));
                         }
                     }
-                    None => {
+                    (Some(_), None) => {}
+                    (None, _) => {
                         let detail = scope
                             .exception()
                             .map(|e| e.to_rust_string_lossy(scope))
-                            .unwrap_or_else(|| "execution terminated".into());
+                            .unwrap_or_else(|| "no detail".into());
                         tracing::error!(target: "handler", "{}: event dispatch failed ({target:?}): {detail}",
                             self.handler);
                     }
                 }
             }
+        }
+        for (termination, target) in terminations {
+            let what = match target {
+                Some(Target::Connection(id)) => format!("an event of connection {id}"),
+                Some(Target::Client(id)) => format!("an event of client {id}"),
+                None => "onUpgrade".to_string(),
+            };
+            self.terminated(termination, &what, target);
         }
         for (target, message) in replies {
             let sent = match target {
@@ -449,8 +579,10 @@ fn new_runtime(
     handler: &str,
     services: Services,
     features: Arc<HandlerFeatures>,
+    heap_limit: Option<usize>,
 ) -> JsRuntime {
     let mut runtime = JsRuntime::new(RuntimeOptions {
+        create_params: heap_limit.map(|max| v8::CreateParams::default().heap_limits(0, max)),
         module_loader: Some(Rc::new(WorkspaceModuleLoader {
             resolver: resolver.clone(),
         })),
@@ -583,7 +715,7 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
             limits: Default::default(),
             stats: Default::default(),
         };
-        let mut runtime = new_runtime(&resolver, &handler, services, Default::default());
+        let mut runtime = new_runtime(&resolver, &handler, services, Default::default(), None);
         let source =
             std::fs::read_to_string(handler_file).map_err(|e| format!("cannot read: {e}"))?;
         let url = deno_core::ModuleSpecifier::from_file_path(handler_file)
@@ -617,5 +749,20 @@ mod tests {
     #[test]
     fn the_commonjs_prefix_matches_the_bootstrap() {
         assert!(super::BOOTSTRAP_JS.contains(&format!("`{}${{body}}", super::COMMONJS_PREFIX)));
+    }
+}
+
+/// After a handler's heap was freed: collects garbage and gives the memory back to the system.
+fn release_freed_memory(runtime: &mut JsRuntime) {
+    runtime.v8_isolate().low_memory_notification();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free memory at the allocator's discretion.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }

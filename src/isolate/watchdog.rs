@@ -1,0 +1,144 @@
+//! The watchdog: one thread that terminates a handler's JavaScript when one event runs longer
+//! than allowed, and the record of why an isolate was terminated (CPU time or heap), kept here
+//! because the engine's own error text does not say.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use deno_core::v8;
+use parking_lot::Mutex;
+
+/// Why an isolate's execution was terminated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// One event ran longer than the event time limit.
+    TooLong(Duration),
+    /// The isolate's heap reached its limit.
+    OutOfHeap(usize),
+}
+
+impl std::fmt::Display for Termination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Termination::TooLong(limit) => write!(
+                f,
+                "it ran longer than the {} ms allowed per event",
+                limit.as_millis()
+            ),
+            Termination::OutOfHeap(limit) => write!(
+                f,
+                "it used more than the {} MiB of heap allowed per handler",
+                limit >> 20
+            ),
+        }
+    }
+}
+
+const NONE: u8 = 0;
+const TOO_LONG: u8 = 1;
+const OUT_OF_HEAP: u8 = 2;
+
+/// One isolate under watch.
+pub struct Watched {
+    handle: v8::IsolateHandle,
+    /// When the running event started, in microseconds since the watchdog's epoch; 0 when idle.
+    busy_since: AtomicU64,
+    reason: AtomicU8,
+    event_limit: Duration,
+    heap_limit: usize,
+}
+
+impl Watched {
+    /// Marks the start of JavaScript work (an event, timers, a module's top level).
+    pub fn begin(&self) {
+        let now = epoch().elapsed().as_micros() as u64;
+        self.busy_since.store(now.max(1), Ordering::Release);
+    }
+
+    /// Marks the end of JavaScript work.
+    pub fn end(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+
+    /// Called from the engine's near-heap-limit callback: it must not allocate, log or panic.
+    pub fn out_of_heap(&self) {
+        let _ =
+            self.reason
+                .compare_exchange(NONE, OUT_OF_HEAP, Ordering::AcqRel, Ordering::Acquire);
+        self.handle.terminate_execution();
+    }
+
+    /// Why the isolate was terminated, if it was; clears the record.
+    pub fn take_termination(&self) -> Option<Termination> {
+        match self.reason.swap(NONE, Ordering::AcqRel) {
+            TOO_LONG => Some(Termination::TooLong(self.event_limit)),
+            OUT_OF_HEAP => Some(Termination::OutOfHeap(self.heap_limit)),
+            _ => None,
+        }
+    }
+}
+
+struct Watchdog {
+    watched: Mutex<Vec<Weak<Watched>>>,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn watchdog() -> &'static Watchdog {
+    static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
+    WATCHDOG.get_or_init(|| {
+        let watchdog: &'static Watchdog = Box::leak(Box::new(Watchdog {
+            watched: Mutex::new(Vec::new()),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(20));
+                watchdog.check();
+            });
+        if let Err(error) = spawned {
+            tracing::error!("cannot start the watchdog thread: handlers will not be stopped when they run too long: {error}");
+        }
+        watchdog
+    })
+}
+
+impl Watchdog {
+    fn check(&self) {
+        let now = epoch().elapsed().as_micros() as u64;
+        let mut watched = self.watched.lock();
+        watched.retain(|weak| {
+            let Some(entry) = weak.upgrade() else {
+                return false;
+            };
+            let since = entry.busy_since.load(Ordering::Acquire);
+            if since != 0 && now.saturating_sub(since) > entry.event_limit.as_micros() as u64 {
+                let first = entry
+                    .reason
+                    .compare_exchange(NONE, TOO_LONG, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if first {
+                    entry.handle.terminate_execution();
+                }
+            }
+            true
+        });
+    }
+}
+
+/// Puts an isolate under watch with its limits.
+pub fn watch(handle: v8::IsolateHandle, event_limit: Duration, heap_limit: usize) -> Arc<Watched> {
+    let watched = Arc::new(Watched {
+        handle,
+        busy_since: AtomicU64::new(0),
+        reason: AtomicU8::new(NONE),
+        event_limit,
+        heap_limit,
+    });
+    watchdog().watched.lock().push(Arc::downgrade(&watched));
+    watched
+}
