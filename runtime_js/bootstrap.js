@@ -8,6 +8,7 @@
   const ops = core.ops;
   const {
     op_sb_log,
+    op_sb_count_error,
     op_sb_read_module,
     op_ws_send_text,
     op_ws_send_binary,
@@ -372,6 +373,7 @@
   }
 
   function reportFailure(socket, kind, error) {
+    op_sb_count_error();
     op_sb_log("error", `${EXPORTS[kind]} failed on ${socket[LABEL]}: ${describeError(error)}`);
     if (kind !== ERROR && kind !== CLOSE && !socket.delivery.closed) {
       runEvent(socket, ERROR, errorMessage(error));

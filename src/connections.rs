@@ -37,6 +37,8 @@ pub struct ConnectionEntry {
 pub enum SendError {
     #[error("connection {0} is not open")]
     NotOpen(ConnectionId),
+    #[error("connection {0} is closing: nothing more can be sent on it")]
+    Closing(ConnectionId),
     #[error("connection {0}'s send queue is full: the peer is not reading; the connection is being closed with 1008")]
     QueueFull(ConnectionId),
 }
@@ -166,6 +168,7 @@ impl ConnectionRegistry {
         match entry.outbox.push(message) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::NotOpen(id)),
+            Err(PushError::Closing) => Err(SendError::Closing(id)),
             Err(PushError::Full) => {
                 tracing::warn!(
                     "connection {id} ({}, {}): send queue full (the peer is not reading), closing with 1008",

@@ -55,6 +55,8 @@ impl CloseSignal {
 pub enum PushError {
     /// The socket's writer is gone.
     Closed,
+    /// A close is queued: nothing sent after it would be delivered, so nothing is accepted.
+    Closing,
     /// The bound was reached: the socket is being closed with 1008.
     Full,
 }
@@ -82,6 +84,7 @@ pub struct Outbox {
     bytes: Arc<AtomicUsize>,
     max_bytes: usize,
     close_signal: Arc<CloseSignal>,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The writer's side.
@@ -110,6 +113,7 @@ pub fn outbox(bounds: QueueBounds) -> (Outbox, OutboxReader) {
             bytes: bytes.clone(),
             max_bytes: bounds.bytes,
             close_signal: close_signal.clone(),
+            closing: Default::default(),
         },
         OutboxReader {
             queue: receiver,
@@ -122,6 +126,9 @@ pub fn outbox(bounds: QueueBounds) -> (Outbox, OutboxReader) {
 impl Outbox {
     /// Queues a message without waiting.
     pub fn push(&self, message: Message) -> Result<(), PushError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(PushError::Closing);
+        }
         let size = message.len();
         let queued = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.max_bytes && queued != size {
@@ -145,6 +152,9 @@ impl Outbox {
 
     /// Closes after the messages already queued.
     pub fn close(&self, code: u16, reason: String) -> Result<(), PushError> {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         match self.queue.try_send(Outbound::Close {
             code,
             reason: reason.clone(),
@@ -161,6 +171,7 @@ impl Outbox {
 
     /// Closes at once, ahead of anything still queued.
     pub fn close_now(&self, code: u16, reason: String) {
+        self.closing.store(true, Ordering::Release);
         self.close_signal.request(code, reason);
     }
 

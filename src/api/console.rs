@@ -16,3 +16,15 @@ pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &st
         _ => tracing::info!(target: "handler", "{handler}: {text}"),
     }
 }
+
+/// Counts a handler event that threw or rejected, for `/metrics`.
+#[op2(fast)]
+pub fn op_sb_count_error(state: &mut OpState) {
+    let context = state.borrow::<IsolateContext>();
+    context
+        .services
+        .stats
+        .handler(&context.handler)
+        .errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

@@ -27,6 +27,7 @@ deno_core::extension!(
     switchboard_api,
     ops = [
         console::op_sb_log,
+        console::op_sb_count_error,
         modules::op_sb_read_module,
         modules::op_sb_handler_exports,
         upgrade::op_ws_upgrade_decide,

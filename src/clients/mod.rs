@@ -345,6 +345,10 @@ impl ClientRegistry {
                 id,
                 status: ClientStatus::Closed.as_str(),
             }),
+            Err(PushError::Closing) => Err(ClientError::NotOpen {
+                id,
+                status: ClientStatus::Closing.as_str(),
+            }),
             Err(PushError::Full) => {
                 tracing::warn!(client = id, uri = %entry.uri, "send queue full: closing the client with 1008");
                 entry.set_status(ClientStatus::Closing);

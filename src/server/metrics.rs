@@ -1,13 +1,15 @@
 //! `GET /metrics`: the runtime's own counters in Prometheus' text format.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::stats::{HandlerFailures, Traffic, LATENCY_BUCKETS};
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
@@ -49,9 +51,86 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let _ = writeln!(
             out,
             "switchboard_connections_open{{endpoint=\"{}\"}} {count}",
-            endpoint.replace('\\', "\\\\").replace('"', "\\\"")
+            label(&endpoint)
         );
     }
+    let mut traffic: Vec<(String, Arc<Traffic>)> = state
+        .stats
+        .endpoints()
+        .into_iter()
+        .map(|(endpoint, traffic)| (format!("endpoint=\"{}\"", label(&endpoint)), traffic))
+        .collect();
+    traffic.push((
+        "endpoint=\"(outbound clients)\"".into(),
+        state.stats.clients.clone(),
+    ));
+    for (name, help, read) in [
+        (
+            "switchboard_messages_received_total",
+            "Messages received.",
+            (|t: &Traffic| &t.messages_in) as fn(&Traffic) -> &AtomicU64,
+        ),
+        (
+            "switchboard_bytes_received_total",
+            "Message bytes received.",
+            |t: &Traffic| &t.bytes_in,
+        ),
+        (
+            "switchboard_messages_sent_total",
+            "Messages sent.",
+            |t: &Traffic| &t.messages_out,
+        ),
+        (
+            "switchboard_bytes_sent_total",
+            "Message bytes sent.",
+            |t: &Traffic| &t.bytes_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, counters) in &traffic {
+            let _ = writeln!(
+                out,
+                "{name}{{{labels}}} {}",
+                read(counters).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let handlers = state.stats.handlers();
+    for (name, help, read) in [
+        (
+            "switchboard_handler_errors_total",
+            "Handler events that threw or rejected.",
+            (|f: &HandlerFailures| &f.errors) as fn(&HandlerFailures) -> &AtomicU64,
+        ),
+        (
+            "switchboard_handler_terminations_total",
+            "Handler events terminated for time or heap.",
+            |f: &HandlerFailures| &f.terminations,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (handler, failures) in &handlers {
+            let _ = writeln!(
+                out,
+                "{name}{{handler=\"{}\"}} {}",
+                label(handler),
+                read(failures).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let (buckets, count, sum) = state.stats.event_latency.snapshot();
+    let name = "switchboard_event_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time handlers took per event.\n# TYPE {name} histogram"
+    );
+    for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -59,6 +138,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// A label value with Prometheus' escapes.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Resident set size from /proc (Linux); None elsewhere.

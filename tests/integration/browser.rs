@@ -23,6 +23,10 @@ pub struct Browser {
 
 impl Browser {
     pub fn launch() -> Browser {
+        Self::launch_with(&[])
+    }
+
+    pub fn launch_with(extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let path = chromium_path();
         let mut child = Command::new(&path)
@@ -39,6 +43,7 @@ impl Browser {
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -152,7 +157,7 @@ impl Page {
 }
 
 /// In-page helper: resolves when `predicate()` holds, re-checking on every DOM change.
-const WAIT_FOR: &str = r#"
+pub const WAIT_FOR: &str = r#"
 const waitFor = (what, predicate) => new Promise((resolve, reject) => {
   if (predicate()) return resolve();
   const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}: ${document.body.innerText}`)), 15000);

@@ -5,5 +5,7 @@ mod browser;
 mod check;
 mod clients;
 mod core;
+mod hardening;
 mod live;
 mod support;
+mod tls;
