@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Switchboard needs, when it is missing (Debian/Ubuntu).
 #   scripts/setup.sh          build tools: cmake and simde headers (QuickJS engine), a C compiler
-#   scripts/setup.sh --test   also Chromium (browser tests) and Python's websockets (interop tests)
+#   scripts/setup.sh --test   also Chromium (browser tests), Python's websockets (interop tests)
+#                             and kosoku (Autobahn conformance cases)
 set -euo pipefail
 
 want_test=false
@@ -39,10 +40,18 @@ if ! command -v cargo >/dev/null; then
   source "$HOME/.cargo/env"
 fi
 
+pip_install() {
+  python3 -m pip install --quiet "$@" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$@"
+}
 if $want_test; then
+  command -v python3 >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
   if ! python3 -c "import websockets" 2>/dev/null; then
     echo "setup: installing Python's websockets (interop tests)" >&2
-    python3 -m pip install --quiet websockets 2>/dev/null \
-      || python3 -m pip install --quiet --break-system-packages websockets
+    pip_install websockets
+  fi
+  if ! python3 -c "import kosoku" 2>/dev/null; then
+    echo "setup: installing kosoku (the Autobahn|Testsuite conformance cases)" >&2
+    pip_install kosoku
   fi
 fi

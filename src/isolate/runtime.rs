@@ -744,14 +744,6 @@ pub fn check_handler(handler_file: &Path, workspace_root: &Path) -> Result<(), S
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_commonjs_prefix_matches_the_bootstrap() {
-        assert!(super::BOOTSTRAP_JS.contains(&format!("`{}${{body}}", super::COMMONJS_PREFIX)));
-    }
-}
-
 /// After a handler's heap was freed: collects garbage and gives the memory back to the system.
 fn release_freed_memory(runtime: &mut JsRuntime) {
     runtime.v8_isolate().low_memory_notification();
@@ -764,5 +756,13 @@ fn release_freed_memory(runtime: &mut JsRuntime) {
         unsafe {
             malloc_trim(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_commonjs_prefix_matches_the_bootstrap() {
+        assert!(super::BOOTSTRAP_JS.contains(&format!("`{}${{body}}", super::COMMONJS_PREFIX)));
     }
 }

@@ -478,6 +478,48 @@ mod tests {
         );
     }
 
+    /// A small deterministic mutation fuzzer: every mutated descriptor either parses or yields
+    /// a one-line error; none panics.
+    #[test]
+    fn fuzzed_descriptors_never_panic() {
+        let (_dir, root) = workspace();
+        let seeds: [&[u8]; 3] = [
+            br#"{"handler":"p/h","endpoint":"e","description":"d","engine":"v8"}"#,
+            br#"{"handler":"p/lib/m","endpoint":"x.y-z","maxMessageSize":4096,"allowedOrigins":["https://a.b"],"service":{"interval":"10s"}}"#,
+            br#"{"handler":"../p/h","endpoint":"e","maxConnections":3}"#,
+        ];
+        let alphabet: &[u8] = b"{}[]\":,./\\0123456789eE+-.nulltruefalse \t\n\xff\xc3\x80";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(1 + random() % 6) {
+                let at = (random() as usize) % (bytes.len() + 1);
+                match random() % 4 {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, alphabet[(random() as usize) % alphabet.len()]),
+                    2 if at < bytes.len() => bytes[at] = random() as u8,
+                    _ => bytes.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(error) = parse_descriptor(&text, &root) {
+                let message = error.to_string();
+                assert!(
+                    !message.is_empty() && !message.contains('\n'),
+                    "{message:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn endpoint_names() {
         assert!(is_valid_endpoint("my-endpoint_1.v2"));

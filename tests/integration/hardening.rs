@@ -62,7 +62,11 @@ async fn raw_upgrade(address: &str, endpoint: &str) -> TcpStream {
             .unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     stream
 }
 
@@ -119,7 +123,11 @@ async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
     let ws = echo_workspace();
     let server = Server::start(ws.path());
     let cases: [(&str, Vec<u8>, u16); 4] = [
-        ("invalid UTF-8 in a text frame", frame(0x1, &[0x68, 0xff, 0xfe], 0, false), 1007),
+        (
+            "invalid UTF-8 in a text frame",
+            frame(0x1, &[0x68, 0xff, 0xfe], 0, false),
+            1007,
+        ),
         ("an unmasked client frame", frame(0x1, b"hi", 0, true), 1002),
         ("reserved bits set", frame(0x1, b"hi", 0b100, false), 1002),
         ("an unknown opcode", frame(0x3, b"hi", 0, false), 1002),
@@ -127,12 +135,19 @@ async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
     for (what, bytes, code) in cases {
         let mut stream = raw_upgrade(&server.address, "echo").await;
         stream.write_all(&bytes).await.unwrap();
-        assert_eq!(close_code_from_server(&mut stream).await, Some(code), "{what}");
+        assert_eq!(
+            close_code_from_server(&mut stream).await,
+            Some(code),
+            "{what}"
+        );
     }
     let log = server.stderr.text();
     assert!(log.contains("closing with 1007"), "{log}");
     assert!(log.contains("closing with 1002"), "{log}");
-    assert!(log.contains("127.0.0.1:"), "the peer is named in the log: {log}");
+    assert!(
+        log.contains("127.0.0.1:"),
+        "the peer is named in the log: {log}"
+    );
     // Nothing else was affected.
     let mut client = server.connect("echo").await;
     assert_eq!(ask(&mut client, "fine").await, "fine");
@@ -170,12 +185,21 @@ async fn connections_over_the_limits_get_503() {
     );
     let server = Server::start_with(ws.path(), &["--max-connections", "3"]);
     let _first = server.connect("one").await;
-    let (status, body) = connect_with(&server.ws_url("one"), &[]).await.err().unwrap();
+    let (status, body) = connect_with(&server.ws_url("one"), &[])
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 503);
-    assert!(body.contains("endpoint one has reached its limit of 1 open connections"), "{body}");
+    assert!(
+        body.contains("endpoint one has reached its limit of 1 open connections"),
+        "{body}"
+    );
     let _a = server.connect("echo").await;
     let mut b = server.connect("echo").await;
-    let (status, body) = connect_with(&server.ws_url("echo"), &[]).await.err().unwrap();
+    let (status, body) = connect_with(&server.ws_url("echo"), &[])
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("limit of 3 open connections"), "{body}");
     // A slot frees when a connection closes.
@@ -227,8 +251,13 @@ async fn a_peer_that_does_not_read_is_closed_with_1008() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(received < 2000, "all {received} messages arrived: nothing was bounded");
-    let log = server.stderr.wait_for("the handler's view", |l| l.contains("send failed"));
+    assert!(
+        received < 2000,
+        "all {received} messages arrived: nothing was bounded"
+    );
+    let log = server
+        .stderr
+        .wait_for("the handler's view", |l| l.contains("send failed"));
     assert!(log.contains("send queue is full"), "{log}");
 }
 
@@ -260,7 +289,11 @@ async fn a_stuck_handler_is_terminated_while_another_endpoint_answers() {
     assert_eq!(ask(&mut stuck, "after").await, "alive 3");
     let log = server.stderr.text();
     assert!(log.contains("stuck/h.js: an event of connection 1 was terminated: it ran longer than the 1500 ms allowed per event; its module state is kept"), "{log}");
-    assert!(server.get("/metrics").await.body.contains("switchboard_handler_terminations_total{handler=\"stuck/h.js\"} 1"));
+    assert!(server
+        .get("/metrics")
+        .await
+        .body
+        .contains("switchboard_handler_terminations_total{handler=\"stuck/h.js\"} 1"));
 }
 
 #[tokio::test]
@@ -289,9 +322,9 @@ async fn a_heap_hungry_handler_is_terminated_and_memory_returns() {
         "onError: handler terminated: it used more than the 64 MiB of heap allowed per handler"
     );
     assert_eq!(ask(&mut fast, "meanwhile").await, "fast meanwhile");
-    server
-        .stderr
-        .wait_for("the reload", |l| l.contains("module reloaded after the heap limit"));
+    server.stderr.wait_for("the reload", |l| {
+        l.contains("module reloaded after the heap limit")
+    });
     // The module state that held the allocation was dropped with the old module.
     assert_eq!(ask(&mut hungry, "again").await, "fine 0");
     let after = server.metric("process_resident_memory_bytes").await;
@@ -315,7 +348,12 @@ async fn pings_keep_live_peers_and_close_silent_ones_with_1001() {
     let mut live = server.connect("echo").await;
     let mut pings = 0;
     while pings < 5 {
-        match tokio::time::timeout(TIMEOUT, live.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(TIMEOUT, live.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Ping(_) => pings += 1,
             other => panic!("{other:?}"),
         }
@@ -324,9 +362,9 @@ async fn pings_keep_live_peers_and_close_silent_ones_with_1001() {
     // A peer that never answers is closed.
     let mut silent = raw_upgrade(&server.address, "watched").await;
     assert_eq!(close_code_from_server(&mut silent).await, Some(1001));
-    server
-        .stderr
-        .wait_for("onClose", |l| l.contains("closed 1001 no answer to ping false"));
+    server.stderr.wait_for("onClose", |l| {
+        l.contains("closed 1001 no answer to ping false")
+    });
 }
 
 #[tokio::test]
@@ -343,17 +381,34 @@ async fn origins_outside_the_allow_lists_get_403() {
         .err()
         .unwrap();
     assert_eq!(status, 403);
-    assert!(body.contains("origin https://evil.example is not allowed to connect to endpoint \"strict\""), "{body}");
-    assert!(connect_with(&strict, &[("Origin", "https://app.example")]).await.is_ok());
+    assert!(
+        body.contains(
+            "origin https://evil.example is not allowed to connect to endpoint \"strict\""
+        ),
+        "{body}"
+    );
+    assert!(connect_with(&strict, &[("Origin", "https://app.example")])
+        .await
+        .is_ok());
     // The endpoint's own list replaces the global one.
     assert_eq!(
-        connect_with(&strict, &[("Origin", "https://site.example")]).await.err().unwrap().0,
+        connect_with(&strict, &[("Origin", "https://site.example")])
+            .await
+            .err()
+            .unwrap()
+            .0,
         403
     );
     let echo = server.ws_url("echo");
-    assert!(connect_with(&echo, &[("Origin", "https://site.example")]).await.is_ok());
+    assert!(connect_with(&echo, &[("Origin", "https://site.example")])
+        .await
+        .is_ok());
     assert_eq!(
-        connect_with(&echo, &[("Origin", "https://evil.example")]).await.err().unwrap().0,
+        connect_with(&echo, &[("Origin", "https://evil.example")])
+            .await
+            .err()
+            .unwrap()
+            .0,
         403
     );
     // Clients that are not browsers send no Origin.
@@ -379,11 +434,24 @@ async fn on_upgrade_checks_tokens_in_the_query_and_in_cookies() {
     );
     let server = Server::start(ws.path());
     let url = server.ws_url("auth");
-    let mut alice = connect_with(&format!("{url}?token=t-alice"), &[]).await.unwrap();
-    assert_eq!(ask(&mut alice, "hi").await, "alice (query, /websockets/v4/service/auth): hi");
-    let mut bob = connect_with(&url, &[("Cookie", "theme=dark; session=t-bob")]).await.unwrap();
-    assert_eq!(ask(&mut bob, "yo").await, "bob (cookie, /websockets/v4/service/auth): yo");
-    let (status, body) = connect_with(&format!("{url}?token=forged"), &[]).await.err().unwrap();
+    let mut alice = connect_with(&format!("{url}?token=t-alice"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&mut alice, "hi").await,
+        "alice (query, /websockets/v4/service/auth): hi"
+    );
+    let mut bob = connect_with(&url, &[("Cookie", "theme=dark; session=t-bob")])
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&mut bob, "yo").await,
+        "bob (cookie, /websockets/v4/service/auth): yo"
+    );
+    let (status, body) = connect_with(&format!("{url}?token=forged"), &[])
+        .await
+        .err()
+        .unwrap();
     assert_eq!((status, body.trim()), (401, "unknown token forged"));
     let (status, body) = connect_with(&url, &[]).await.err().unwrap();
     assert_eq!((status, body.trim()), (403, "refused by onUpgrade"));
@@ -396,8 +464,10 @@ async fn handlers_cannot_load_code_outside_the_workspace_or_remote_code() {
         "p/h.js",
         r#"exports.onMessage = (m) => { try { require(m); return "loaded"; } catch (e) { return `${e.name}: ${e.message}`; } };"#,
     );
-    ws.endpoint("q", "remote", "q/h")
-        .write("q/h.mjs", "import x from \"https://example.com/x.js\";\nexport const onMessage = () => x;");
+    ws.endpoint("q", "remote", "q/h").write(
+        "q/h.mjs",
+        "import x from \"https://example.com/x.js\";\nexport const onMessage = () => x;",
+    );
     let server = Server::start(ws.path());
     let mut client = server.connect("e").await;
     assert_eq!(
@@ -414,7 +484,11 @@ async fn handlers_cannot_load_code_outside_the_workspace_or_remote_code() {
     );
     let refused = server.get("/websockets/v4/service/remote").await;
     assert_eq!(refused.status, 500);
-    assert!(refused.body.contains("remote modules are not allowed"), "{}", refused.body);
+    assert!(
+        refused.body.contains("remote modules are not allowed"),
+        "{}",
+        refused.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,8 +529,13 @@ async fn shutdown_delivers_every_queued_message_then_1001_and_runs_on_close() {
         other => panic!("{other:?}"),
     }
     // Every message the server accepted before the close arrived, in order.
-    let accepted = server.stderr.wait_for("the handler's count", |l| l.contains("accepted "));
-    assert!(accepted.ends_with(&format!("accepted {received}")), "{accepted}, received {received}");
+    let accepted = server
+        .stderr
+        .wait_for("the handler's count", |l| l.contains("accepted "));
+    assert!(
+        accepted.ends_with(&format!("accepted {received}")),
+        "{accepted}, received {received}"
+    );
     expect_close(&mut second, 1001, "server shutting down").await;
     // Reading on lets the clients answer the close handshake.
     for mut client in [first, second] {
@@ -465,7 +544,10 @@ async fn shutdown_delivers_every_queued_message_then_1001_and_runs_on_close() {
     let status = tokio::task::block_in_place(|| server.wait_exit());
     assert!(status.success(), "exit status {status}");
     let log = server.stderr.text();
-    assert!(log.contains("onClose 1 1001") && log.contains("onClose 2 1001"), "{log}");
+    assert!(
+        log.contains("onClose 1 1001") && log.contains("onClose 2 1001"),
+        "{log}"
+    );
     assert!(log.contains("shut down in"), "{log}");
 }
 
@@ -487,6 +569,79 @@ async fn metrics_count_connections_traffic_and_latency() {
         "# TYPE switchboard_event_duration_seconds histogram",
         "switchboard_event_duration_seconds_bucket{le=\"+Inf\"} 6",
     ] {
-        assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
     }
+}
+
+/// Handlers and descriptors mangled at random: each gets a clear error, nothing panics, and the
+/// good endpoint beside them serves.
+#[tokio::test]
+async fn fuzzed_handlers_and_descriptors_are_reported_not_fatal() {
+    let handler_seed = r#"const ws = require("net/websockets");
+let count = 0;
+exports.onOpen = (conn) => { conn.send(`hi ${conn.id}`); };
+exports.onMessage = async (message, conn) => {
+  count += 1;
+  if (typeof message === "string") return { echo: message, count, method: ws.getMethod() };
+  return new Uint8Array(message);
+};
+setTimeout(() => console.log("timer"), 5);
+"#;
+    let descriptor_seed = r#"{"handler": "fNN/h", "endpoint": "eNN", "maxMessageSize": 4096, "service": {"interval": "1s"}}"#;
+    let ws = Workspace::new();
+    ws.endpoint("good", "good", "good/h")
+        .write("good/h.js", "exports.onMessage = (m) => `good ${m}`;");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"{}()[];:,.=>`'\"\\$ \nabcxyz0123456789+-*/!?&|<";
+    let mut mangle = |seed: &str| -> String {
+        let mut bytes = seed.as_bytes().to_vec();
+        for _ in 0..(1 + random() % 4) {
+            let at = (random() as usize) % bytes.len();
+            match random() % 3 {
+                0 => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, alphabet[(random() as usize) % alphabet.len()]),
+                _ => bytes.truncate(at.max(1)),
+            }
+        }
+        String::from_utf8_lossy(&bytes).to_string()
+    };
+    for n in 0..40 {
+        ws.write(&format!("f{n}/h.js"), &mangle(handler_seed));
+        ws.write(
+            &format!("f{n}/e.websocket"),
+            &mangle(&descriptor_seed.replace("NN", &n.to_string())),
+        );
+    }
+    let (code, output) = run_check(ws.path());
+    assert!(
+        code == 0 || code == 1,
+        "check exited with {code}:\n{output}"
+    );
+    for line in output.lines() {
+        assert!(
+            line.contains(": ") || line.contains("problem(s)"),
+            "unclear line: {line:?}"
+        );
+        assert!(!line.contains("panicked"), "{line}");
+    }
+    let server = Server::start(ws.path());
+    assert_eq!(server.get("/").await.status, 200);
+    let mut client = server.connect("good").await;
+    assert_eq!(ask(&mut client, "still").await, "good still");
+    assert!(
+        !server.stderr.text().contains("panicked"),
+        "{}",
+        server.stderr.text()
+    );
 }

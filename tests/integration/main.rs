@@ -4,6 +4,7 @@
 mod browser;
 mod check;
 mod clients;
+mod conformance;
 mod core;
 mod hardening;
 mod live;

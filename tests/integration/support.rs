@@ -190,7 +190,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "the server did not exit");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -56,7 +56,11 @@ fn tls_server(certificate: &Certificate) -> Server {
 async fn wss_with_a_trusted_certificate() {
     let certificate = certificate();
     let server = tls_server(&certificate);
-    assert!(server.stdout.text().contains("wss://"), "{}", server.stdout.text());
+    assert!(
+        server.stdout.text().contains("wss://"),
+        "{}",
+        server.stdout.text()
+    );
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(certificate.pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -80,7 +84,11 @@ async fn wss_with_a_trusted_certificate() {
     .expect("wss connect");
     assert_eq!(ask(&mut client, "over TLS").await, "over TLS");
     // Plain text on the TLS port is refused.
-    let plain = tokio_tungstenite::connect_async(format!("ws://{}/websockets/v4/service/echo", server.address)).await;
+    let plain = tokio_tungstenite::connect_async(format!(
+        "ws://{}/websockets/v4/service/echo",
+        server.address
+    ))
+    .await;
     assert!(plain.is_err());
 }
 
@@ -96,7 +104,8 @@ async fn chat_page_over_https_and_wss_in_headless_chromium() {
         certificate.spki_hash
     )]);
     let mut page = Page::open(&browser).await;
-    page.goto(&format!("https://localhost:{port}/services/web/chat/")).await;
+    page.goto(&format!("https://localhost:{port}/services/web/chat/"))
+        .await;
     let log: Value = page
         .eval(&format!(
             r#"(async () => {{
