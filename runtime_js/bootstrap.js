@@ -16,6 +16,10 @@
     op_ws_connection_endpoint,
     op_ws_upgrade_decide,
     op_sb_handler_exports,
+    op_sb_service_done,
+    op_ws_connection_info,
+    op_ws_subscribe,
+    op_ws_unsubscribe,
     op_ws_client_info,
     op_ws_client_state,
     op_ws_client_send_text,
@@ -240,6 +244,36 @@
       const [c, r] = checkClose(code, reason);
       op_ws_close(this.#id, c, r);
     }
+    // B4X's RunFunction: the client's handler for `event` runs with `params`.
+    emit(event, ...params) {
+      if (typeof event !== "string" || event === "") {
+        throw new TypeError(`emit: the event name must be a non-empty string, got ${formatValue(event)}`);
+      }
+      this[SEND](JSON.stringify({ type: "event", event, params }));
+    }
+    subscribe(topic) {
+      op_ws_subscribe(this.#id, checkTopic(topic, "subscribe"));
+    }
+    unsubscribe(topic) {
+      op_ws_unsubscribe(this.#id, checkTopic(topic, "unsubscribe"));
+    }
+    get topics() {
+      return op_ws_connection_info(this.#id)?.topics ?? [];
+    }
+    get remoteAddress() {
+      return this.#info().remoteAddress;
+    }
+    get openedAt() {
+      return this.#info().openedAt;
+    }
+    #info() {
+      if (this.infoCache === undefined) {
+        const info = op_ws_connection_info(this.#id);
+        const cache = { remoteAddress: info?.remoteAddress ?? null, openedAt: info ? new Date(info.openedAt) : null };
+        Object.defineProperty(this, "infoCache", { value: cache, enumerable: false });
+      }
+      return this.infoCache;
+    }
     toJSON() {
       return { id: this.#id, endpoint: this.#endpoint, data: this.data };
     }
@@ -255,6 +289,23 @@
     }
   }
   Object.defineProperty(Connection.prototype, Symbol.toStringTag, { value: "Connection" });
+
+  function checkTopic(topic, what) {
+    if (typeof topic !== "string" || topic === "") {
+      throw new TypeError(`${what}: the topic must be a non-empty string, got ${formatValue(topic)}`);
+    }
+    return topic;
+  }
+
+  // The isolate's object for connection `id`: its own if it has seen the connection, else a new
+  // one (from getConnections in another handler's isolate). Null when it is not open.
+  function connectionFor(id) {
+    const known = connections.get(id);
+    if (known !== undefined) return known;
+    const info = op_ws_connection_info(id);
+    if (info === null) return null;
+    return new Connection(id, info.endpoint, info.data === null ? undefined : JSON.parse(info.data));
+  }
 
   const clients = new Map();
   const DATA_TYPES = ["text", "blob", "object"];
@@ -337,7 +388,7 @@
   // --------------------------------------------------------- event context
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
-  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4, UPGRADE = 8;
+  const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4, UPGRADE = 8, SERVICE = 9;
   let current = null;
   let handler = {};
 
@@ -352,12 +403,43 @@
   };
 
   // ---------------------------------------------------------- dispatching
+  const RESERVED_EXPORTS = new Set([...EXPORTS, "onUpgrade", "onStart", "onTick", "onStop"]);
+  const EVENT_NAME = /^[A-Za-z_$][\w$]*$/;
+
+  // A message `{"type":"event","event":"Device_Message","params":...}` names an export to run
+  // instead of onMessage (B4X's events). Returns null for an ordinary message.
+  function namedEvent(message) {
+    if (typeof message !== "string" || message.charCodeAt(0) !== 123 || !message.includes('"event"')) return null;
+    let parsed;
+    try {
+      parsed = JSON.parse(message);
+    } catch (_) {
+      return null;
+    }
+    if (parsed === null || parsed.type !== "event" || typeof parsed.event !== "string") return null;
+    return parsed;
+  }
+
   function invoke(socket, kind, a, b, c) {
-    const fn = handler[EXPORTS[kind]];
+    let fn = handler[EXPORTS[kind]];
+    let args = null;
+    if (kind === MESSAGE) {
+      const event = namedEvent(a);
+      if (event !== null) {
+        const name = event.event;
+        const callable = EVENT_NAME.test(name) && name.includes("_") && !RESERVED_EXPORTS.has(name);
+        fn = callable ? handler[name] : undefined;
+        if (typeof fn !== "function") {
+          throw new Error(`unknown event "${name}": the handler exports no event function of that name (event names contain an underscore)`);
+        }
+        args = [event.params, socket];
+      }
+    }
     if (typeof fn !== "function") return undefined;
     const previous = current;
     current = { kind, data: kind === MESSAGE || kind === ERROR ? a : null };
     try {
+      if (args !== null) return fn.apply(handler, args);
       switch (kind) {
         case OPEN:
           return fn.call(handler, socket);
@@ -479,6 +561,7 @@
   // Called by the Rust side for every event, in arrival order. The return value is the reply.
   function dispatch(kind, id, a, b, c, endpointOfClosed) {
     if (kind === UPGRADE) return decideUpgrade(id, a);
+    if (kind === SERVICE) return runService(id, a, b);
     let socket;
     if (kind >= CLIENT_KINDS) {
       kind -= CLIENT_KINDS;
@@ -525,6 +608,31 @@
       return;
     }
     dispatch(kind, id, message);
+  }
+
+  // ------------------------------------------------- onStart, onTick, onStop
+  // Runs the export `name` for `endpoint`; tells the runtime when it has finished (an async one
+  // when its promise settles), so that ticks never overlap.
+  function runService(token, name, endpoint) {
+    const done = () => op_sb_service_done(token);
+    const fn = handler[name];
+    if (typeof fn !== "function") return done();
+    const failed = (error) => {
+      op_sb_count_error();
+      op_sb_log("error", `${name} failed for endpoint ${endpoint}: ${describeError(error)}`);
+    };
+    let result;
+    try {
+      result = fn.call(handler, endpoint);
+    } catch (error) {
+      failed(error);
+      return done();
+    }
+    if (result !== null && typeof result === "object" && typeof result.then === "function") {
+      result.then(undefined, failed).finally(done);
+    } else {
+      done();
+    }
   }
 
   // ----------------------------------------------------------- onUpgrade
@@ -631,6 +739,7 @@
     Connection,
     WebsocketClient,
     clientFor,
+    connectionFor,
     DATA_TYPES,
     toWire,
     checkClose,

@@ -10,7 +10,23 @@
     op_ws_client_state,
     op_ws_clients_list,
     op_ws_client_by_handler,
+    op_ws_connections_list,
+    op_ws_send_text,
+    op_ws_send_binary,
+    op_ws_close,
+    op_ws_broadcast_text,
+    op_ws_broadcast_binary,
+    op_ws_publish_text,
+    op_ws_publish_binary,
   } = globalThis.Deno.core.ops;
+  const { toWire, checkClose, connectionFor } = internals;
+
+  function checkId(id, what) {
+    if (!Number.isInteger(id) || id < 1) {
+      throw new TypeError(`${what}: expected a connection id (a positive whole number), got ${describe(id)}`);
+    }
+    return id;
+  }
 
   function describe(value) {
     return typeof value === "string" ? JSON.stringify(value) : `${typeof value} ${formatValue(value)}`;
@@ -75,6 +91,48 @@
     isOnMessage: context.isOnMessage,
     isOnError: context.isOnError,
     isOnClose: context.isOnClose,
+
+    // Server-side control of inbound connections (WEBDEV's and B4X's), from any isolate.
+    getConnections(endpoint) {
+      if (endpoint !== undefined && typeof endpoint !== "string") {
+        throw new TypeError(`getConnections: the endpoint must be a string, got ${describe(endpoint)}`);
+      }
+      return op_ws_connections_list(endpoint ?? "")
+        .map((info) => connectionFor(info.id))
+        .filter((conn) => conn !== null);
+    },
+    getConnection(id) {
+      return Number.isInteger(id) ? connectionFor(id) : null;
+    },
+    send(connectionId, data) {
+      const wire = toWire(data, "send");
+      checkId(connectionId, "send");
+      if (typeof wire === "string") op_ws_send_text(connectionId, wire);
+      else op_ws_send_binary(connectionId, wire);
+    },
+    disconnect(connectionId, code, reason) {
+      checkId(connectionId, "disconnect");
+      const [c, r] = checkClose(code, reason);
+      op_ws_close(connectionId, c, r);
+    },
+    broadcast(endpoint, data, options) {
+      if (typeof endpoint !== "string" || endpoint === "") {
+        throw new TypeError(`broadcast: the endpoint must be a non-empty string, got ${describe(endpoint)}`);
+      }
+      const except = (options?.except ?? []).map((c) => (typeof c === "object" && c !== null ? c.id : c));
+      except.forEach((id) => checkId(id, "broadcast: except"));
+      const wire = toWire(data, "broadcast");
+      return typeof wire === "string"
+        ? op_ws_broadcast_text(endpoint, wire, except)
+        : op_ws_broadcast_binary(endpoint, wire, except);
+    },
+    publish(topic, data) {
+      if (typeof topic !== "string" || topic === "") {
+        throw new TypeError(`publish: the topic must be a non-empty string, got ${describe(topic)}`);
+      }
+      const wire = toWire(data, "publish");
+      return typeof wire === "string" ? op_ws_publish_text(topic, wire) : op_ws_publish_binary(topic, wire);
+    },
 
     // Outbound clients (Dirigible's createWebsocket, with 4D's and B4X's options).
     createWebsocket(uri, handler, engineOrOptions) {

@@ -199,6 +199,7 @@ pub async fn start(root: &Path, limits: Limits) -> (AppState, Arc<Reloader>) {
         stats,
         shutting_down: Default::default(),
         tasks: Default::default(),
+        lifecycle: Default::default(),
     };
     let reloader = Reloader::new(state.clone());
     reloader.start_all().await;

@@ -28,8 +28,24 @@ pub struct ConnectionEntry {
     pub opened_at: SystemTime,
     /// What the endpoint's `onUpgrade` attached to the connection, as JSON.
     pub data: Option<String>,
+    /// Topics the connection subscribed to.
+    pub topics: std::collections::BTreeSet<String>,
     /// The writer task's queue.
     outbox: Outbox,
+}
+
+/// What `getConnections()` shows of a connection.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInfo {
+    pub id: ConnectionId,
+    pub endpoint: String,
+    pub remote_address: String,
+    /// Milliseconds since the Unix epoch.
+    pub opened_at: u64,
+    /// `conn.data` as JSON, if `onUpgrade` attached any.
+    pub data: Option<String>,
+    pub topics: Vec<String>,
 }
 
 /// Why a send to a connection did not happen.
@@ -81,6 +97,8 @@ pub struct ConnectionRegistry {
     next_id: AtomicU64,
     /// Connections reserved or open: in total, and per endpoint.
     counts: Mutex<(usize, HashMap<String, usize>)>,
+    /// Subscribers of each topic.
+    topics: RwLock<HashMap<String, std::collections::BTreeSet<ConnectionId>>>,
 }
 
 impl Default for ConnectionRegistry {
@@ -89,6 +107,7 @@ impl Default for ConnectionRegistry {
             connections: RwLock::default(),
             next_id: AtomicU64::new(1),
             counts: Mutex::default(),
+            topics: RwLock::default(),
         }
     }
 }
@@ -142,6 +161,7 @@ impl ConnectionRegistry {
                 remote_address,
                 opened_at: SystemTime::now(),
                 data,
+                topics: Default::default(),
                 outbox,
             },
         );
@@ -149,7 +169,111 @@ impl ConnectionRegistry {
     }
 
     pub fn remove(&self, id: ConnectionId) {
-        self.connections.write().remove(&id);
+        let removed = self.connections.write().remove(&id);
+        if let Some(entry) = removed {
+            let mut topics = self.topics.write();
+            for topic in &entry.topics {
+                if let Some(subscribers) = topics.get_mut(topic) {
+                    subscribers.remove(&id);
+                    if subscribers.is_empty() {
+                        topics.remove(topic);
+                    }
+                }
+            }
+        }
+    }
+
+    fn info(id: ConnectionId, entry: &ConnectionEntry) -> ConnectionInfo {
+        ConnectionInfo {
+            id,
+            endpoint: entry.endpoint.to_string(),
+            remote_address: entry.remote_address.to_string(),
+            opened_at: entry
+                .opened_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            data: entry.data.clone(),
+            topics: entry.topics.iter().cloned().collect(),
+        }
+    }
+
+    /// The open connections, optionally of one endpoint, oldest first.
+    pub fn list(&self, endpoint: Option<&str>) -> Vec<ConnectionInfo> {
+        let mut list: Vec<ConnectionInfo> = self
+            .connections
+            .read()
+            .iter()
+            .filter(|(_, entry)| endpoint.is_none_or(|e| &*entry.endpoint == e))
+            .map(|(id, entry)| Self::info(*id, entry))
+            .collect();
+        list.sort_by_key(|info| info.id);
+        list
+    }
+
+    /// One open connection.
+    pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.connections
+            .read()
+            .get(&id)
+            .map(|entry| Self::info(id, entry))
+    }
+
+    /// Sends one message (built once) to every connection of `endpoint` but those in `except`.
+    /// Returns how many got it; a connection whose queue is full is closed with 1008.
+    pub fn broadcast(&self, endpoint: &str, message: Message, except: &[ConnectionId]) -> usize {
+        let connections = self.connections.read();
+        let mut delivered = 0;
+        for (id, entry) in connections.iter() {
+            if &*entry.endpoint == endpoint
+                && !except.contains(id)
+                && entry.outbox.push(message.clone()).is_ok()
+            {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Subscribes a connection to a topic.
+    pub fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<(), SendError> {
+        let mut connections = self.connections.write();
+        let entry = connections.get_mut(&id).ok_or(SendError::NotOpen(id))?;
+        entry.topics.insert(topic.to_string());
+        self.topics
+            .write()
+            .entry(topic.to_string())
+            .or_default()
+            .insert(id);
+        Ok(())
+    }
+
+    /// Unsubscribes a connection from a topic.
+    pub fn unsubscribe(&self, id: ConnectionId, topic: &str) {
+        if let Some(entry) = self.connections.write().get_mut(&id) {
+            entry.topics.remove(topic);
+        }
+        let mut topics = self.topics.write();
+        if let Some(subscribers) = topics.get_mut(topic) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Sends one message (built once) to every subscriber of `topic`; returns how many got it.
+    pub fn publish(&self, topic: &str, message: Message) -> usize {
+        let topics = self.topics.read();
+        let Some(subscribers) = topics.get(topic) else {
+            return 0;
+        };
+        let connections = self.connections.read();
+        subscribers
+            .iter()
+            .filter_map(|id| connections.get(id))
+            .filter(|entry| entry.outbox.push(message.clone()).is_ok())
+            .count()
     }
 
     pub fn len(&self) -> usize {

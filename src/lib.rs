@@ -11,6 +11,7 @@ pub mod app;
 pub mod clients;
 pub mod connections;
 pub mod isolate;
+pub mod lifecycle;
 pub mod limits;
 pub mod outbox;
 pub mod reload;

@@ -39,6 +39,27 @@ impl Reloader {
             // A failure is logged and recorded in the registry; the other handlers still start.
             let _ = self.start_handler(&handler_file).await;
         }
+        self.bind_unbound().await;
+    }
+
+    /// Runs `onStart` (and starts ticks) for every served endpoint not bound yet whose handler
+    /// runs.
+    async fn bind_unbound(&self) {
+        let state = &self.state;
+        for endpoint in state.endpoints.snapshot().endpoints.values() {
+            if state.lifecycle.is_bound(&endpoint.name) {
+                continue;
+            }
+            if let Some(slot) = state
+                .isolates
+                .running()
+                .await
+                .into_iter()
+                .find(|slot| slot.handler_file == endpoint.handler_file)
+            {
+                state.lifecycle.bind(endpoint.clone(), slot).await;
+            }
+        }
     }
 
     /// Rescans the workspace and applies the difference. Logs one line saying what changed.
@@ -58,6 +79,7 @@ impl Reloader {
         let mut report: Vec<String> = Vec::new();
 
         for endpoint in &change.removed {
+            state.lifecycle.unbind(&endpoint.name).await;
             let closed = self.close_endpoint_connections(
                 &endpoint.name,
                 &format!("endpoint {} removed", endpoint.name),
@@ -70,6 +92,7 @@ impl Reloader {
             ));
         }
         for (old, new) in &change.changed {
+            state.lifecycle.unbind(&old.name).await;
             let closed = if old.handler_file != new.handler_file {
                 self.close_endpoint_connections(
                     &new.name,
@@ -120,6 +143,7 @@ impl Reloader {
                 continue;
             }
             let previous_clients = state.clients.created_by(&slot.handler);
+            state.lifecycle.unbind_handler(&file).await;
             match state.isolates.reload(&file).await {
                 Ok(()) => {
                     self.failed.lock().remove(&file);
@@ -178,6 +202,7 @@ impl Reloader {
             }
         }
 
+        self.bind_unbound().await;
         self.state.reloads.fetch_add(1, Ordering::Relaxed);
         let elapsed = started.elapsed().as_millis();
         if report.is_empty() {

@@ -3,10 +3,11 @@
 mod clients;
 mod connection;
 mod console;
+mod control;
 mod modules;
 mod upgrade;
 
-pub use upgrade::await_upgrade_decision;
+pub use upgrade::{await_service_call, await_upgrade_decision};
 
 use crate::isolate::modules::WorkspaceResolver;
 use crate::isolate::Services;
@@ -31,6 +32,15 @@ deno_core::extension!(
         modules::op_sb_read_module,
         modules::op_sb_handler_exports,
         upgrade::op_ws_upgrade_decide,
+        upgrade::op_sb_service_done,
+        control::op_ws_connections_list,
+        control::op_ws_connection_info,
+        control::op_ws_broadcast_text,
+        control::op_ws_broadcast_binary,
+        control::op_ws_subscribe,
+        control::op_ws_unsubscribe,
+        control::op_ws_publish_text,
+        control::op_ws_publish_binary,
         connection::op_ws_send_text,
         connection::op_ws_send_binary,
         connection::op_ws_close,

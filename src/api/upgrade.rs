@@ -13,6 +13,29 @@ use crate::isolate::UpgradeDecision;
 pub struct PendingUpgrades {
     next_token: u64,
     waiting: HashMap<u64, oneshot::Sender<UpgradeDecision>>,
+    /// `onStart`/`onTick`/`onStop` calls that have not finished yet.
+    services: HashMap<u64, oneshot::Sender<()>>,
+}
+
+/// Parks the completion of a service call; returns the token JavaScript finishes it with.
+pub fn await_service_call(state: &mut OpState, done: oneshot::Sender<()>) -> u64 {
+    let pending = state.borrow_mut::<PendingUpgrades>();
+    pending.next_token += 1;
+    let token = pending.next_token;
+    pending.services.insert(token, done);
+    token
+}
+
+/// `onStart`/`onTick`/`onStop` (sync or async) has finished.
+#[op2(fast)]
+pub fn op_sb_service_done(state: &mut OpState, #[number] token: u64) {
+    if let Some(done) = state
+        .borrow_mut::<PendingUpgrades>()
+        .services
+        .remove(&token)
+    {
+        let _ = done.send(());
+    }
 }
 
 /// Parks `decision` until the handler answers; returns the token the answer will carry.

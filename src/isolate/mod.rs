@@ -91,12 +91,37 @@ pub enum IsolateEvent {
         request: String,
         decision: oneshot::Sender<UpgradeDecision>,
     },
+    /// Run `onStart`, `onTick` or `onStop` for an endpoint; `done` answers when it has finished
+    /// (an async one included).
+    Service {
+        call: ServiceCall,
+        endpoint: Arc<str>,
+        done: oneshot::Sender<()>,
+    },
     /// Replace the handler's code by the module's current version. It travels in the same
     /// queue as the events, so every event before it runs the old code, every event after it
     /// the new code.
     Reload {
         done: oneshot::Sender<Result<(), HandlerLoadError>>,
     },
+}
+
+/// The lifecycle and periodic exports of a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceCall {
+    Start,
+    Tick,
+    Stop,
+}
+
+impl ServiceCall {
+    pub fn export(self) -> &'static str {
+        match self {
+            ServiceCall::Start => "onStart",
+            ServiceCall::Tick => "onTick",
+            ServiceCall::Stop => "onStop",
+        }
+    }
 }
 
 /// What a handler's `onUpgrade` decided.
@@ -193,6 +218,24 @@ impl HandlerSlot {
     pub fn has_on_upgrade(&self) -> bool {
         self.isolate()
             .is_some_and(|isolate| isolate.features.on_upgrade.load(Ordering::SeqCst))
+    }
+
+    /// Runs `onStart`/`onTick`/`onStop` for `endpoint` and waits until it has finished. False
+    /// if the handler is gone.
+    pub async fn service(&self, call: ServiceCall, endpoint: Arc<str>) -> bool {
+        let (done, finished) = oneshot::channel();
+        if self
+            .deliver(IsolateEvent::Service {
+                call,
+                endpoint,
+                done,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        finished.await.is_ok()
     }
 
     /// Asks `onUpgrade(request)`; None if the handler is gone or failed to answer.

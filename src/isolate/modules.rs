@@ -25,7 +25,8 @@ const BUILTIN_MODULES: &[(&str, &str)] = &[
 const WEBSOCKETS_MODULE: &str = "const websockets = globalThis.__switchboard.websockets;
 export default websockets;
 export const { createWebsocket, getClients, getClient, getClientByHandler, getMessage, getError,
-  getMethod, isOnOpen, isOnMessage, isOnError, isOnClose } = websockets;
+  getMethod, isOnOpen, isOnMessage, isOnError, isOnClose, getConnections, getConnection, send,
+  disconnect, broadcast, publish } = websockets;
 ";
 
 const SDK_NET_MODULE: &str = "export const websockets = globalThis.__switchboard.websockets;

@@ -407,6 +407,29 @@ impl HandlerRuntime {
                         ];
                         (None, args)
                     }
+                    IsolateEvent::Service {
+                        call,
+                        endpoint,
+                        done,
+                    } => {
+                        let token =
+                            crate::api::await_service_call(&mut op_state.borrow_mut(), done);
+                        let name: v8::Local<v8::Value> = v8::String::new(scope, call.export())
+                            .map(Into::into)
+                            .unwrap_or(receiver);
+                        let endpoint: v8::Local<v8::Value> = v8::String::new(scope, &endpoint)
+                            .map(Into::into)
+                            .unwrap_or(receiver);
+                        let args = [
+                            v8::Number::new(scope, SERVICE).into(),
+                            v8::Number::new(scope, token as f64).into(),
+                            name,
+                            endpoint,
+                            receiver,
+                            receiver,
+                        ];
+                        (None, args)
+                    }
                     event => match event_arguments(scope, event) {
                         Some((target, args)) => (Some(target), args),
                         // Reloads are taken out of the batch before it is dispatched.
@@ -449,7 +472,7 @@ impl HandlerRuntime {
             let what = match target {
                 Some(Target::Connection(id)) => format!("an event of connection {id}"),
                 Some(Target::Client(id)) => format!("an event of client {id}"),
-                None => "onUpgrade".to_string(),
+                None => "onUpgrade, onStart, onTick or onStop".to_string(),
             };
             self.terminated(termination, &what, target);
         }
@@ -480,6 +503,7 @@ const ERROR: f64 = 2.0;
 const CLOSE: f64 = 3.0;
 const CLIENT_KINDS: f64 = 4.0;
 const UPGRADE: f64 = 8.0;
+const SERVICE: f64 = 9.0;
 
 /// Turns an event into the dispatcher's arguments: `(kind, id, a, b, c, endpoint)`.
 fn event_arguments<'s>(
@@ -497,7 +521,9 @@ fn event_arguments<'s>(
     };
     let mut endpoint_of_closed = undefined;
     let (target, kind, a, b, c) = match event {
-        IsolateEvent::Reload { .. } | IsolateEvent::Upgrade { .. } => return None,
+        IsolateEvent::Reload { .. }
+        | IsolateEvent::Upgrade { .. }
+        | IsolateEvent::Service { .. } => return None,
         IsolateEvent::Open {
             target,
             endpoint,

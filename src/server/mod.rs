@@ -25,6 +25,7 @@ use tower::ServiceExt;
 use crate::clients::ClientRegistry;
 use crate::connections::ConnectionRegistry;
 use crate::isolate::IsolateHost;
+use crate::lifecycle::Lifecycle;
 use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::workspace::EndpointRegistry;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// The WebSocket connection tasks, so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// onStart/onTick/onStop of the bound endpoints.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
@@ -65,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::index))
         .route("/metrics", get(metrics::metrics))
         .route("/switchboard/status", get(pages::status))
+        .route("/switchboard/client.js", get(pages::client_library))
         .route("/websockets/v4/service", get(pages::endpoint_list))
         .route("/websockets/v4/service/", get(pages::endpoint_list))
         .route("/websockets/v4/service/{endpoint}", get(upgrade::upgrade))
@@ -162,6 +166,7 @@ async fn shut_down(state: &AppState) {
         tracing::warn!("shutdown: some connections did not close in time");
     }
     let _ = tokio::time::timeout(remaining(deadline), state.clients.until_all_finished()).await;
+    let _ = tokio::time::timeout(remaining(deadline), state.lifecycle.unbind_all()).await;
     // Handlers run the onClose events already queued, then their isolates stop.
     state.isolates.shutdown(remaining(deadline)).await;
     tracing::info!("shut down in {} ms", started.elapsed().as_millis());

@@ -129,6 +129,18 @@ fn text(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// The browser library (runtime_js/client.js).
+pub async fn client_library() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../runtime_js/client.js"),
+    )
+        .into_response()
+}
+
 pub async fn not_found(uri: Uri) -> Response {
     text(
         StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@ mod browser;
 mod check;
 mod clients;
 mod conformance;
+mod control;
 mod core;
 mod hardening;
 mod live;

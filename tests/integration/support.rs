@@ -143,10 +143,15 @@ impl Server {
     }
 
     pub fn start_with(workspace: &Path, extra: &[&str]) -> Server {
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(binary())
             .arg("serve")
             .arg(workspace)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
