@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Runs Switchboard's benchmark suite side by side with the runtimes users would pick instead.
+
+Each server is pinned to core 0 (taskset) and the load generator to core 1; every server gets the
+same warm-up. Results go to bench/results/: RESULTS.md (a table with each figure and each peer's
+ratio to Switchboard), one PNG chart per scenario, and raw JSON. Called by bench/run.sh, which
+builds the binaries and installs the peers first.
+
+  bench/run.py [--smoke] [--only NAME,...]
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+PEERS = BENCH / ".peers" / "node_modules"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, process, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+class Servers:
+    """How to start each server: (command for echo, command for broadcast, URL path)."""
+
+    def __init__(self, profile):
+        target = ROOT / "target" / profile
+        self.switchboard = target / "switchboard"
+        self.rust_echo = target / "switchboard-rust-echo"
+        self.node = shutil.which("node")
+        self.deno = PEERS / "@deno" / "linux-x64-glibc" / "deno"
+        self.bun = PEERS / "bun" / "bin" / "bun.exe"
+
+    def available(self):
+        """name -> None if runnable, else why not."""
+        why = {}
+        why["switchboard"] = None if self.switchboard.exists() else f"{self.switchboard} not built"
+        why["rust-echo"] = None if self.rust_echo.exists() else f"{self.rust_echo} not built"
+        if not self.node:
+            why["node-ws"] = "node is not installed"
+        elif not (PEERS / "ws").exists():
+            why["node-ws"] = "the ws package is not installed (npm install ws@8 in bench/.peers)"
+        else:
+            why["node-ws"] = None
+        why["deno"] = None if self.deno.exists() else "the deno npm package (its linux-x64 binary) is not installed"
+        why["bun"] = None if self.bun.exists() else "the bun npm package (its linux-x64 binary) is not installed"
+        return why
+
+    def command(self, name, port, broadcast):
+        mode = ["broadcast"] if broadcast else []
+        if name == "switchboard":
+            return [str(self.switchboard), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
+                    "--no-watch", "--max-connections", "20000"], "/websockets/v4/service/" + ("broadcast" if broadcast else "echo")
+        if name == "rust-echo":
+            return [str(self.rust_echo), f"127.0.0.1:{port}"] + (["--broadcast"] if broadcast else []), "/"
+        if name == "node-ws":
+            return [self.node, str(BENCH / "peers" / "node-server.cjs"), str(port)] + mode, "/"
+        if name == "deno":
+            return [str(self.deno), "run", "-A", str(BENCH / "peers" / "deno-server.ts"), str(port)] + mode, "/"
+        if name == "bun":
+            return [str(self.bun), str(BENCH / "peers" / "bun-server.ts"), str(port)] + mode, "/"
+        raise ValueError(name)
+
+
+def start(servers, name, broadcast=False):
+    port = free_port()
+    command, path = servers.command(name, port, broadcast)
+    env = dict(os.environ, NODE_PATH=str(PEERS), RUST_LOG="warn", DENO_NO_UPDATE_CHECK="1")
+    process = subprocess.Popen(["taskset", "-c", "0"] + command, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=env, cwd=str(BENCH / ".peers") if (BENCH / ".peers").exists() else None)
+    wait_port(port, process)
+    return process, f"ws://127.0.0.1:{port}{path}"
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def loadgen(binary, args, timeout):
+    result = subprocess.run(["taskset", "-c", "1", str(binary)] + args, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}")
+    return json.loads(result.stdout)
+
+
+def cold_start(servers, timeout=30):
+    """Milliseconds from a project dropped into a watched workspace to its first reply."""
+    workspace = Path(tempfile.mkdtemp(prefix="sb-cold-"))
+    port = free_port()
+    process = subprocess.Popen(["taskset", "-c", "0", str(servers.switchboard), "serve", str(workspace),
+                                "--listen", f"127.0.0.1:{port}", "--watch-debounce-ms", "50"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
+    try:
+        wait_port(port, process)
+        import base64
+        key = base64.b64encode(os.urandom(16)).decode()
+        started = time.perf_counter()
+        project = workspace / "cold"
+        project.mkdir()
+        (project / "h.js").write_text("exports.onMessage = (m) => `cold ${m}`;")
+        (project / "e.websocket").write_text('{"handler": "cold/h", "endpoint": "cold"}')
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall((f"GET /websockets/v4/service/cold HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                head = s.recv(4096)
+                if head.startswith(b"HTTP/1.1 101"):
+                    s.sendall(bytes([0x81, 0x82, 1, 2, 3, 4]) + bytes(b ^ k for b, k in zip(b"hi", [1, 2])))
+                    reply = s.recv(64)
+                    if b"cold hi" in reply:
+                        return (time.perf_counter() - started) * 1000
+            time.sleep(0.002)
+        raise RuntimeError("no reply from the new endpoint")
+    finally:
+        stop(process)
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+ECHO_SCENARIOS = [
+    ("echo 32 B x 1 conn", dict(connections=1, size=32)),
+    ("echo 32 B x 100 conns", dict(connections=100, size=32)),
+    ("echo 16 KiB x 1 conn", dict(connections=1, size=16384)),
+    ("echo 16 KiB x 100 conns", dict(connections=100, size=16384)),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="seconds, Switchboard and rust-echo only, dev build, no charts")
+    parser.add_argument("--only", help="comma-separated servers")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--idle", type=int, default=10000)
+    options = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    servers = Servers("debug" if options.smoke else "release")
+    loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
+    order = ["switchboard", "rust-echo", "node-ws", "deno", "bun"]
+    if options.smoke:
+        order = ["switchboard", "rust-echo"]
+        options.duration, options.warmup, options.idle = 1.0, 0.3, 200
+    if options.only:
+        order = [n for n in order if n in options.only.split(",")]
+    available = servers.available()
+    skipped = {name: why for name, why in available.items() if why and name in order}
+    names = [n for n in order if n not in skipped]
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
+
+    results = {}  # scenario -> server -> json
+    for scenario, params in ECHO_SCENARIOS:
+        for name in names:
+            try:
+                process, url = start(servers, name)
+            except Exception as error:
+                results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
+                continue
+            try:
+                args = ["--url", url, "--mode", "echo", "--connections", str(params["connections"]), "--size", str(params["size"]),
+                        "--window", "1", "--duration", str(options.duration), "--warmup", str(options.warmup), "--label", name]
+                results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=120)
+            except Exception as error:  # a failed run is reported, the others still run
+                results.setdefault(scenario, {})[name] = {"error": str(error)}
+            finally:
+                stop(process)
+            print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+
+    scenario = "broadcast to 1,000 conns"
+    for name in names:
+        try:
+            process, url = start(servers, name, broadcast=True)
+        except Exception as error:
+            results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
+            continue
+        try:
+            receivers = 50 if options.smoke else 1000
+            rounds = 20 if options.smoke else 200
+            args = ["--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(rounds),
+                    "--size", "32", "--label", name]
+            results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=300)
+        except Exception as error:
+            results.setdefault(scenario, {})[name] = {"error": str(error)}
+        finally:
+            stop(process)
+        print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+
+    scenario = f"{options.idle:,} idle conns"
+    for name in names:
+        try:
+            process, url = start(servers, name)
+        except Exception as error:
+            results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
+            continue
+        try:
+            args = ["--url", url, "--mode", "idle", "--connections", str(options.idle), "--server-pid", str(server_pid(process)),
+                    "--label", name]
+            results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=300)
+        except Exception as error:
+            results.setdefault(scenario, {})[name] = {"error": str(error)}
+        finally:
+            stop(process)
+        print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+
+    if "switchboard" in names:
+        try:
+            results["cold start"] = {"switchboard": {"mode": "cold", "milliseconds": cold_start(servers)}}
+        except Exception as error:
+            results["cold start"] = {"switchboard": {"error": str(error)}}
+        print(f"{'cold start':<26} {'switchboard':<12} {summary(results['cold start']['switchboard'])}", file=sys.stderr)
+
+    if options.smoke:
+        failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
+        print(json.dumps(results, indent=1))
+        if failed:
+            sys.exit("smoke run failed: " + "; ".join(failed))
+        return
+    write_results(results, skipped)
+
+
+def server_pid(process):
+    """taskset execs the server, so the child is the server itself."""
+    return process.pid
+
+
+def figure(result):
+    """The scenario's headline number and its unit (higher is better unless noted)."""
+    mode = result.get("mode")
+    if mode == "echo":
+        return result["messages_per_second"], "msg/s"
+    if mode == "broadcast":
+        return result["deliveries_per_second"], "deliveries/s"
+    if mode == "idle":
+        return result["bytes_per_connection"] / 1024, "KiB/conn (lower is better)"
+    if mode == "cold":
+        return result["milliseconds"], "ms (lower is better)"
+    return None, ""
+
+
+def summary(result):
+    if "error" in result:
+        return "FAILED: " + result["error"]
+    value, unit = figure(result)
+    extra = ""
+    if result.get("mode") == "echo":
+        lat = result["latency_ms"]
+        extra = f", {result['mb_per_second']:.1f} MB/s, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms"
+    if result.get("mode") == "broadcast":
+        extra = f", fan-out mean {result['fanout_ms']['mean']:.2f} ms, p99 {result['fanout_ms']['p99']:.2f} ms"
+    return f"{value:,.1f} {unit}{extra}"
+
+
+def write_results(results, skipped):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS / "raw"
+    raw.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / "results.json").write_text(json.dumps({"date": stamp, "results": results, "skipped": skipped}, indent=1))
+    lines = [f"# Benchmark results ({stamp})", "",
+             f"Machine: {machine()}. Each server pinned to core 0, the load generator (bench/loadgen.rs) to core 1; "
+             "one message in flight per connection; every echo checked.", "",
+             "Command: `bench/run.sh`", ""]
+    for name, why in skipped.items():
+        lines.append(f"- {name} not measured: {why}")
+    lines.append("")
+    for scenario, by_server in results.items():
+        lines += [f"## {scenario}", "", "| server | result | vs Switchboard |", "| --- | --- | --- |"]
+        base, _ = figure(by_server.get("switchboard", {})) if "error" not in by_server.get("switchboard", {"error": 1}) else (None, "")
+        for name, result in by_server.items():
+            if "error" in result:
+                lines.append(f"| {name} | FAILED: {result['error']} | |")
+                continue
+            value, unit = figure(result)
+            ratio = f"{value / base:.2f}x" if base else ""
+            lines.append(f"| {name} | {summary(result)} | {ratio} |")
+        lines += ["", f"![{scenario}]({chart(scenario, by_server)})", ""]
+    (RESULTS / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {RESULTS / 'RESULTS.md'}", file=sys.stderr)
+
+
+def chart(scenario, by_server):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names, values, unit = [], [], ""
+    for name, result in by_server.items():
+        if "error" in result:
+            continue
+        value, unit = figure(result)
+        names.append(name)
+        values.append(value)
+    file = "chart-" + "".join(c if c.isalnum() else "-" for c in scenario.lower()).strip("-") + ".png"
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    colors = ["#d9480f" if n == "switchboard" else "#868e96" for n in names]
+    ax.barh(names[::-1], values[::-1], color=colors[::-1])
+    ax.set_title(scenario)
+    ax.set_xlabel(unit)
+    for i, v in enumerate(values[::-1]):
+        ax.text(v, i, f" {v:,.0f}" if v >= 100 else f" {v:,.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / file, dpi=100)
+    plt.close(fig)
+    return file
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
+
+
+if __name__ == "__main__":
+    main()

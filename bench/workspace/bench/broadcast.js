@@ -1,0 +1,4 @@
+const websockets = require("net/websockets");
+exports.onMessage = (m) => {
+  websockets.broadcast("broadcast", m);
+};

@@ -1,0 +1,1 @@
+exports.onMessage = (m) => m;
