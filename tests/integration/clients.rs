@@ -259,12 +259,12 @@ async fn the_client_closes_with_its_own_code_and_validates_it() {
         assert_eq!(control.run_raw(code).await["thrown"], expected, "{code}");
     }
     assert_eq!(control.run("return state.c.status;").await, "Connected");
-    assert_eq!(
-        control
-            .run("state.c.terminate(4100, 'finished'); return state.c.status;")
-            .await,
-        "Closing"
-    );
+    // "Closing" at once; "Closed" if the handshake already finished (a busy machine can pause
+    // this isolate between the two calls).
+    let status = control
+        .run("state.c.terminate(4100, 'finished'); return state.c.status;")
+        .await;
+    assert!(status == "Closing" || status == "Closed", "{status}");
     let events = control.events_until_close().await;
     assert_eq!(kinds(&events), ["close"]);
     assert_eq!(

@@ -504,7 +504,8 @@ async fn shutdown_delivers_every_queued_message_then_1001_and_runs_on_close() {
            };
            exports.onClose = (conn, e) => console.log(`onClose ${conn.id} ${e.code}`);"#,
     );
-    let mut server = Server::start(ws.path());
+    // A queue that holds the whole burst: this test is about shutdown, not the queue's bound.
+    let mut server = Server::start_with(ws.path(), &["--send-queue-messages", "5000"]);
     let mut first = server.connect("burst").await;
     let mut second = server.connect("burst").await;
     send_text(&mut first, "go").await;
