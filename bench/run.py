@@ -181,58 +181,40 @@ def main():
         print(f"skipping {name}: {why}", file=sys.stderr)
 
     results = {}  # scenario -> server -> json
-    for scenario, params in ECHO_SCENARIOS:
-        for name in names:
+
+    def measure(scenario, name, arguments, broadcast=False, timeout=120):
+        """Starts `name`, runs the generator with arguments(url, process), stops the server."""
+        try:
+            process, url = start(servers, name, broadcast)
+        except Exception as error:
+            result = {"error": f"server did not start: {error}"}
+        else:
             try:
-                process, url = start(servers, name)
-            except Exception as error:
-                results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
-                continue
-            try:
-                args = ["--url", url, "--mode", "echo", "--connections", str(params["connections"]), "--size", str(params["size"]),
-                        "--window", "1", "--duration", str(options.duration), "--warmup", str(options.warmup), "--label", name]
-                results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=120)
+                result = loadgen(loadgen_binary, arguments(url, process) + ["--label", name], timeout)
             except Exception as error:  # a failed run is reported, the others still run
-                results.setdefault(scenario, {})[name] = {"error": str(error)}
+                result = {"error": str(error)}
             finally:
                 stop(process)
-            print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+        results.setdefault(scenario, {})[name] = result
+        print(f"{scenario:<26} {name:<12} {summary(result)}", file=sys.stderr)
 
-    scenario = "broadcast to 1,000 conns"
-    for name in names:
-        try:
-            process, url = start(servers, name, broadcast=True)
-        except Exception as error:
-            results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
-            continue
-        try:
-            receivers = 50 if options.smoke else 1000
-            rounds = 20 if options.smoke else 200
-            args = ["--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(rounds),
-                    "--size", "32", "--label", name]
-            results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=300)
-        except Exception as error:
-            results.setdefault(scenario, {})[name] = {"error": str(error)}
-        finally:
-            stop(process)
-        print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+    for scenario, params in ECHO_SCENARIOS:
+        for name in names:
+            measure(scenario, name, lambda url, _: [
+                "--url", url, "--mode", "echo", "--connections", str(params["connections"]),
+                "--size", str(params["size"]), "--window", "1", "--duration", str(options.duration),
+                "--warmup", str(options.warmup)])
 
-    scenario = f"{options.idle:,} idle conns"
+    receivers, rounds = (50, 20) if options.smoke else (1000, 200)
     for name in names:
-        try:
-            process, url = start(servers, name)
-        except Exception as error:
-            results.setdefault(scenario, {})[name] = {"error": f"server did not start: {error}"}
-            continue
-        try:
-            args = ["--url", url, "--mode", "idle", "--connections", str(options.idle), "--server-pid", str(server_pid(process)),
-                    "--label", name]
-            results.setdefault(scenario, {})[name] = loadgen(loadgen_binary, args, timeout=300)
-        except Exception as error:
-            results.setdefault(scenario, {})[name] = {"error": str(error)}
-        finally:
-            stop(process)
-        print(f"{scenario:<26} {name:<12} {summary(results[scenario][name])}", file=sys.stderr)
+        measure("broadcast to 1,000 conns", name, lambda url, _: [
+            "--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(rounds),
+            "--size", "32"], broadcast=True, timeout=300)
+
+    for name in names:
+        measure(f"{options.idle:,} idle conns", name, lambda url, process: [
+            "--url", url, "--mode", "idle", "--connections", str(options.idle),
+            "--server-pid", str(server_pid(process))], timeout=300)
 
     if "switchboard" in names:
         try:
