@@ -45,7 +45,11 @@ pip_install() {
     || python3 -m pip install --quiet --break-system-packages "$@"
 }
 if $want_test; then
-  command -v python3 >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+  if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "setup: installing python3 and pip" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+  fi
   if ! python3 -c "import websockets" 2>/dev/null; then
     echo "setup: installing Python's websockets (interop tests)" >&2
     pip_install websockets

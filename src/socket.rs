@@ -201,13 +201,17 @@ async fn write_loop<S>(
     S: Sink<Message, Error = WsError> + Unpin,
 {
     let close_signal: Arc<CloseSignal> = outbox.close_signal.clone();
+    // One wait for a close request for the whole life of the writer, rather than a new one
+    // registered per message.
+    let close_requested = close_signal.requested();
+    tokio::pin!(close_requested);
     let mut pings = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.reset();
     loop {
         let item = tokio::select! {
             biased;
-            (code, reason) = close_signal.requested() => {
+            (code, reason) = &mut close_requested => {
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
                 return;
             }
@@ -220,7 +224,7 @@ async fn write_loop<S>(
         };
         let written = tokio::select! {
             biased;
-            (code, reason) = close_signal.requested() => {
+            (code, reason) = &mut close_requested => {
                 let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
                 return;
             }

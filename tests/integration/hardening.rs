@@ -141,12 +141,16 @@ async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
             "{what}"
         );
     }
-    let log = server.stderr.text();
-    assert!(log.contains("closing with 1007"), "{log}");
-    assert!(log.contains("closing with 1002"), "{log}");
+    // The log lines are read by another thread: wait for them rather than race it.
+    server
+        .stderr
+        .wait_for("the 1007 log line", |l| l.contains("closing with 1007"));
+    let line = server
+        .stderr
+        .wait_for("a 1002 log line", |l| l.contains("closing with 1002"));
     assert!(
-        log.contains("127.0.0.1:"),
-        "the peer is named in the log: {log}"
+        line.contains("127.0.0.1:"),
+        "the peer is named in the log: {line}"
     );
     // Nothing else was affected.
     let mut client = server.connect("echo").await;
@@ -287,8 +291,9 @@ async fn a_stuck_handler_is_terminated_while_another_endpoint_answers() {
     );
     // Restored, with its module state kept.
     assert_eq!(ask(&mut stuck, "after").await, "alive 3");
-    let log = server.stderr.text();
-    assert!(log.contains("stuck/h.js: an event of connection 1 was terminated: it ran longer than the 1500 ms allowed per event; its module state is kept"), "{log}");
+    server.stderr.wait_for("the termination log line", |l| {
+        l.contains("stuck/h.js: an event of connection 1 was terminated: it ran longer than the 1500 ms allowed per event; its module state is kept")
+    });
     assert!(server
         .get("/metrics")
         .await
@@ -544,12 +549,9 @@ async fn shutdown_delivers_every_queued_message_then_1001_and_runs_on_close() {
     }
     let status = tokio::task::block_in_place(|| server.wait_exit());
     assert!(status.success(), "exit status {status}");
-    let log = server.stderr.text();
-    assert!(
-        log.contains("onClose 1 1001") && log.contains("onClose 2 1001"),
-        "{log}"
-    );
-    assert!(log.contains("shut down in"), "{log}");
+    for line in ["onClose 1 1001", "onClose 2 1001", "shut down in"] {
+        server.stderr.wait_for(line, |l| l.contains(line));
+    }
 }
 
 #[tokio::test]
