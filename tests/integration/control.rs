@@ -61,13 +61,7 @@ async fn list_send_disconnect_and_broadcast_from_another_isolate() {
     assert_eq!(ask(&mut admin, "bcast 2").await, "1");
     assert_eq!(next_text(&mut alice).await, "hello room");
     assert_eq!(ask(&mut admin, "kick 2").await, "kicked");
-    match next_message(&mut bob).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(u16::from(frame.code), 4001);
-            assert_eq!(frame.reason.as_str(), "kicked by admin");
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_close(&mut bob, 4001, "kicked by admin").await;
     // Bob got no broadcast: the first message after "pushed" was the close.
     assert_eq!(ask(&mut alice, "still").await, "room got still");
 }

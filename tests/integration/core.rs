@@ -541,11 +541,5 @@ async fn a_handler_closes_with_a_code_and_reason_and_bad_codes_are_range_errors(
     );
     // The close is queued before the return value, so nothing follows the close frame.
     send_text(&mut client, "bye").await;
-    match next_message(&mut client).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(u16::from(frame.code), 4321);
-            assert_eq!(frame.reason.as_str(), "done here");
-        }
-        other => panic!("expected a close frame, got {other:?}"),
-    }
+    expect_close(&mut client, 4321, "done here").await;
 }

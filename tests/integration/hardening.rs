@@ -11,16 +11,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-async fn expect_close(client: &mut Client, code: u16, reason: &str) {
-    match next_message(client).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(u16::from(frame.code), code, "reason: {}", frame.reason);
-            assert!(frame.reason.as_str().contains(reason), "{}", frame.reason);
-        }
-        other => panic!("expected close {code}, got {other:?}"),
-    }
-}
-
 /// An upgrade request with extra headers; returns the client or the HTTP refusal (status, body).
 async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
     let mut request = url.into_client_request().unwrap();

@@ -3,23 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::support::*;
 
 /// The reload log line for `what` (one line per applied change).
 fn reloaded(what: &str) -> impl Fn(&str) -> bool + '_ {
     move |line: &str| line.contains("reload in ") && line.contains(what)
-}
-
-async fn expect_close(client: &mut Client, code: u16, reason: &str) {
-    match next_message(client).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(u16::from(frame.code), code);
-            assert_eq!(frame.reason.as_str(), reason);
-        }
-        other => panic!("expected close {code}, got {other:?}"),
-    }
 }
 
 #[tokio::test]

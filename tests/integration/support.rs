@@ -254,6 +254,17 @@ pub async fn next_message(client: &mut Client) -> Message {
     }
 }
 
+/// Expects the next message to be a close frame with this code and reason.
+pub async fn expect_close(client: &mut Client, code: u16, reason: &str) {
+    match next_message(client).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), code, "reason: {}", frame.reason);
+            assert_eq!(frame.reason.as_str(), reason);
+        }
+        other => panic!("expected close {code}, got {other:?}"),
+    }
+}
+
 pub async fn next_text(client: &mut Client) -> String {
     match next_message(client).await {
         Message::Text(text) => text.to_string(),
