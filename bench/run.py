@@ -3,7 +3,7 @@
 
 Each server is pinned to core 0 (taskset) and the load generator to core 1; every server gets the
 same warm-up. Results go to bench/results/: RESULTS.md (a table with each figure and each peer's
-ratio to Switchboard), one PNG chart per scenario, and raw JSON. Called by bench/run.sh, which
+ratio to Switchboard), one PNG chart per scenario, and results.json. Called by bench/run.sh, which
 builds the binaries and installs the peers first.
 
   bench/run.py [--smoke] [--only NAME,...]
@@ -266,8 +266,6 @@ def summary(result):
 
 def write_results(results, skipped):
     RESULTS.mkdir(parents=True, exist_ok=True)
-    raw = RESULTS / "raw"
-    raw.mkdir(exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (RESULTS / "results.json").write_text(json.dumps({"date": stamp, "results": results, "skipped": skipped}, indent=1))
     lines = [f"# Benchmark results ({stamp})", "",
