@@ -174,9 +174,4 @@ impl Outbox {
         self.closing.store(true, Ordering::Release);
         self.close_signal.request(code, reason);
     }
-
-    /// Bytes waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
 }

@@ -50,13 +50,7 @@ impl Reloader {
             if state.lifecycle.is_bound(&endpoint.name) {
                 continue;
             }
-            if let Some(slot) = state
-                .isolates
-                .running()
-                .await
-                .into_iter()
-                .find(|slot| slot.handler_file == endpoint.handler_file)
-            {
+            if let Some(slot) = state.isolates.running_slot(&endpoint.handler_file).await {
                 state.lifecycle.bind(endpoint.clone(), slot).await;
             }
         }
@@ -121,9 +115,8 @@ impl Reloader {
             ));
         }
 
-        // Handlers whose code (or a module they import) changed get a new isolate.
+        // Handlers whose code (or a module they import) changed get it replaced in their isolate.
         let referenced = self.referenced_handlers();
-        let mut reloaded = BTreeSet::new();
         for slot in state.isolates.running().await {
             let file = slot.handler_file.clone();
             if !file.exists() || (!referenced.contains(&file) && !self.has_clients(&slot.handler)) {
@@ -133,7 +126,6 @@ impl Reloader {
                 continue;
             }
             let edited = slot.changed_files();
-            tracing::debug!(handler = %slot.handler, ?edited, loaded = ?slot.loaded_files(), "checking for edits");
             if edited.is_empty() {
                 self.failed.lock().remove(&file);
                 continue;
@@ -176,16 +168,12 @@ impl Reloader {
                     ));
                 }
             }
-            reloaded.insert(file);
         }
 
         // Handlers of new endpoints, and handlers that failed before and may be fixed now.
         for file in &referenced {
-            if reloaded.contains(file) {
-                continue;
-            }
-            let running = state.isolates.running().await;
-            if running.iter().any(|slot| &slot.handler_file == file) {
+            // Running handlers were checked for edits above.
+            if state.isolates.running_slot(file).await.is_some() {
                 continue;
             }
             let had_error = state.endpoints.handler_error(file);

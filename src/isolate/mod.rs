@@ -267,13 +267,6 @@ impl HandlerSlot {
             .unwrap_or_default()
     }
 
-    /// Module files of the running code.
-    pub fn loaded_files(&self) -> Vec<PathBuf> {
-        self.isolate()
-            .map(|isolate| isolate.resolver.loaded_files())
-            .unwrap_or_default()
-    }
-
     /// Unloads the handler: its isolate finishes the events already queued, then stops.
     fn retire(&self) -> Option<Arc<HandlerIsolate>> {
         self.current.write().take()
@@ -385,6 +378,16 @@ impl IsolateHost {
             .filter(|slot| slot.isolate().is_some())
             .cloned()
             .collect()
+    }
+
+    /// The handler `handler_file` if its isolate runs (it is not started).
+    pub async fn running_slot(&self, handler_file: &Path) -> Option<Arc<HandlerSlot>> {
+        self.slots
+            .lock()
+            .await
+            .get(handler_file)
+            .filter(|slot| slot.isolate().is_some())
+            .cloned()
     }
 
     /// Stops every isolate and waits (up to `limit`) for their threads to finish queued events.

@@ -171,11 +171,6 @@ impl WorkspaceResolver {
         self.loaded.lock().clear();
     }
 
-    /// Files read so far.
-    pub fn loaded_files(&self) -> Vec<PathBuf> {
-        self.loaded.lock().keys().cloned().collect()
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }

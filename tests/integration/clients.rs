@@ -114,6 +114,16 @@ impl Control {
         reply["result"].clone()
     }
 
+    /// Opens `state.c` to the Python server on `port`, handled by this handler, and waits for
+    /// its onOpen.
+    async fn open_client(&mut self, port: u16) {
+        self.run(&format!(
+            r#"state.c = websockets.createWebsocket("ws://127.0.0.1:{port}/", "t/ctl");"#
+        ))
+        .await;
+        assert_eq!(self.event().await["ev"], "open");
+    }
+
     /// Runs `code`, returning `{result}` or `{thrown}`.
     async fn run_raw(&mut self, code: &str) -> Value {
         send_text(&mut self.socket, code).await;
@@ -227,13 +237,7 @@ async fn talks_to_python_websockets_text_binary_headers_and_close() {
 async fn the_client_closes_with_its_own_code_and_validates_it() {
     let python = PythonServer::start(None);
     let mut control = Control::start(|_| {}).await;
-    control
-        .run(&format!(
-            r#"state.c = websockets.createWebsocket("ws://127.0.0.1:{}/", "t/ctl");"#,
-            python.port
-        ))
-        .await;
-    assert_eq!(control.event().await["ev"], "open");
+    control.open_client(python.port).await;
     for (code, expected) in [
         (
             "state.c.close(1001)",
@@ -574,13 +578,7 @@ async fn clients_are_listed_and_usable_from_another_isolate() {
         );
     })
     .await;
-    control
-        .run(&format!(
-            r#"state.c = websockets.createWebsocket("ws://127.0.0.1:{}/", "t/ctl");"#,
-            python.port
-        ))
-        .await;
-    assert_eq!(control.event().await["ev"], "open");
+    control.open_client(python.port).await;
     let mut other = control.server.connect("other").await;
     let seen: Value = serde_json::from_str(&ask(&mut other, "look").await).unwrap();
     assert_eq!(
