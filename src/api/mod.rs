@@ -59,7 +59,7 @@ deno_core::extension!(
     state = |state, options| {
         state.put(options.context);
         state.put(crate::clients::PendingStarts::default());
-        state.put(upgrade::PendingUpgrades::default());
+        state.put(upgrade::PendingAnswers::default());
     },
 );
 

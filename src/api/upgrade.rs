@@ -8,9 +8,10 @@ use tokio::sync::oneshot;
 
 use crate::isolate::UpgradeDecision;
 
-/// Decisions the network side is waiting for, by token.
+/// Answers the network side is waiting for from JavaScript (onUpgrade decisions, finished
+/// onStart/onTick/onStop calls), by token.
 #[derive(Default)]
-pub struct PendingUpgrades {
+pub struct PendingAnswers {
     next_token: u64,
     waiting: HashMap<u64, oneshot::Sender<UpgradeDecision>>,
     /// `onStart`/`onTick`/`onStop` calls that have not finished yet.
@@ -19,7 +20,7 @@ pub struct PendingUpgrades {
 
 /// Parks the completion of a service call; returns the token JavaScript finishes it with.
 pub fn await_service_call(state: &mut OpState, done: oneshot::Sender<()>) -> u64 {
-    let pending = state.borrow_mut::<PendingUpgrades>();
+    let pending = state.borrow_mut::<PendingAnswers>();
     pending.next_token += 1;
     let token = pending.next_token;
     pending.services.insert(token, done);
@@ -29,11 +30,7 @@ pub fn await_service_call(state: &mut OpState, done: oneshot::Sender<()>) -> u64
 /// `onStart`/`onTick`/`onStop` (sync or async) has finished.
 #[op2(fast)]
 pub fn op_sb_service_done(state: &mut OpState, #[number] token: u64) {
-    if let Some(done) = state
-        .borrow_mut::<PendingUpgrades>()
-        .services
-        .remove(&token)
-    {
+    if let Some(done) = state.borrow_mut::<PendingAnswers>().services.remove(&token) {
         let _ = done.send(());
     }
 }
@@ -43,7 +40,7 @@ pub fn await_upgrade_decision(
     state: &mut OpState,
     decision: oneshot::Sender<UpgradeDecision>,
 ) -> u64 {
-    let pending = state.borrow_mut::<PendingUpgrades>();
+    let pending = state.borrow_mut::<PendingAnswers>();
     pending.next_token += 1;
     let token = pending.next_token;
     pending.waiting.insert(token, decision);
@@ -54,7 +51,7 @@ pub fn await_upgrade_decision(
 /// `{"decision": "refuse", "status": 403, "reason": "..."}`.
 #[op2(fast)]
 pub fn op_ws_upgrade_decide(state: &mut OpState, #[number] token: u64, #[string] decision: &str) {
-    let Some(waiting) = state.borrow_mut::<PendingUpgrades>().waiting.remove(&token) else {
+    let Some(waiting) = state.borrow_mut::<PendingAnswers>().waiting.remove(&token) else {
         return;
     };
     let decision = serde_json::from_str(decision).unwrap_or_else(|error| UpgradeDecision::Refuse {
