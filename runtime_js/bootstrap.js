@@ -389,17 +389,20 @@
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
   const OPEN = 0, MESSAGE = 1, ERROR = 2, CLOSE = 3, CLIENT_KINDS = 4, UPGRADE = 8, SERVICE = 9;
-  let current = null;
+  // The event being handled (null outside events): kind and message/error text. Two variables,
+  // not an object, so that no object is made per event.
+  let currentKind = null;
+  let currentData = null;
   let handler = {};
 
   const context = {
-    getMessage: () => (current && current.kind === MESSAGE ? current.data : null),
-    getError: () => (current && current.kind === ERROR ? current.data : null),
-    getMethod: () => (current ? METHODS[current.kind] : null),
-    isOnOpen: () => !!current && current.kind === OPEN,
-    isOnMessage: () => !!current && current.kind === MESSAGE,
-    isOnError: () => !!current && current.kind === ERROR,
-    isOnClose: () => !!current && current.kind === CLOSE,
+    getMessage: () => (currentKind === MESSAGE ? currentData : null),
+    getError: () => (currentKind === ERROR ? currentData : null),
+    getMethod: () => (currentKind === null ? null : METHODS[currentKind]),
+    isOnOpen: () => currentKind === OPEN,
+    isOnMessage: () => currentKind === MESSAGE,
+    isOnError: () => currentKind === ERROR,
+    isOnClose: () => currentKind === CLOSE,
   };
 
   // ---------------------------------------------------------- dispatching
@@ -436,8 +439,10 @@
       }
     }
     if (typeof fn !== "function") return undefined;
-    const previous = current;
-    current = { kind, data: kind === MESSAGE || kind === ERROR ? a : null };
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = kind;
+    currentData = kind === MESSAGE || kind === ERROR ? a : null;
     try {
       if (args !== null) return fn.apply(handler, args);
       switch (kind) {
@@ -450,7 +455,8 @@
           return fn.call(handler, socket, { code: a, reason: b, wasClean: c });
       }
     } finally {
-      current = previous;
+      currentKind = previousKind;
+      currentData = previousData;
     }
   }
 
@@ -465,7 +471,8 @@
   // Runs one event; returns the reply for the Rust side to send, or undefined.
   function runEvent(socket, kind, a, b, c) {
     const delivery = socket.delivery;
-    if (kind === ERROR && socket instanceof WebsocketClient) {
+    const isClient = kind !== OPEN && kind !== CLOSE && socket instanceof WebsocketClient;
+    if (kind === ERROR && isClient) {
       // 4D's order: at most one onError per client.
       if (delivery.errorReported) {
         op_sb_log("warn", `${socket[LABEL]}: further error not passed to onError: ${a}`);
@@ -473,7 +480,7 @@
       }
       delivery.errorReported = true;
     }
-    if (kind === MESSAGE && socket instanceof WebsocketClient) {
+    if (kind === MESSAGE && isClient) {
       a = clientMessage(socket, a);
       if (a === undefined) return undefined;
     }
@@ -597,7 +604,8 @@
   // or a promise callback was interrupted), sockets waiting on an interrupted async handler are
   // released so that their next events run.
   function recover(kind, id, message) {
-    current = null;
+    currentKind = null;
+    currentData = null;
     if (kind === undefined) {
       for (const socket of [...connections.values(), ...clients.values()]) {
         if (socket.delivery.busy) {

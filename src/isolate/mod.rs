@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once, Weak};
 
 use parking_lot::{Mutex, RwLock};
+use std::future::Future;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -183,7 +186,36 @@ pub struct HandlerIsolate {
     resolver: WorkspaceResolver,
     /// The optional exports of its current code.
     features: Arc<HandlerFeatures>,
+    /// Where its connections' sockets are driven.
+    sockets: SocketHome,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The isolate's thread as a place to run sockets: a connection whose reads, handler calls and
+/// writes all happen on one thread costs no thread switch per message.
+#[derive(Debug, Clone)]
+pub struct SocketHome {
+    /// The isolate thread's tokio runtime.
+    runtime: tokio::runtime::Handle,
+    /// The socket tasks, which the thread lets finish (bounded) before it ends.
+    tasks: TaskTracker,
+    /// Cancelled when the isolate has stopped serving events: its sockets close.
+    pub stopped: CancellationToken,
+}
+
+impl SocketHome {
+    fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            runtime,
+            tasks: TaskTracker::new(),
+            stopped: CancellationToken::new(),
+        }
+    }
+
+    /// Runs a socket's task on the isolate's thread.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(self.tasks.track_future(task));
+    }
 }
 
 /// The isolate stopped (its handler was unloaded); the event was not delivered.
@@ -212,6 +244,11 @@ impl HandlerSlot {
     pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
         let isolate = self.isolate().ok_or(IsolateGone)?;
         isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Where sockets of this handler are best driven: its isolate's thread, while it runs.
+    pub fn socket_home(&self) -> Option<SocketHome> {
+        self.isolate().map(|isolate| isolate.sockets.clone())
     }
 
     /// Whether the handler's current code exports `onUpgrade`.
@@ -419,7 +456,17 @@ impl IsolateHost {
         let (ready, started) = oneshot::channel();
         let (idle_sender, idle) = watch::channel(false);
         let features = Arc::new(HandlerFeatures::default());
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                HandlerLoadError(format!(
+                    "{handler}: cannot start the isolate's runtime: {error}"
+                ))
+            })?;
+        let sockets = SocketHome::new(tokio.handle().clone());
         let setup = runtime::IsolateSetup {
+            sockets: sockets.clone(),
             features: features.clone(),
             handler_file: handler_file.to_path_buf(),
             handler: handler.clone(),
@@ -440,7 +487,7 @@ impl IsolateHost {
                     }
                 }
                 let _ended = Ended(live);
-                runtime::run_isolate_thread(setup, receiver, ready);
+                runtime::run_isolate_thread(tokio, setup, receiver, ready);
             });
         let thread = match spawned {
             Ok(thread) => thread,
@@ -458,6 +505,7 @@ impl IsolateHost {
                     idle,
                     resolver,
                     features,
+                    sockets,
                     thread: Mutex::new(Some(thread)),
                 })
             }

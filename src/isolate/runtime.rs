@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::modules::{ModuleKind, WorkspaceModuleLoader, WorkspaceResolver};
 use super::watchdog::{self, Termination, Watched};
-use super::{HandlerFeatures, HandlerLoadError, IsolateEvent, Services, Target};
+use super::{HandlerFeatures, HandlerLoadError, IsolateEvent, Services, SocketHome, Target};
 use crate::api::{switchboard_api, IsolateContext};
+use crate::socket::CLOSE_HANDSHAKE_TIMEOUT;
 use crate::stats::HandlerFailures;
 
 const BOOTSTRAP_JS: &str = include_str!("../../runtime_js/bootstrap.js");
@@ -33,28 +34,19 @@ pub struct IsolateSetup {
     pub idle: watch::Sender<bool>,
     /// Where the handler's optional exports are recorded.
     pub features: Arc<HandlerFeatures>,
+    /// The sockets driven on this thread.
+    pub sockets: SocketHome,
 }
 
 /// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
 /// queue's senders are gone.
 pub fn run_isolate_thread(
+    tokio: tokio::runtime::Runtime,
     setup: IsolateSetup,
     events: mpsc::Receiver<IsolateEvent>,
     ready: oneshot::Sender<Result<(), HandlerLoadError>>,
 ) {
-    let tokio = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(tokio) => tokio,
-        Err(error) => {
-            let _ = ready.send(Err(HandlerLoadError(format!(
-                "{}: cannot start the isolate's runtime: {error}",
-                setup.handler
-            ))));
-            return;
-        }
-    };
+    let sockets = setup.sockets.clone();
     tokio.block_on(async move {
         let handler = setup.handler.clone();
         let mut isolate = match HandlerRuntime::new(setup) {
@@ -73,6 +65,19 @@ pub fn run_isolate_thread(
         }
         isolate.serve(events).await;
         tracing::debug!(handler, "isolate stopped");
+        sockets.stopped.cancel();
+        sockets.tasks.close();
+        // The sockets still open are closing (1001); they get the close handshake's time.
+        let closing = CLOSE_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(closing, sockets.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                handler,
+                "sockets still open when the isolate stopped were dropped"
+            );
+        }
     });
 }
 
@@ -452,8 +457,7 @@ impl HandlerRuntime {
                     },
                 };
                 v8::tc_scope!(let scope, scope);
-                let started = std::time::Instant::now();
-                self.watched.begin();
+                let started = self.watched.begin();
                 let result = dispatch.call(scope, receiver, &args);
                 self.watched.end();
                 self.services.stats.event_latency.observe(started.elapsed());

@@ -50,10 +50,13 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// Marks the start of JavaScript work (an event, timers, a module's top level).
-    pub fn begin(&self) {
-        let now = epoch().elapsed().as_micros() as u64;
-        self.busy_since.store(now.max(1), Ordering::Release);
+    /// Marks the start of JavaScript work (an event, timers, a module's top level); returns
+    /// the start time, for callers that also measure the work.
+    pub fn begin(&self) -> Instant {
+        let now = Instant::now();
+        let since_epoch = now.saturating_duration_since(epoch()).as_micros() as u64;
+        self.busy_since.store(since_epoch.max(1), Ordering::Release);
+        now
     }
 
     /// Marks the end of JavaScript work.

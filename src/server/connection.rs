@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::connections::Reservation;
@@ -12,19 +13,34 @@ use crate::isolate::{HandlerSlot, IsolateEvent, Target};
 use crate::outbox::outbox;
 use crate::socket::{pump, Incoming, Peer, PumpOptions};
 
-/// Serves one upgraded connection until it closes. `_slot` holds its place in the connection
-/// limits until then; `data` is what the endpoint's `onUpgrade` attached, as JSON.
-pub async fn serve_connection<S>(
-    socket: S,
-    state: AppState,
-    endpoint: Arc<str>,
-    peer: SocketAddr,
-    handler: Arc<HandlerSlot>,
-    data: Option<String>,
-    _slot: Reservation,
-) where
+/// An upgrade that was accepted: everything its connection needs but the socket.
+pub struct AcceptedUpgrade {
+    pub state: AppState,
+    pub endpoint: Arc<str>,
+    pub peer: SocketAddr,
+    pub handler: Arc<HandlerSlot>,
+    /// What the endpoint's `onUpgrade` attached, as JSON.
+    pub data: Option<String>,
+    /// The connection's place in the connection limits, held until it closes.
+    pub slot: Reservation,
+    /// Cancelled when the handler's isolate stops.
+    pub handler_stopped: Option<CancellationToken>,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve_connection<S>(socket: S, accepted: AcceptedUpgrade)
+where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
 {
+    let AcceptedUpgrade {
+        state,
+        endpoint,
+        peer,
+        handler,
+        data,
+        slot: _slot,
+        handler_stopped,
+    } = accepted;
     let limits = &state.limits;
     let (sender, queue) = outbox(limits.send_queue);
     let id = state
@@ -47,7 +63,7 @@ pub async fn serve_connection<S>(
             .close(id, 1011, "handler unavailable".into());
     }
     let address = peer.to_string();
-    let ending = pump(
+    let pumped = pump(
         socket,
         queue,
         &handler,
@@ -69,8 +85,22 @@ pub async fn serve_connection<S>(
             Incoming::Error(message) => IsolateEvent::Error { target, message },
         },
         || {},
-    )
-    .await;
+    );
+    tokio::pin!(pumped);
+    let handler_stopped = async move {
+        match handler_stopped {
+            Some(token) => token.cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        ending = &mut pumped => ending,
+        () = handler_stopped => {
+            // After whatever is queued, like any other close by the runtime.
+            let _ = state.connections.close(id, 1001, "handler unloaded".into());
+            pumped.await
+        }
+    };
     state.connections.remove(id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
     let _ = handler

@@ -30,7 +30,7 @@ use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::workspace::EndpointRegistry;
 
-pub use connection::serve_connection;
+pub use connection::{serve_connection, AcceptedUpgrade};
 pub use metrics::resident_memory_bytes;
 pub use tls::{load_server_tls, TlsError};
 pub use upgrade::websocket_config;

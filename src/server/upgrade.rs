@@ -122,30 +122,60 @@ pub async fn upgrade(
         .options
         .max_message_size
         .unwrap_or(state.limits.max_message_size);
-    let task_state = state.clone();
-    state.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(websocket_config(max_message_size)),
-                )
-                .await;
-                super::serve_connection(
-                    socket,
-                    task_state,
-                    endpoint_name,
-                    peer,
-                    handler,
-                    data,
-                    slot,
-                )
-                .await;
+    let home = handler.socket_home();
+    let handler_stopped = home.as_ref().map(|home| home.stopped.clone());
+    let task = state.tasks.track_future({
+        let state = state.clone();
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%peer, "upgrade failed: {error}");
+                    return;
+                }
+            };
+            let config = Some(websocket_config(max_message_size));
+            let accepted = super::AcceptedUpgrade {
+                state,
+                endpoint: endpoint_name,
+                peer,
+                handler,
+                data,
+                slot,
+                handler_stopped,
+            };
+            match adopt_upgraded(upgraded) {
+                Ok(UpgradedSocket::Tcp(stream, already_read)) => {
+                    let socket = WebSocketStream::from_partially_read(
+                        stream,
+                        already_read,
+                        Role::Server,
+                        config,
+                    )
+                    .await;
+                    super::serve_connection(socket, accepted).await
+                }
+                Ok(UpgradedSocket::Other(upgraded)) => {
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        config,
+                    )
+                    .await;
+                    super::serve_connection(socket, accepted).await
+                }
+                Err(error) => {
+                    tracing::warn!(endpoint = %accepted.endpoint, %peer, "connection lost while moving it to its handler's thread: {error}");
+                }
             }
-            Err(error) => tracing::debug!(%peer, "upgrade failed: {error}"),
         }
     });
+    match home {
+        Some(home) => home.spawn(task),
+        None => {
+            tokio::spawn(task);
+        }
+    }
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -154,6 +184,26 @@ pub async fn upgrade(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// An upgraded connection, ready for the WebSocket protocol.
+enum UpgradedSocket {
+    /// Plain TCP, moved to the current thread's reactor, with the bytes the HTTP server read
+    /// past the upgrade request.
+    Tcp(tokio::net::TcpStream, Vec<u8>),
+    /// Anything else (TLS): left with the network runtime's reactor.
+    Other(hyper::upgrade::Upgraded),
+}
+
+/// Moves a plain TCP connection from the network runtime's reactor to the current one, so that
+/// the thread running the connection's task is also the one its socket wakes.
+fn adopt_upgraded(upgraded: hyper::upgrade::Upgraded) -> std::io::Result<UpgradedSocket> {
+    let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => parts,
+        Err(upgraded) => return Ok(UpgradedSocket::Other(upgraded)),
+    };
+    let stream = tokio::net::TcpStream::from_std(parts.io.into_inner().into_std()?)?;
+    Ok(UpgradedSocket::Tcp(stream, parts.read_buf.to_vec()))
 }
 
 /// Asks the handler's `onUpgrade(request)`; no answer within the event time limit refuses.
