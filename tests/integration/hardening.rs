@@ -37,12 +37,19 @@ async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u1
 
 /// Completes a WebSocket handshake by hand, so that the test can then write any bytes.
 async fn raw_upgrade(address: &str, endpoint: &str) -> TcpStream {
+    raw_upgrade_with(address, endpoint, &[]).await
+}
+
+/// Like [`raw_upgrade`], with `early` bytes written in the same write as the request.
+async fn raw_upgrade_with(address: &str, endpoint: &str, early: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(address).await.unwrap();
     let request = format!(
         "GET /websockets/v4/service/{endpoint} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(early);
+    stream.write_all(&bytes).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -106,6 +113,28 @@ fn echo_workspace() -> Workspace {
     ws.endpoint("echo", "echo", "echo/h")
         .write("echo/h.js", "exports.onMessage = (m) => m;");
     ws
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_answered() {
+    // The HTTP server may read these frames along with the request, before the connection is
+    // handed to its handler's thread: they must be passed on, not lost.
+    let ws = echo_workspace();
+    let server = Server::start(ws.path());
+    let mut early = frame(0x1, b"first", 0, false);
+    early.extend(frame(0x1, b"second", 0, false));
+    let mut stream = raw_upgrade_with(&server.address, "echo", &early).await;
+    let expected = [
+        [0x81, 5].iter().chain(b"first").copied().collect::<Vec<u8>>(),
+        [0x81, 6].iter().chain(b"second").copied().collect::<Vec<u8>>(),
+    ]
+    .concat();
+    let mut echoed = vec![0u8; expected.len()];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed))
+        .await
+        .expect("no echo of the early frames")
+        .unwrap();
+    assert_eq!(echoed, expected);
 }
 
 #[tokio::test]
