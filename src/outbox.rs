@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,11 +22,13 @@ pub enum Outbound {
     },
 }
 
-/// A close request that overtakes the queue.
+/// A close request that overtakes the queue. One task (the socket's pump) waits for it.
 #[derive(Debug, Default)]
 pub struct CloseSignal {
     requested: parking_lot::Mutex<Option<(u16, String)>>,
-    notify: tokio::sync::Notify,
+    /// Set once a request is recorded: checked on every poll without taking the lock.
+    set: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
 }
 
 impl CloseSignal {
@@ -36,16 +39,21 @@ impl CloseSignal {
             *requested = Some((code, reason));
         }
         drop(requested);
-        self.notify.notify_one();
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    /// Waits for a request and returns its code and reason.
-    pub async fn requested(&self) -> (u16, String) {
-        loop {
-            if let Some(request) = self.requested.lock().clone() {
-                return request;
+    /// Ready with the code and reason once a close was requested.
+    pub fn poll_requested(&self, cx: &mut std::task::Context<'_>) -> Poll<(u16, String)> {
+        if !self.set.load(Ordering::Acquire) {
+            self.waker.register(cx.waker());
+            if !self.set.load(Ordering::Acquire) {
+                return Poll::Pending;
             }
-            self.notify.notified().await;
+        }
+        match self.requested.lock().clone() {
+            Some(request) => Poll::Ready(request),
+            None => Poll::Pending,
         }
     }
 }

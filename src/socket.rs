@@ -1,7 +1,8 @@
-//! The pump of one WebSocket, shared by inbound connections and outbound clients: a reader that
-//! hands frames to a handler's isolate, and a writer task that drains the socket's bounded
-//! outbound queue, batching whatever is waiting into one flush.
+//! The pump of one WebSocket, shared by inbound connections and outbound clients: one task that
+//! hands frames to a handler's isolate and drains the socket's bounded outbound queue, batching
+//! whatever is waiting into one flush.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::isolate::{HandlerSlot, IsolateEvent};
-use crate::outbox::{CloseSignal, Outbound, OutboxReader};
+use crate::outbox::{Outbound, OutboxReader};
 use crate::stats::Traffic;
 
 /// How long a peer has to answer our close frame before the socket is dropped.
@@ -63,11 +64,13 @@ pub struct Peer<'a> {
     pub address: &'a str,
 }
 
-/// Runs a socket until it closes: frames go to the handler as events made by `to_event`; the
-/// writer drains `outbox`. `on_closing` runs when a close frame arrives from the peer.
+/// Runs a socket until it closes: frames go to the handler as events made by `to_event`, and
+/// what is queued in `outbox` is written. `on_closing` runs when a close frame arrives from the
+/// peer. Reading and writing happen in this one task, so a message and its reply cost no hand-over
+/// between tasks.
 pub async fn pump<S>(
     socket: S,
-    outbox: OutboxReader,
+    mut outbox: OutboxReader,
     handler: &HandlerSlot,
     peer: Peer<'_>,
     options: PumpOptions,
@@ -75,7 +78,7 @@ pub async fn pump<S>(
     on_closing: impl Fn(),
 ) -> Ending
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError>,
 {
     let Peer {
         kind,
@@ -83,36 +86,68 @@ where
         name,
         address,
     } = peer;
+    tokio::pin!(socket);
     let close_signal = outbox.close_signal.clone();
-    let (sink, mut stream) = socket.split();
-    let ping_every = options.keepalive.map(|(every, _)| every);
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        outbox,
-        ping_every,
-        options.traffic.clone(),
-    ));
-    let silence_limit = options.keepalive.map(|(every, timeout)| every + timeout);
-    let mut keepalive = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let traffic = options.traffic.clone();
+    let keepalive = options.keepalive;
+    // One tick both sends the ping and checks that the peer was heard from recently.
+    let mut ticks = tokio::time::interval(keepalive.map_or(Duration::from_secs(3600), |k| k.0));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.reset();
     let mut last_heard = tokio::time::Instant::now();
     let mut handler_alive = true;
-    let mut writer_done = false;
+    // Set once our close frame is out (or writing failed): from then on, only the peer's answer
+    // is awaited, until `close_deadline`.
+    let mut close_sent = false;
+    // Set when reading failed: the connection ends as soon as the close frame is out.
+    let mut read_failed = false;
     let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
     let mut ending = None;
     loop {
         tokio::select! {
-            frame = stream.next() => {
+            biased;
+            (code, reason) = poll_fn(|cx| close_signal.poll_requested(cx)), if !close_sent => {
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
+                close_sent = await_close_answer(close_deadline.as_mut());
+                if read_failed {
+                    break;
+                }
+            }
+            item = outbox.queue.recv(), if !close_sent => {
+                let Some(item) = item else {
+                    // The sending side is gone (the connection was unregistered).
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.close()).await;
+                    close_sent = await_close_answer(close_deadline.as_mut());
+                    continue;
+                };
+                let written = tokio::select! {
+                    biased;
+                    (code, reason) = poll_fn(|cx| close_signal.poll_requested(cx)) => {
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
+                        Ok(true)
+                    }
+                    written = write_batch(&mut socket, item, &mut outbox, &traffic) => written,
+                };
+                match written {
+                    Ok(false) => {}
+                    Ok(true) => close_sent = await_close_answer(close_deadline.as_mut()),
+                    Err(error) => {
+                        tracing::debug!("{kind} {id} ({address}): write failed: {error}");
+                        close_sent = await_close_answer(close_deadline.as_mut());
+                    }
+                }
+            }
+            frame = socket.next(), if !read_failed => {
                 last_heard = tokio::time::Instant::now();
                 let incoming = match frame {
                     None => break,
                     Some(Ok(Message::Text(text))) => {
-                        options.traffic.received(text.len());
+                        traffic.received(text.len());
                         Incoming::Text(text)
                     }
                     Some(Ok(Message::Binary(data))) => {
-                        options.traffic.received(data.len());
+                        traffic.received(data.len());
                         Incoming::Binary(data)
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -133,9 +168,11 @@ where
                             let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
                         }
                         ending = Some(Ending { code, reason, was_clean: false });
-                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, &mut writer).await;
-                        writer_done = true;
-                        break;
+                        read_failed = true;
+                        if close_sent {
+                            break;
+                        }
+                        continue;
                     }
                 };
                 if handler_alive && handler.deliver(to_event(incoming)).await.is_err() {
@@ -144,33 +181,38 @@ where
                     close_signal.request(1011, "handler unavailable".into());
                 }
             }
-            _ = keepalive.tick(), if silence_limit.is_some() && ending.is_none() => {
-                if let Some(limit) = silence_limit {
-                    if last_heard.elapsed() >= limit {
-                        tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
-                        let reason = "no answer to ping".to_string();
-                        close_signal.request(1001, reason.clone());
-                        ending = Some(Ending { code: 1001, reason, was_clean: false });
-                    }
+            _ = ticks.tick(), if keepalive.is_some() && !close_sent => {
+                let limit = keepalive.map_or(Duration::MAX, |(every, timeout)| every + timeout);
+                if last_heard.elapsed() >= limit {
+                    tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
+                    let reason = "no answer to ping".to_string();
+                    close_signal.request(1001, reason.clone());
+                    ending = Some(Ending { code: 1001, reason, was_clean: false });
+                } else if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await.is_err() {
+                    tracing::debug!("{kind} {id} ({address}): a ping could not be written in time");
                 }
             }
-            _ = &mut writer, if !writer_done => {
-                writer_done = true;
-                close_deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
-            }
-            _ = &mut close_deadline, if writer_done => {
+            () = &mut close_deadline, if close_sent => {
                 tracing::debug!("{kind} {id} ({address}) did not answer the close frame in time");
                 break;
             }
         }
     }
-    if !writer_done {
-        // The reader is done: let the writer finish its queue (bounded), then stop it.
-        close_signal.request(1000, String::new());
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, &mut writer).await;
-        writer.abort();
+    if !close_sent && !read_failed {
+        // The peer ended the connection first; a close frame is owed if it did not send one.
+        let _ = tokio::time::timeout(
+            CLOSE_HANDSHAKE_TIMEOUT,
+            socket.send(close_message(1000, String::new())),
+        )
+        .await;
     }
     ending.unwrap_or_else(Ending::abnormal)
+}
+
+/// Our close frame is out: the peer has the close handshake's time to answer. Returns true.
+fn await_close_answer(deadline: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+    deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
+    true
 }
 
 /// The close code RFC 6455 asks for when reading failed with `error`.
@@ -190,55 +232,6 @@ pub fn truncate_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_string()
-}
-
-async fn write_loop<S>(
-    mut sink: S,
-    mut outbox: OutboxReader,
-    ping_every: Option<Duration>,
-    traffic: Arc<Traffic>,
-) where
-    S: Sink<Message, Error = WsError> + Unpin,
-{
-    let close_signal: Arc<CloseSignal> = outbox.close_signal.clone();
-    // One wait for a close request for the whole life of the writer, rather than a new one
-    // registered per message.
-    let close_requested = close_signal.requested();
-    tokio::pin!(close_requested);
-    let mut pings = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    pings.reset();
-    loop {
-        let item = tokio::select! {
-            biased;
-            (code, reason) = &mut close_requested => {
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
-                return;
-            }
-            item = outbox.queue.recv() => item,
-            _ = pings.tick(), if ping_every.is_some() => Some(Outbound::Message(Message::Ping(Default::default()))),
-        };
-        let Some(item) = item else {
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.close()).await;
-            return;
-        };
-        let written = tokio::select! {
-            biased;
-            (code, reason) = &mut close_requested => {
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, reason))).await;
-                return;
-            }
-            written = write_batch(&mut sink, item, &mut outbox, &traffic) => written,
-        };
-        match written {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(error) => {
-                tracing::debug!("write failed: {error}");
-                return;
-            }
-        }
-    }
 }
 
 /// Feeds `first` and everything already queued, then flushes. Returns true after a close frame.

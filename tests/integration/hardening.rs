@@ -125,8 +125,16 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
     early.extend(frame(0x1, b"second", 0, false));
     let mut stream = raw_upgrade_with(&server.address, "echo", &early).await;
     let expected = [
-        [0x81, 5].iter().chain(b"first").copied().collect::<Vec<u8>>(),
-        [0x81, 6].iter().chain(b"second").copied().collect::<Vec<u8>>(),
+        [0x81, 5]
+            .iter()
+            .chain(b"first")
+            .copied()
+            .collect::<Vec<u8>>(),
+        [0x81, 6]
+            .iter()
+            .chain(b"second")
+            .copied()
+            .collect::<Vec<u8>>(),
     ]
     .concat();
     let mut echoed = vec![0u8; expected.len()];
