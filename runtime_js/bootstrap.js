@@ -460,6 +460,26 @@
     }
   }
 
+  function onMessage(socket, message) {
+    const fn = handler.onMessage;
+    if (typeof fn !== "function") return undefined;
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = MESSAGE;
+    currentData = message;
+    let result;
+    try {
+      result = fn.call(handler, message, socket);
+    } catch (error) {
+      reportFailure(socket, MESSAGE, error);
+      return undefined;
+    } finally {
+      currentKind = previousKind;
+      currentData = previousData;
+    }
+    return settle(socket, MESSAGE, result);
+  }
+
   function reportFailure(socket, kind, error) {
     op_sb_count_error();
     op_sb_log("error", `${EXPORTS[kind]} failed on ${socket[LABEL]}: ${describeError(error)}`);
@@ -491,6 +511,14 @@
       reportFailure(socket, kind, error);
       return undefined;
     }
+    return settle(socket, kind, result);
+  }
+
+  // What a handler's return value means: a reply (onMessage), or a promise that holds the
+  // socket's next events until it settles.
+  function settle(socket, kind, result) {
+    if (kind === MESSAGE && typeof result === "string") return result;
+    const delivery = socket.delivery;
     if (result !== null && typeof result === "object" && typeof result.then === "function") {
       delivery.busy = true;
       result.then(
@@ -567,6 +595,14 @@
 
   // Called by the Rust side for every event, in arrival order. The return value is the reply.
   function dispatch(kind, id, a, b, c, endpointOfClosed) {
+    if (kind === MESSAGE) {
+      // The common case, in fewer calls: a message for a known connection that is not waiting
+      // on an async handler and is not a named event.
+      const socket = connections.get(id);
+      if (socket !== undefined && !socket.delivery.busy && (typeof a !== "string" || a.charCodeAt(0) !== 123)) {
+        return onMessage(socket, a);
+      }
+    }
     if (kind === UPGRADE) return decideUpgrade(id, a);
     if (kind === SERVICE) return runService(id, a, b);
     let socket;

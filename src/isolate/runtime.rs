@@ -283,7 +283,6 @@ impl HandlerRuntime {
     /// Serves events until the queue closes or a reload is due.
     async fn serve_until_pause(&mut self, events: &mut mpsc::Receiver<IsolateEvent>) -> Pause {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut just_served = false;
         poll_fn(|cx| loop {
             if !self.pending.is_empty() {
                 batch.extend(self.pending.drain(..));
@@ -337,16 +336,8 @@ impl HandlerRuntime {
                 return Poll::Ready(Pause::Reload(None));
             }
             if !received {
-                // Under load, the connections that this batch answered send again within
-                // microseconds: giving the network threads the core once before sleeping lets
-                // their events arrive as one batch, saving a sleep and a wake-up per event.
-                if std::mem::take(&mut just_served) {
-                    std::thread::yield_now();
-                    continue;
-                }
                 return Poll::Pending;
             }
-            just_served = true;
         })
         .await
     }
