@@ -9,14 +9,13 @@ pub mod modules;
 mod runtime;
 mod watchdog;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use std::future::Future;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use bytes::Bytes;
@@ -199,8 +198,8 @@ pub struct SocketHome {
     runtime: tokio::runtime::Handle,
     /// The socket tasks, which the thread lets finish (bounded) before it ends.
     tasks: TaskTracker,
-    /// Cancelled when the isolate has stopped serving events: its sockets close.
-    pub stopped: CancellationToken,
+    /// The connections driven here; None once the isolate has stopped serving events.
+    connections: Arc<Mutex<Option<HashSet<ConnectionId>>>>,
 }
 
 impl SocketHome {
@@ -208,13 +207,38 @@ impl SocketHome {
         Self {
             runtime,
             tasks: TaskTracker::new(),
-            stopped: CancellationToken::new(),
+            connections: Arc::new(Mutex::new(Some(HashSet::new()))),
         }
     }
 
     /// Runs a socket's task on the isolate's thread.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.runtime.spawn(self.tasks.track_future(task));
+    }
+
+    /// Records a connection driven here, so that it is closed if the isolate stops. False if
+    /// the isolate has already stopped.
+    pub fn adopt(&self, id: ConnectionId) -> bool {
+        self.connections
+            .lock()
+            .as_mut()
+            .is_some_and(|open| open.insert(id))
+    }
+
+    /// Forgets a connection that has closed.
+    pub fn release(&self, id: ConnectionId) {
+        if let Some(open) = self.connections.lock().as_mut() {
+            open.remove(&id);
+        }
+    }
+
+    /// After the isolate stopped serving events: closes (1001, after what is queued) the
+    /// connections still open, and refuses new ones.
+    fn close_connections(&self, registry: &ConnectionRegistry) {
+        let open = self.connections.lock().take().unwrap_or_default();
+        for id in open {
+            let _ = registry.close(id, 1001, "handler unloaded".into());
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub fn run_isolate_thread(
     ready: oneshot::Sender<Result<(), HandlerLoadError>>,
 ) {
     let sockets = setup.sockets.clone();
+    let connections = setup.services.connections.clone();
     tokio.block_on(async move {
         let handler = setup.handler.clone();
         let mut isolate = match HandlerRuntime::new(setup) {
@@ -65,7 +66,7 @@ pub fn run_isolate_thread(
         }
         isolate.serve(events).await;
         tracing::debug!(handler, "isolate stopped");
-        sockets.stopped.cancel();
+        sockets.close_connections(&connections);
         sockets.tasks.close();
         // The sockets still open are closing (1001); they get the close handshake's time.
         let closing = CLOSE_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(1);

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::connections::Reservation;
-use crate::isolate::{HandlerSlot, IsolateEvent, Target};
+use crate::isolate::{HandlerSlot, IsolateEvent, SocketHome, Target};
 use crate::outbox::outbox;
 use crate::socket::{pump, Incoming, Peer, PumpOptions};
 
@@ -23,8 +22,8 @@ pub struct AcceptedUpgrade {
     pub data: Option<String>,
     /// The connection's place in the connection limits, held until it closes.
     pub slot: Reservation,
-    /// Cancelled when the handler's isolate stops.
-    pub handler_stopped: Option<CancellationToken>,
+    /// The handler's isolate thread, when the connection runs there.
+    pub home: Option<SocketHome>,
 }
 
 /// Serves one upgraded connection until it closes.
@@ -39,7 +38,7 @@ where
         handler,
         data,
         slot: _slot,
-        handler_stopped,
+        home,
     } = accepted;
     let limits = &state.limits;
     let (sender, queue) = outbox(limits.send_queue);
@@ -48,6 +47,9 @@ where
         .register(endpoint.clone(), peer, data.clone(), sender);
     let target = Target::Connection(id);
     tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
+    if home.as_ref().is_some_and(|home| !home.adopt(id)) {
+        let _ = state.connections.close(id, 1001, "handler unloaded".into());
+    }
     if handler
         .deliver(IsolateEvent::Open {
             target,
@@ -63,7 +65,7 @@ where
             .close(id, 1011, "handler unavailable".into());
     }
     let address = peer.to_string();
-    let pumped = pump(
+    let ending = pump(
         socket,
         queue,
         &handler,
@@ -85,22 +87,11 @@ where
             Incoming::Error(message) => IsolateEvent::Error { target, message },
         },
         || {},
-    );
-    tokio::pin!(pumped);
-    let handler_stopped = async move {
-        match handler_stopped {
-            Some(token) => token.cancelled_owned().await,
-            None => std::future::pending().await,
-        }
-    };
-    let ending = tokio::select! {
-        ending = &mut pumped => ending,
-        () = handler_stopped => {
-            // After whatever is queued, like any other close by the runtime.
-            let _ = state.connections.close(id, 1001, "handler unloaded".into());
-            pumped.await
-        }
-    };
+    )
+    .await;
+    if let Some(home) = &home {
+        home.release(id);
+    }
     state.connections.remove(id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
     let _ = handler

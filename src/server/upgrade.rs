@@ -123,9 +123,9 @@ pub async fn upgrade(
         .max_message_size
         .unwrap_or(state.limits.max_message_size);
     let home = handler.socket_home();
-    let handler_stopped = home.as_ref().map(|home| home.stopped.clone());
     let task = state.tasks.track_future({
         let state = state.clone();
+        let home = home.clone();
         async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -142,7 +142,7 @@ pub async fn upgrade(
                 handler,
                 data,
                 slot,
-                handler_stopped,
+                home,
             };
             match adopt_upgraded(upgraded) {
                 Ok(UpgradedSocket::Tcp(stream, already_read)) => {
