@@ -3,11 +3,15 @@
 //! whatever is waiting into one flush.
 
 use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::task::{ArcWake, AtomicWaker};
+use futures_util::{Sink, SinkExt, Stream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -104,6 +108,7 @@ where
     let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
     let mut ending = None;
+    let read_wake = ReadWake::new();
     loop {
         tokio::select! {
             biased;
@@ -138,7 +143,7 @@ where
                     }
                 }
             }
-            frame = socket.next(), if !read_failed => {
+            frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if !read_failed => {
                 last_heard = tokio::time::Instant::now();
                 let incoming = match frame {
                     None => break,
@@ -207,6 +212,61 @@ where
         .await;
     }
     ending.unwrap_or_else(Ending::abnormal)
+}
+
+/// Whether the socket may have something to read. The socket's reads are given a waker that
+/// records its wake-ups here before waking the task, so that a wake-up for writing does not also
+/// try a read (which costs the WebSocket reader a buffer fill and a readiness check each time).
+struct ReadWake {
+    state: Arc<ReadWakeState>,
+    waker: std::task::Waker,
+}
+
+struct ReadWakeState {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ArcWake for ReadWakeState {
+    fn wake_by_ref(state: &Arc<Self>) {
+        state.woken.store(true, Ordering::Release);
+        state.task.wake();
+    }
+}
+
+impl ReadWake {
+    fn new() -> Self {
+        let state = Arc::new(ReadWakeState {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = futures_util::task::waker(state.clone());
+        Self { state, waker }
+    }
+
+    /// Polls the socket for a frame, unless nothing happened on its read side since it last
+    /// said it had none (its waker is then still registered).
+    fn poll_next<S>(
+        &self,
+        socket: &mut Pin<&mut S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, WsError>>>
+    where
+        S: Stream<Item = Result<Message, WsError>>,
+    {
+        if !self.state.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        self.state.task.register(cx.waker());
+        let polled = socket
+            .as_mut()
+            .poll_next(&mut Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            // More frames may be buffered already: they wake nothing, so look again next time.
+            self.state.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
 }
 
 /// Our close frame is out: the peer has the close handshake's time to answer. Returns true.

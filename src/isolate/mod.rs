@@ -266,6 +266,16 @@ impl HandlerSlot {
     /// Queues an event for the current isolate, waiting while its queue is full. Fails once the
     /// handler has been unloaded.
     pub async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        // Most events find room in the queue: no clone of the isolate, no wait.
+        let event = {
+            let current = self.current.read();
+            let isolate = current.as_ref().ok_or(IsolateGone)?;
+            match isolate.events.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(IsolateGone),
+                Err(mpsc::error::TrySendError::Full(event)) => event,
+            }
+        };
         let isolate = self.isolate().ok_or(IsolateGone)?;
         isolate.events.send(event).await.map_err(|_| IsolateGone)
     }
