@@ -3,15 +3,21 @@
 //! Pushing never waits, so a handler's `send` never blocks its isolate. The queue is bounded in
 //! messages and in bytes: a peer that stops reading fills it, and is then closed with 1008
 //! "send queue full" instead of letting memory grow without bound.
+//!
+//! The socket's pump takes everything queued at once, and only the first message into an empty
+//! queue wakes it: a broadcast to many sockets costs each of them a lock and a push, and each
+//! pump one wake-up per batch.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-/// What the writer task of a socket is asked to do.
+/// What the pump of a socket is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
     Message(Message),
@@ -22,46 +28,10 @@ pub enum Outbound {
     },
 }
 
-/// A close request that overtakes the queue. One task (the socket's pump) waits for it.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    requested: parking_lot::Mutex<Option<(u16, String)>>,
-    /// Set once a request is recorded: checked on every poll without taking the lock.
-    set: std::sync::atomic::AtomicBool,
-    waker: futures_util::task::AtomicWaker,
-}
-
-impl CloseSignal {
-    /// Records the first request; later ones keep the first code and reason.
-    pub fn request(&self, code: u16, reason: String) {
-        let mut requested = self.requested.lock();
-        if requested.is_none() {
-            *requested = Some((code, reason));
-        }
-        drop(requested);
-        self.set.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Ready with the code and reason once a close was requested.
-    pub fn poll_requested(&self, cx: &mut std::task::Context<'_>) -> Poll<(u16, String)> {
-        if !self.set.load(Ordering::Acquire) {
-            self.waker.register(cx.waker());
-            if !self.set.load(Ordering::Acquire) {
-                return Poll::Pending;
-            }
-        }
-        match self.requested.lock().clone() {
-            Some(request) => Poll::Ready(request),
-            None => Poll::Pending,
-        }
-    }
-}
-
 /// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The socket's writer is gone.
+    /// The socket's pump is gone.
     Closed,
     /// A close is queued: nothing sent after it would be delivered, so nothing is accepted.
     Closing,
@@ -85,101 +55,237 @@ impl Default for QueueBounds {
     }
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+    /// A close that overtakes the queue (the first one requested).
+    close_now: Option<(u16, String)>,
+    /// The pump is gone: nothing can be sent any more.
+    reader_gone: bool,
+    /// The sending side is gone: the pump closes the socket.
+    writer_gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Set once a close is queued or requested: later messages are refused.
+    closing: AtomicBool,
+    pump: AtomicWaker,
+}
+
+impl Shared {
+    fn close_now(&self, code: u16, reason: String) {
+        self.closing.store(true, Ordering::Release);
+        let mut queue = self.queue.lock();
+        if queue.close_now.is_none() {
+            queue.close_now = Some((code, reason));
+        }
+        drop(queue);
+        self.pump.wake();
+    }
+}
+
 /// The sending side, kept in the connection or client registry.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: mpsc::Sender<Outbound>,
-    bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
-    close_signal: Arc<CloseSignal>,
-    closing: std::sync::atomic::AtomicBool,
+    shared: Arc<Shared>,
+    bounds: QueueBounds,
 }
 
-/// The writer's side.
+/// The pump's side.
 #[derive(Debug)]
 pub struct OutboxReader {
-    pub(crate) queue: mpsc::Receiver<Outbound>,
-    pub(crate) bytes: Arc<AtomicUsize>,
-    pub(crate) close_signal: Arc<CloseSignal>,
+    shared: Arc<Shared>,
 }
 
-impl OutboxReader {
-    /// Accounts for a message taken off the queue.
-    pub(crate) fn taken(&self, message: &Message) {
-        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
-    }
+/// What the pump takes from the queue.
+#[derive(Debug)]
+pub enum Taken {
+    /// Close at once with this code and reason; whatever is queued is dropped.
+    CloseNow(u16, String),
+    /// These, in order (the queue's whole content).
+    Batch(VecDeque<Outbound>),
+    /// The sending side is gone.
+    WriterGone,
 }
 
 /// A new queue with these bounds.
 pub fn outbox(bounds: QueueBounds) -> (Outbox, OutboxReader) {
-    let (queue, receiver) = mpsc::channel(bounds.messages.max(1));
-    let bytes = Arc::new(AtomicUsize::new(0));
-    let close_signal = Arc::new(CloseSignal::default());
+    let shared = Arc::new(Shared::default());
     (
         Outbox {
-            queue,
-            bytes: bytes.clone(),
-            max_bytes: bounds.bytes,
-            close_signal: close_signal.clone(),
-            closing: Default::default(),
+            shared: shared.clone(),
+            bounds,
         },
-        OutboxReader {
-            queue: receiver,
-            bytes,
-            close_signal,
-        },
+        OutboxReader { shared },
     )
 }
 
 impl Outbox {
     /// Queues a message without waiting.
     pub fn push(&self, message: Message) -> Result<(), PushError> {
-        if self.closing.load(Ordering::Acquire) {
+        if self.shared.closing.load(Ordering::Acquire) {
             return Err(PushError::Closing);
         }
         let size = message.len();
-        let queued = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_bytes && queued != size {
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
-            self.close_now(1008, "send queue full".into());
+        let mut queue = self.shared.queue.lock();
+        if queue.reader_gone {
+            return Err(PushError::Closed);
+        }
+        // One message larger than the byte bound still goes through an empty queue.
+        let over_bytes = queue.bytes + size > self.bounds.bytes && queue.bytes > 0;
+        if over_bytes || queue.items.len() >= self.bounds.messages.max(1) {
+            drop(queue);
+            self.shared.close_now(1008, "send queue full".into());
             return Err(PushError::Full);
         }
-        match self.queue.try_send(Outbound::Message(message)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.fetch_sub(size, Ordering::Relaxed);
-                Err(PushError::Closed)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.bytes.fetch_sub(size, Ordering::Relaxed);
-                self.close_now(1008, "send queue full".into());
-                Err(PushError::Full)
-            }
+        queue.items.push_back(Outbound::Message(message));
+        queue.bytes += size;
+        let first = queue.items.len() == 1;
+        drop(queue);
+        if first {
+            self.shared.pump.wake();
         }
+        Ok(())
     }
 
     /// Closes after the messages already queued.
     pub fn close(&self, code: u16, reason: String) -> Result<(), PushError> {
-        if self.closing.swap(true, Ordering::AcqRel) {
+        if self.shared.closing.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        match self.queue.try_send(Outbound::Close {
-            code,
-            reason: reason.clone(),
-        }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The close must not be lost behind a full queue.
-                self.close_now(code, reason);
-                Ok(())
-            }
+        let mut queue = self.shared.queue.lock();
+        if queue.reader_gone {
+            return Err(PushError::Closed);
         }
+        queue.items.push_back(Outbound::Close { code, reason });
+        drop(queue);
+        self.shared.pump.wake();
+        Ok(())
     }
 
     /// Closes at once, ahead of anything still queued.
     pub fn close_now(&self, code: u16, reason: String) {
-        self.closing.store(true, Ordering::Release);
-        self.close_signal.request(code, reason);
+        self.shared.close_now(code, reason);
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.queue.lock().writer_gone = true;
+        self.shared.pump.wake();
+    }
+}
+
+impl OutboxReader {
+    /// Closes at once, ahead of anything still queued (the first request's code wins).
+    pub fn close_now(&self, code: u16, reason: String) {
+        self.shared.close_now(code, reason);
+    }
+
+    /// Ready with a close request, everything queued, or the news that the sender is gone.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
+        if let Some(taken) = self.take() {
+            return Poll::Ready(taken);
+        }
+        self.shared.pump.register(cx.waker());
+        match self.take() {
+            Some(taken) => Poll::Ready(taken),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Ready once a close that overtakes the queue is requested.
+    pub fn poll_close_now(&self, cx: &mut Context<'_>) -> Poll<(u16, String)> {
+        self.shared.pump.register(cx.waker());
+        match &self.shared.queue.lock().close_now {
+            Some((code, reason)) => Poll::Ready((*code, reason.clone())),
+            None => Poll::Pending,
+        }
+    }
+
+    fn take(&self) -> Option<Taken> {
+        let mut queue = self.shared.queue.lock();
+        if let Some((code, reason)) = &queue.close_now {
+            return Some(Taken::CloseNow(*code, reason.clone()));
+        }
+        if !queue.items.is_empty() {
+            queue.bytes = 0;
+            return Some(Taken::Batch(std::mem::take(&mut queue.items)));
+        }
+        queue.writer_gone.then_some(Taken::WriterGone)
+    }
+}
+
+impl Drop for OutboxReader {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock();
+        queue.reader_gone = true;
+        queue.items.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker;
+
+    fn take(reader: &OutboxReader) -> Option<Taken> {
+        match reader.poll_take(&mut Context::from_waker(&noop_waker())) {
+            Poll::Ready(taken) => Some(taken),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn bounded_in_messages_then_closed_with_1008() {
+        let (sender, reader) = outbox(QueueBounds {
+            messages: 2,
+            bytes: 1 << 20,
+        });
+        assert_eq!(sender.push(Message::text("a")), Ok(()));
+        assert_eq!(sender.push(Message::text("b")), Ok(()));
+        assert_eq!(sender.push(Message::text("c")), Err(PushError::Full));
+        assert_eq!(sender.push(Message::text("d")), Err(PushError::Closing));
+        assert!(matches!(take(&reader), Some(Taken::CloseNow(1008, _))));
+    }
+
+    #[test]
+    fn bounded_in_bytes_but_one_large_message_passes_an_empty_queue() {
+        let (sender, reader) = outbox(QueueBounds {
+            messages: 100,
+            bytes: 10,
+        });
+        assert_eq!(sender.push(Message::text("x".repeat(50))), Ok(()));
+        match take(&reader) {
+            Some(Taken::Batch(batch)) => assert_eq!(batch.len(), 1),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        assert_eq!(sender.push(Message::text("0123456789")), Ok(()));
+        assert_eq!(sender.push(Message::text("!")), Err(PushError::Full));
+    }
+
+    #[test]
+    fn a_queued_close_comes_after_the_messages_and_refuses_later_ones() {
+        let (sender, reader) = outbox(QueueBounds::default());
+        sender.push(Message::text("last")).unwrap();
+        sender.close(1000, "bye".into()).unwrap();
+        assert_eq!(sender.push(Message::text("late")), Err(PushError::Closing));
+        let Some(Taken::Batch(batch)) = take(&reader) else {
+            panic!("expected a batch");
+        };
+        assert!(matches!(&batch[0], Outbound::Message(m) if m.to_text().unwrap() == "last"));
+        assert!(matches!(&batch[1], Outbound::Close { code: 1000, .. }));
+        drop(sender);
+        assert!(matches!(take(&reader), Some(Taken::WriterGone)));
+    }
+
+    #[test]
+    fn a_gone_pump_refuses_messages() {
+        let (sender, reader) = outbox(QueueBounds::default());
+        drop(reader);
+        assert_eq!(sender.push(Message::text("a")), Err(PushError::Closed));
     }
 }

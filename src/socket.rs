@@ -2,6 +2,7 @@
 //! hands frames to a handler's isolate and drains the socket's bounded outbound queue, batching
 //! whatever is waiting into one flush.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::isolate::{HandlerSlot, IsolateEvent};
-use crate::outbox::{Outbound, OutboxReader};
+use crate::outbox::{Outbound, OutboxReader, Taken};
 use crate::stats::Traffic;
 
 /// How long a peer has to answer our close frame before the socket is dropped.
@@ -74,7 +75,7 @@ pub struct Peer<'a> {
 /// between tasks.
 pub async fn pump<S>(
     socket: S,
-    mut outbox: OutboxReader,
+    outbox: OutboxReader,
     handler: &HandlerSlot,
     peer: Peer<'_>,
     options: PumpOptions,
@@ -91,7 +92,6 @@ where
         address,
     } = peer;
     tokio::pin!(socket);
-    let close_signal = outbox.close_signal.clone();
     let traffic = options.traffic.clone();
     let keepalive = options.keepalive;
     // One tick both sends the ping and checks that the peer was heard from recently.
@@ -112,27 +112,32 @@ where
     loop {
         tokio::select! {
             biased;
-            (code, reason) = poll_fn(|cx| close_signal.poll_requested(cx)), if !close_sent => {
-                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
-                close_sent = await_close_answer(close_deadline.as_mut());
-                if read_failed {
-                    break;
-                }
-            }
-            item = outbox.queue.recv(), if !close_sent => {
-                let Some(item) = item else {
-                    // The sending side is gone (the connection was unregistered).
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.close()).await;
-                    close_sent = await_close_answer(close_deadline.as_mut());
-                    continue;
-                };
-                let written = tokio::select! {
-                    biased;
-                    (code, reason) = poll_fn(|cx| close_signal.poll_requested(cx)) => {
+            taken = poll_fn(|cx| outbox.poll_take(cx)), if !close_sent => {
+                let written = match taken {
+                    Taken::CloseNow(code, reason) => {
                         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
-                        Ok(true)
+                        close_sent = await_close_answer(close_deadline.as_mut());
+                        if read_failed {
+                            break;
+                        }
+                        continue;
                     }
-                    written = write_batch(&mut socket, item, &mut outbox, &traffic) => written,
+                    Taken::WriterGone => {
+                        // The sending side is gone (the connection was unregistered).
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.close()).await;
+                        close_sent = await_close_answer(close_deadline.as_mut());
+                        continue;
+                    }
+                    // A write that cannot proceed (the peer stopped reading) is overtaken by a
+                    // close request.
+                    Taken::Batch(batch) => tokio::select! {
+                        biased;
+                        written = write_batch(&mut socket, batch, &traffic) => written,
+                        (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
+                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
+                            Ok(true)
+                        }
+                    },
                 };
                 match written {
                     Ok(false) => {}
@@ -168,7 +173,7 @@ where
                     Some(Err(error)) => {
                         let (code, reason) = close_code_for(&error);
                         tracing::warn!("{kind} {id} ({name}, {address}): closing with {code}: {error}");
-                        close_signal.request(code, reason.clone());
+                        outbox.close_now(code, reason.clone());
                         if handler_alive {
                             let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
                         }
@@ -183,7 +188,7 @@ where
                 if handler_alive && handler.deliver(to_event(incoming)).await.is_err() {
                     handler_alive = false;
                     tracing::warn!("{kind} {id} ({name}): its handler has stopped; closing with 1011");
-                    close_signal.request(1011, "handler unavailable".into());
+                    outbox.close_now(1011, "handler unavailable".into());
                 }
             }
             _ = ticks.tick(), if keepalive.is_some() && !close_sent => {
@@ -191,7 +196,7 @@ where
                 if last_heard.elapsed() >= limit {
                     tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
                     let reason = "no answer to ping".to_string();
-                    close_signal.request(1001, reason.clone());
+                    outbox.close_now(1001, reason.clone());
                     ending = Some(Ending { code: 1001, reason, was_clean: false });
                 } else if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await.is_err() {
                     tracing::debug!("{kind} {id} ({address}): a ping could not be written in time");
@@ -294,21 +299,18 @@ pub fn truncate_reason(reason: &str) -> String {
     reason[..end].to_string()
 }
 
-/// Feeds `first` and everything already queued, then flushes. Returns true after a close frame.
+/// Feeds the batch, then flushes. Returns true after a close frame (the rest is not sent).
 async fn write_batch<S>(
     sink: &mut S,
-    first: Outbound,
-    outbox: &mut OutboxReader,
+    batch: VecDeque<Outbound>,
     traffic: &Traffic,
 ) -> Result<bool, WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let mut next = Some(first);
-    while let Some(item) = next {
+    for item in batch {
         match item {
             Outbound::Message(message) => {
-                outbox.taken(&message);
                 if message.is_text() || message.is_binary() {
                     traffic.sent(message.len());
                 }
@@ -319,7 +321,6 @@ where
                 return Ok(true);
             }
         }
-        next = outbox.queue.try_recv().ok();
     }
     sink.flush().await?;
     Ok(false)

@@ -7,23 +7,76 @@ use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::AppState;
+use crate::connections::ConnectionId;
 use crate::connections::Reservation;
 use crate::isolate::{HandlerSlot, IsolateEvent, SocketHome, Target};
-use crate::outbox::outbox;
+use crate::outbox::{outbox, OutboxReader};
 use crate::socket::{pump, Incoming, Peer, PumpOptions};
 
-/// An upgrade that was accepted: everything its connection needs but the socket.
+/// An upgrade that was accepted: the connection is registered (its id is given in the order
+/// upgrades are answered, and it can be sent to at once); only its socket is still to come.
 pub struct AcceptedUpgrade {
-    pub state: AppState,
-    pub endpoint: Arc<str>,
-    pub peer: SocketAddr,
-    pub handler: Arc<HandlerSlot>,
+    state: AppState,
+    id: ConnectionId,
+    queue: OutboxReader,
+    endpoint: Arc<str>,
+    peer: SocketAddr,
+    handler: Arc<HandlerSlot>,
     /// What the endpoint's `onUpgrade` attached, as JSON.
-    pub data: Option<String>,
+    data: Option<String>,
     /// The connection's place in the connection limits, held until it closes.
-    pub slot: Reservation,
+    _slot: Reservation,
     /// The handler's isolate thread, when the connection runs there.
-    pub home: Option<SocketHome>,
+    home: Option<SocketHome>,
+}
+
+impl AcceptedUpgrade {
+    /// Registers the connection, before the upgrade is answered.
+    pub fn register(
+        state: AppState,
+        endpoint: Arc<str>,
+        peer: SocketAddr,
+        handler: Arc<HandlerSlot>,
+        data: Option<String>,
+        slot: Reservation,
+    ) -> Self {
+        let (sender, queue) = outbox(state.limits.send_queue);
+        let id = state
+            .connections
+            .register(endpoint.clone(), peer, data.clone(), sender);
+        let home = handler.socket_home();
+        if home.as_ref().is_some_and(|home| !home.adopt(id)) {
+            let _ = state.connections.close(id, 1001, "handler unloaded".into());
+        }
+        Self {
+            state,
+            id,
+            queue,
+            endpoint,
+            peer,
+            handler,
+            data,
+            _slot: slot,
+            home,
+        }
+    }
+
+    /// Where the connection's socket is best driven.
+    pub fn home(&self) -> Option<&SocketHome> {
+        self.home.as_ref()
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The upgrade did not complete: the connection never opened.
+    pub fn abandon(self) {
+        self.state.connections.remove(self.id);
+        if let Some(home) = &self.home {
+            home.release(self.id);
+        }
+    }
 }
 
 /// Serves one upgraded connection until it closes.
@@ -33,23 +86,19 @@ where
 {
     let AcceptedUpgrade {
         state,
+        id,
+        queue,
         endpoint,
         peer,
         handler,
         data,
-        slot: _slot,
+        _slot,
         home,
     } = accepted;
     let limits = &state.limits;
-    let (sender, queue) = outbox(limits.send_queue);
-    let id = state
-        .connections
-        .register(endpoint.clone(), peer, data.clone(), sender);
+    tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
     let target = Target::Connection(id);
     tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
-    if home.as_ref().is_some_and(|home| !home.adopt(id)) {
-        let _ = state.connections.close(id, 1001, "handler unloaded".into());
-    }
     if handler
         .deliver(IsolateEvent::Open {
             target,

@@ -122,51 +122,35 @@ pub async fn upgrade(
         .options
         .max_message_size
         .unwrap_or(state.limits.max_message_size);
-    let home = handler.socket_home();
-    let task = state.tasks.track_future({
-        let state = state.clone();
-        let home = home.clone();
-        async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(%peer, "upgrade failed: {error}");
-                    return;
-                }
-            };
-            let config = Some(websocket_config(max_message_size));
-            let accepted = super::AcceptedUpgrade {
-                state,
-                endpoint: endpoint_name,
-                peer,
-                handler,
-                data,
-                slot,
-                home,
-            };
-            match adopt_upgraded(upgraded) {
-                Ok(UpgradedSocket::Tcp(stream, already_read)) => {
-                    let socket = WebSocketStream::from_partially_read(
-                        stream,
-                        already_read,
-                        Role::Server,
-                        config,
-                    )
-                    .await;
-                    super::serve_connection(socket, accepted).await
-                }
-                Ok(UpgradedSocket::Other(upgraded)) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        config,
-                    )
-                    .await;
-                    super::serve_connection(socket, accepted).await
-                }
-                Err(error) => {
-                    tracing::warn!(endpoint = %accepted.endpoint, %peer, "connection lost while moving it to its handler's thread: {error}");
-                }
+    let accepted =
+        super::AcceptedUpgrade::register(state.clone(), endpoint_name, peer, handler, data, slot);
+    let home = accepted.home().cloned();
+    let task = state.tasks.track_future(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%peer, "upgrade failed: {error}");
+                accepted.abandon();
+                return;
+            }
+        };
+        let config = Some(websocket_config(max_message_size));
+        match adopt_upgraded(upgraded) {
+            Ok(UpgradedSocket::Tcp(stream, already_read)) => {
+                let socket =
+                    WebSocketStream::from_partially_read(stream, already_read, Role::Server, config)
+                        .await;
+                super::serve_connection(socket, accepted).await
+            }
+            Ok(UpgradedSocket::Other(upgraded)) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                        .await;
+                super::serve_connection(socket, accepted).await
+            }
+            Err(error) => {
+                tracing::warn!(endpoint = accepted.endpoint(), %peer, "connection lost while moving it to its handler's thread: {error}");
+                accepted.abandon();
             }
         }
     });
