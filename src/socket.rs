@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker};
 use futures_util::{Sink, SinkExt, Stream};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -170,6 +171,15 @@ where
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
+                    Some(Err(error)) if peer_went_away(&error) => {
+                        // Not a protocol fault to answer with a close code: the peer left without
+                        // a close frame. onError hears why; onClose gets 1006.
+                        tracing::debug!("{kind} {id} ({name}, {address}): the peer went away: {error}");
+                        if handler_alive {
+                            let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
+                        }
+                        break;
+                    }
                     Some(Err(error)) => {
                         let (code, reason) = close_code_for(&error);
                         tracing::warn!("{kind} {id} ({name}, {address}): closing with {code}: {error}");
@@ -278,6 +288,19 @@ impl ReadWake {
 fn await_close_answer(deadline: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
     deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
     true
+}
+
+/// Whether a read error means the peer dropped the connection (reset, or closed it mid-frame).
+fn peer_went_away(error: &WsError) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
+        WsError::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 /// The close code RFC 6455 asks for when reading failed with `error`.

@@ -146,6 +146,30 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
 }
 
 #[tokio::test]
+async fn a_peer_that_resets_its_connection_gets_on_error_then_on_close_1006() {
+    let ws = Workspace::new();
+    ws.endpoint("e", "e", "e/h").write(
+        "e/h.js",
+        r#"let watcher = null;
+           const events = [];
+           exports.onMessage = (m, conn) => { if (m === "watch") { watcher = conn; return "watching"; } };
+           exports.onError = (e, conn) => { if (conn !== watcher) events.push("error"); };
+           exports.onClose = (conn, event) => {
+             if (conn === watcher) return;
+             events.push(`close ${event.code} ${event.wasClean}`);
+             watcher.send(JSON.stringify(events));
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut watcher = server.connect("e").await;
+    assert_eq!(ask(&mut watcher, "watch").await, "watching");
+    let reset = raw_upgrade(&server.address, "e").await;
+    reset.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(reset);
+    assert_eq!(next_text(&mut watcher).await, r#"["error","close 1006 false"]"#);
+}
+
+#[tokio::test]
 async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
     let ws = echo_workspace();
     let server = Server::start(ws.path());
