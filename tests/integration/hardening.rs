@@ -164,7 +164,7 @@ async fn a_peer_that_resets_its_connection_gets_on_error_then_on_close_1006() {
     let mut watcher = server.connect("e").await;
     assert_eq!(ask(&mut watcher, "watch").await, "watching");
     let reset = raw_upgrade(&server.address, "e").await;
-    reset.set_linger(Some(Duration::ZERO)).unwrap();
+    reset.set_zero_linger().unwrap();
     drop(reset);
     assert_eq!(next_text(&mut watcher).await, r#"["error","close 1006 false"]"#);
 }
