@@ -162,6 +162,8 @@ def main():
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -171,7 +173,7 @@ def main():
     order = ["switchboard", "rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:
         order = ["switchboard", "rust-echo"]
-        options.duration, options.warmup, options.idle = 1.0, 0.3, 200
+        options.duration, options.warmup, options.idle, options.repeat = 1.0, 0.3, 200, 1
     if options.only:
         order = [n for n in order if n in options.only.split(",")]
     available = servers.available()
@@ -181,8 +183,9 @@ def main():
         print(f"skipping {name}: {why}", file=sys.stderr)
 
     results = {}  # scenario -> server -> json
+    rounds_of = {}  # scenario -> server -> [json], when repeated
 
-    def measure(scenario, name, arguments, broadcast=False, timeout=120):
+    def measure(scenario, name, arguments, broadcast=False, timeout=120, keep=True):
         """Starts `name`, runs the generator with arguments(url, process), stops the server."""
         try:
             process, url = start(servers, name, broadcast)
@@ -195,21 +198,31 @@ def main():
                 result = {"error": str(error)}
             finally:
                 stop(process)
-        results.setdefault(scenario, {})[name] = result
+        rounds_of.setdefault(scenario, {}).setdefault(name, []).append(result)
+        if keep:
+            results.setdefault(scenario, {})[name] = result
         print(f"{scenario:<26} {name:<12} {summary(result)}", file=sys.stderr)
 
-    for scenario, params in ECHO_SCENARIOS:
-        for name in names:
-            measure(scenario, name, lambda url, _: [
-                "--url", url, "--mode", "echo", "--connections", str(params["connections"]),
-                "--size", str(params["size"]), "--window", "1", "--duration", str(options.duration),
-                "--warmup", str(options.warmup)])
+    def repeated(scenario, name, arguments, **kwargs):
+        measure(scenario, name, arguments, keep=False, **kwargs)
 
-    receivers, rounds = (50, 20) if options.smoke else (1000, 200)
-    for name in names:
-        measure("broadcast to 1,000 conns", name, lambda url, _: [
-            "--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(rounds),
-            "--size", "32"], broadcast=True, timeout=300)
+    # Figures move between runs on a shared machine (by up to a third for the same binary), so
+    # each scenario runs `repeat` rounds with the servers interleaved, and the median counts.
+    receivers, broadcast_rounds = (50, 20) if options.smoke else (1000, 200)
+    for _ in range(options.repeat):
+        for scenario, params in ECHO_SCENARIOS:
+            for name in names:
+                repeated(scenario, name, lambda url, _: [
+                    "--url", url, "--mode", "echo", "--connections", str(params["connections"]),
+                    "--size", str(params["size"]), "--window", "1", "--duration", str(options.duration),
+                    "--warmup", str(options.warmup)])
+        for name in names:
+            repeated("broadcast to 1,000 conns", name, lambda url, _: [
+                "--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(broadcast_rounds),
+                "--size", "32"], broadcast=True, timeout=300)
+    for scenario, by_server in rounds_of.items():
+        for name, runs in by_server.items():
+            results.setdefault(scenario, {})[name] = median_round(runs)
 
     for name in names:
         measure(f"{options.idle:,} idle conns", name, lambda url, process: [
@@ -230,6 +243,18 @@ def main():
             sys.exit("smoke run failed: " + "; ".join(failed))
         return
     write_results(results, skipped)
+
+
+def median_round(runs):
+    """The run with the median headline figure, with every round's figure beside it."""
+    good = [r for r in runs if "error" not in r]
+    if len(good) < len(runs):
+        return next(r for r in runs if "error" in r)
+    ordered = sorted(good, key=lambda r: figure(r)[0])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        chosen["runs"] = [round(figure(r)[0], 1) for r in runs]
+    return chosen
 
 
 def server_pid(process):
@@ -256,6 +281,8 @@ def summary(result):
         return "FAILED: " + result["error"]
     value, unit = figure(result)
     extra = ""
+    if "runs" in result:
+        extra += f" (median of {', '.join(f'{v:,.0f}' for v in result['runs'])})"
     if result.get("mode") == "echo":
         lat = result["latency_ms"]
         extra = f", {result['mb_per_second']:.1f} MB/s, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms"
@@ -270,7 +297,8 @@ def write_results(results, skipped):
     (RESULTS / "results.json").write_text(json.dumps({"date": stamp, "results": results, "skipped": skipped}, indent=1))
     lines = [f"# Benchmark results ({stamp})", "",
              f"Machine: {machine()}. Each server pinned to core 0, the load generator (bench/loadgen.rs) to core 1; "
-             "one message in flight per connection; every echo checked.", "",
+             "one message in flight per connection; every echo checked. Echo and broadcast: the median of "
+             "the rounds shown (servers interleaved round by round).", "",
              "Command: `bench/run.sh`", ""]
     for name, why in skipped.items():
         lines.append(f"- {name} not measured: {why}")
