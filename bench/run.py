@@ -281,13 +281,13 @@ def summary(result):
         return "FAILED: " + result["error"]
     value, unit = figure(result)
     extra = ""
-    if "runs" in result:
-        extra += f" (median of {', '.join(f'{v:,.0f}' for v in result['runs'])})"
     if result.get("mode") == "echo":
         lat = result["latency_ms"]
         extra = f", {result['mb_per_second']:.1f} MB/s, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms"
     if result.get("mode") == "broadcast":
         extra = f", fan-out mean {result['fanout_ms']['mean']:.2f} ms, p99 {result['fanout_ms']['p99']:.2f} ms"
+    if "runs" in result:
+        extra += f"; median of {', '.join(f'{v:,.0f}' for v in result['runs'])}"
     return f"{value:,.1f} {unit}{extra}"
 
 
