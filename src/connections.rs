@@ -17,7 +17,7 @@ use crate::outbox::{Outbox, PushError};
 /// Identifies one connection for the life of the process; never reused.
 pub type ConnectionId = u64;
 
-/// The network side's handle on one connection.
+/// The registry's handle on one connection.
 #[derive(Debug)]
 pub struct ConnectionEntry {
     /// The endpoint the connection was upgraded on.
@@ -30,7 +30,7 @@ pub struct ConnectionEntry {
     pub data: Option<String>,
     /// Topics the connection subscribed to.
     pub topics: std::collections::BTreeSet<String>,
-    /// The writer task's queue.
+    /// The queue its pump writes from.
     outbox: Outbox,
 }
 

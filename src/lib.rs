@@ -2,9 +2,9 @@
 //!
 //! Data flows one way: the [`workspace`] is scanned into an [`workspace::EndpointRegistry`]; the
 //! [`server`] accepts upgrades for its endpoints; each handler module runs in its own
-//! [`isolate`]; the [`api`] ops send back through the [`connections`] registry. Outbound [`clients`] are
-//! owned by the network side too; [`socket`] pumps both kinds of socket. [`app`] wires
-//! them together for the command line.
+//! [`isolate`], whose thread also drives that handler's connections; the [`api`] ops send back
+//! through the [`connections`] registry. Outbound [`clients`] are driven by the network side;
+//! [`socket`] pumps both kinds of socket. [`app`] wires them together for the command line.
 
 pub mod api;
 pub mod app;

@@ -1,5 +1,6 @@
 //! Everything that touches deno_core: one isolate per handler module, each on its own OS thread
-//! with its own current-thread tokio runtime; module loading; pushing events into JavaScript.
+//! with its own current-thread tokio runtime, which also drives the sockets of the handler's
+//! connections (see [`SocketHome`]); module loading; pushing events into JavaScript.
 //!
 //! Events reach an isolate through a bounded channel. The isolate's thread drains every waiting
 //! event per wake-up and calls the JS dispatcher directly for each (a direct call costs far less
@@ -165,7 +166,7 @@ pub struct Services {
     pub connections: Arc<ConnectionRegistry>,
     /// Outbound clients.
     pub clients: Arc<ClientRegistry>,
-    /// The network side's runtime: sockets are driven there, never on an isolate's thread.
+    /// The network side's runtime: outbound clients' sockets are driven there.
     pub network: tokio::runtime::Handle,
     /// Where a client's events go: the isolate of the client's handler.
     pub isolates: Weak<IsolateHost>,

@@ -166,7 +166,10 @@ async fn a_peer_that_resets_its_connection_gets_on_error_then_on_close_1006() {
     let reset = raw_upgrade(&server.address, "e").await;
     reset.set_zero_linger().unwrap();
     drop(reset);
-    assert_eq!(next_text(&mut watcher).await, r#"["error","close 1006 false"]"#);
+    assert_eq!(
+        next_text(&mut watcher).await,
+        r#"["error","close 1006 false"]"#
+    );
 }
 
 #[tokio::test]
