@@ -72,10 +72,15 @@ impl AcceptedUpgrade {
 
     /// The upgrade did not complete: the connection never opened.
     pub fn abandon(self) {
-        self.state.connections.remove(self.id);
-        if let Some(home) = &self.home {
-            home.release(self.id);
-        }
+        unregister(&self.state, self.home.as_ref(), self.id);
+    }
+}
+
+/// Takes a connection out of the registry and out of its isolate's set.
+fn unregister(state: &AppState, home: Option<&SocketHome>, id: ConnectionId) {
+    state.connections.remove(id);
+    if let Some(home) = home {
+        home.release(id);
     }
 }
 
@@ -138,10 +143,7 @@ where
         || {},
     )
     .await;
-    if let Some(home) = &home {
-        home.release(id);
-    }
-    state.connections.remove(id);
+    unregister(&state, home.as_ref(), id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
     let _ = handler
         .deliver(IsolateEvent::Close {
