@@ -64,7 +64,7 @@ struct Queue {
     /// The pump is gone: nothing can be sent any more.
     reader_gone: bool,
     /// The sending side is gone: the pump closes the socket.
-    writer_gone: bool,
+    sender_gone: bool,
 }
 
 #[derive(Debug, Default)]
@@ -108,7 +108,7 @@ pub enum Taken {
     /// These, in order (the queue's whole content).
     Batch(VecDeque<Outbound>),
     /// The sending side is gone.
-    WriterGone,
+    SenderGone,
 }
 
 /// A new queue with these bounds.
@@ -174,7 +174,7 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.shared.queue.lock().writer_gone = true;
+        self.shared.queue.lock().sender_gone = true;
         self.shared.pump.wake();
     }
 }
@@ -215,7 +215,7 @@ impl OutboxReader {
             queue.bytes = 0;
             return Some(Taken::Batch(std::mem::take(&mut queue.items)));
         }
-        queue.writer_gone.then_some(Taken::WriterGone)
+        queue.sender_gone.then_some(Taken::SenderGone)
     }
 }
 
@@ -279,7 +279,7 @@ mod tests {
         assert!(matches!(&batch[0], Outbound::Message(m) if m.to_text().unwrap() == "last"));
         assert!(matches!(&batch[1], Outbound::Close { code: 1000, .. }));
         drop(sender);
-        assert!(matches!(take(&reader), Some(Taken::WriterGone)));
+        assert!(matches!(take(&reader), Some(Taken::SenderGone)));
     }
 
     #[test]

@@ -123,7 +123,7 @@ where
                         }
                         continue;
                     }
-                    Taken::WriterGone => {
+                    Taken::SenderGone => {
                         // The sending side is gone (the connection was unregistered).
                         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.close()).await;
                         close_sent = await_close_answer(close_deadline.as_mut());

@@ -11,17 +11,17 @@ mod runtime;
 mod watchdog;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use std::future::Future;
-use tokio_util::task::TaskTracker;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::task::TaskTracker;
 
 use crate::clients::{ClientId, ClientRegistry};
 use crate::connections::{ConnectionId, ConnectionRegistry};
