@@ -116,7 +116,7 @@ where
             taken = poll_fn(|cx| outbox.poll_take(cx)), if !close_sent => {
                 let written = match taken {
                     Taken::CloseNow(code, reason) => {
-                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
+                        send_close(&mut socket, code, reason).await;
                         close_sent = await_close_answer(close_deadline.as_mut());
                         if read_failed {
                             break;
@@ -135,7 +135,7 @@ where
                         biased;
                         written = write_batch(&mut socket, batch, &traffic) => written,
                         (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
-                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(close_message(code, reason))).await;
+                            send_close(&mut socket, code, reason).await;
                             Ok(true)
                         }
                     },
@@ -220,11 +220,7 @@ where
     }
     if !close_sent && !read_failed {
         // The peer ended the connection first; a close frame is owed if it did not send one.
-        let _ = tokio::time::timeout(
-            CLOSE_HANDSHAKE_TIMEOUT,
-            socket.send(close_message(1000, String::new())),
-        )
-        .await;
+        send_close(&mut socket, 1000, String::new()).await;
     }
     ending.unwrap_or_else(Ending::abnormal)
 }
@@ -284,8 +280,20 @@ impl ReadWake {
     }
 }
 
+/// Sends a close frame, giving up after the close handshake's time (a peer that stopped reading).
+async fn send_close<S>(socket: &mut Pin<&mut S>, code: u16, reason: String)
+where
+    S: Sink<Message, Error = WsError>,
+{
+    let _ = tokio::time::timeout(
+        CLOSE_HANDSHAKE_TIMEOUT,
+        socket.send(close_message(code, reason)),
+    )
+    .await;
+}
+
 /// Our close frame is out: the peer has the close handshake's time to answer. Returns true.
-fn await_close_answer(deadline: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+fn await_close_answer(deadline: Pin<&mut tokio::time::Sleep>) -> bool {
     deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
     true
 }
