@@ -185,6 +185,36 @@ async fn binary_frames_arrive_as_uint8array_and_echo_back() {
     assert_eq!(next_message(&mut client).await, Message::binary(back));
 }
 
+/// Text crosses into JS and back through the engine's string conversions, which have separate
+/// paths for ASCII and for wider text; a reply that is a new string takes the read-back path.
+#[tokio::test]
+async fn text_of_every_width_reaches_js_and_comes_back_intact() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "text", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => `${m.length}|${[...m].length}|${m.toUpperCase()}`;"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("text").await;
+    let big_ascii = "abc".repeat(6_000);
+    let big_wide = format!("{}é日😀", "x".repeat(20_000));
+    let cases = [
+        "",
+        "plain ascii",
+        "latin-1: héllo wörld",
+        "bmp: 日本語",
+        "astral: 😀 and 𝄞",
+        &big_ascii,
+        &big_wide,
+    ];
+    for text in cases {
+        let utf16_units = text.encode_utf16().count();
+        let code_points = text.chars().count();
+        let expected = format!("{utf16_units}|{code_points}|{}", text.to_uppercase());
+        assert_eq!(ask(&mut client, text).await, expected, "for {:.40}", text);
+    }
+}
+
 #[tokio::test]
 async fn event_context_functions_inside_and_outside_events() {
     let ws = Workspace::new();
