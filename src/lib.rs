@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod clients;
 pub mod connections;
+pub mod direct;
 pub mod isolate;
 pub mod lifecycle;
 pub mod limits;

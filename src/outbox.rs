@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::direct::{self, Attempt};
 
 /// What the pump of a socket is asked to do.
 #[derive(Debug)]
@@ -26,6 +29,9 @@ pub enum Outbound {
         code: u16,
         reason: String,
     },
+    /// The rest of a frame that was partly written directly (see `direct`): it goes out first,
+    /// as raw bytes.
+    Raw(Bytes),
 }
 
 /// Why a message was not queued.
@@ -72,10 +78,17 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Set once a close is queued or requested: later messages are refused.
     closing: AtomicBool,
+    /// Set while the pump takes direct writes on its own thread.
+    direct: AtomicBool,
     pump: AtomicWaker,
 }
 
 impl Shared {
+    /// Names this queue to `direct` for as long as it lives.
+    fn key(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
     fn close_now(&self, code: u16, reason: String) {
         self.closing.store(true, Ordering::Release);
         let mut queue = self.queue.lock();
@@ -103,8 +116,9 @@ pub struct OutboxReader {
 /// What the pump takes from the queue.
 #[derive(Debug)]
 pub enum Taken {
-    /// Close at once with this code and reason; whatever is queued is dropped.
-    CloseNow(u16, String),
+    /// Close at once with this code and reason; whatever is queued is dropped, except the rest
+    /// of a frame already partly written (it must be finished before the close frame).
+    CloseNow(u16, String, Option<Bytes>),
     /// These, in order (the queue's whole content).
     Batch(VecDeque<Outbound>),
     /// The sending side is gone.
@@ -140,6 +154,18 @@ impl Outbox {
             drop(queue);
             self.shared.close_now(1008, "send queue full".into());
             return Err(PushError::Full);
+        }
+        if queue.items.is_empty() && self.shared.direct.load(Ordering::Acquire) {
+            match direct::try_write(self.shared.key(), &message) {
+                Attempt::Written => return Ok(()),
+                Attempt::Partly(rest) => {
+                    queue.items.push_back(Outbound::Raw(rest));
+                    drop(queue);
+                    self.shared.pump.wake();
+                    return Ok(());
+                }
+                Attempt::NotNow => {}
+            }
         }
         queue.items.push_back(Outbound::Message(message));
         queue.bytes += size;
@@ -180,6 +206,18 @@ impl Drop for Outbox {
 }
 
 impl OutboxReader {
+    /// Lets the sending side write to the socket directly on the pump's thread, through the
+    /// registration this returns (see `direct`).
+    pub fn direct_writer(
+        &self,
+        fd: std::os::fd::RawFd,
+        traffic: Arc<crate::stats::Traffic>,
+    ) -> direct::DirectWriter {
+        let writer = direct::DirectWriter::register(self.shared.key(), fd, traffic);
+        self.shared.direct.store(true, Ordering::Release);
+        writer
+    }
+
     /// Closes at once, ahead of anything still queued (the first request's code wins).
     pub fn close_now(&self, code: u16, reason: String) {
         self.shared.close_now(code, reason);
@@ -209,7 +247,11 @@ impl OutboxReader {
     fn take(&self) -> Option<Taken> {
         let mut queue = self.shared.queue.lock();
         if let Some((code, reason)) = &queue.close_now {
-            return Some(Taken::CloseNow(*code, reason.clone()));
+            let unfinished = match queue.items.front() {
+                Some(Outbound::Raw(rest)) => Some(rest.clone()),
+                _ => None,
+            };
+            return Some(Taken::CloseNow(*code, reason.clone(), unfinished));
         }
         if !queue.items.is_empty() {
             queue.bytes = 0;
@@ -249,7 +291,10 @@ mod tests {
         assert_eq!(sender.push(Message::text("b")), Ok(()));
         assert_eq!(sender.push(Message::text("c")), Err(PushError::Full));
         assert_eq!(sender.push(Message::text("d")), Err(PushError::Closing));
-        assert!(matches!(take(&reader), Some(Taken::CloseNow(1008, _))));
+        assert!(matches!(
+            take(&reader),
+            Some(Taken::CloseNow(1008, _, None))
+        ));
     }
 
     #[test]

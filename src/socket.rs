@@ -13,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker};
 use futures_util::{Sink, SinkExt, Stream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -62,6 +64,36 @@ pub struct PumpOptions {
     pub traffic: Arc<Traffic>,
 }
 
+/// The plain TCP stream under a WebSocket, when there is one: its descriptor takes direct writes
+/// (see `direct`), and the rest of a frame written that way goes to it as raw bytes.
+pub trait TcpUnder {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream>;
+}
+
+impl TcpUnder for tokio_tungstenite::WebSocketStream<TcpStream> {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
+        Some(self.get_mut())
+    }
+}
+
+impl<S> TcpUnder for tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<S>> {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl TcpUnder for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl<T: TcpUnder + Unpin> TcpUnder for Pin<&mut T> {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
+        self.as_mut().get_mut().tcp_under()
+    }
+}
+
 /// Who the socket is, for log lines.
 pub struct Peer<'a> {
     pub kind: &'static str,
@@ -84,7 +116,7 @@ pub async fn pump<S>(
     on_closing: impl Fn(),
 ) -> Ending
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError>,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + TcpUnder + Unpin,
 {
     let Peer {
         kind,
@@ -110,13 +142,27 @@ where
     tokio::pin!(close_deadline);
     let mut ending = None;
     let read_wake = ReadWake::new();
+    // Direct writes may start only while nothing of ours is half written: after a flush that
+    // completed, and not once a ping (whose pong tungstenite owes) or a close has been read.
+    let mut writes_flushed = true;
+    let direct = socket
+        .tcp_under()
+        .map(|tcp| outbox.direct_writer(std::os::fd::AsRawFd::as_raw_fd(tcp), traffic.clone()));
     loop {
+        if let Some(direct) = &direct {
+            direct.set_idle(writes_flushed && !close_sent && !read_failed && ending.is_none());
+        }
         tokio::select! {
             biased;
             taken = poll_fn(|cx| outbox.poll_take(cx)), if !close_sent => {
+                if let Some(direct) = &direct {
+                    direct.set_idle(false);
+                }
+                writes_flushed = false;
                 let written = match taken {
-                    Taken::CloseNow(code, reason) => {
-                        send_close(&mut socket, code, reason).await;
+                    Taken::CloseNow(code, reason, unfinished) => {
+                        let mut raw = unfinished.unwrap_or_default();
+                        finish_then_close(&mut socket, &mut raw, code, reason).await;
                         close_sent = await_close_answer(close_deadline.as_mut());
                         if read_failed {
                             break;
@@ -131,17 +177,29 @@ where
                     }
                     // A write that cannot proceed (the peer stopped reading) is overtaken by a
                     // close request.
-                    Taken::Batch(batch) => tokio::select! {
-                        biased;
-                        written = write_batch(&mut socket, batch, &traffic) => written,
-                        (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
-                            send_close(&mut socket, code, reason).await;
-                            Ok(true)
+                    Taken::Batch(mut batch) => {
+                        // The rest of a frame written directly, kept here so that a close that
+                        // overtakes the batch can finish it first.
+                        let mut raw = match batch.front() {
+                            Some(Outbound::Raw(rest)) => {
+                                let rest = rest.clone();
+                                batch.pop_front();
+                                rest
+                            }
+                            _ => Bytes::new(),
+                        };
+                        tokio::select! {
+                            biased;
+                            written = write_batch(&mut socket, &mut raw, batch, &traffic) => written,
+                            (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
+                                finish_then_close(&mut socket, &mut raw, code, reason).await;
+                                Ok(true)
+                            }
                         }
-                    },
+                    }
                 };
                 match written {
-                    Ok(false) => {}
+                    Ok(false) => writes_flushed = true,
                     Ok(true) => close_sent = await_close_answer(close_deadline.as_mut()),
                     Err(error) => {
                         tracing::debug!("{kind} {id} ({address}): write failed: {error}");
@@ -167,6 +225,10 @@ where
                             Some(frame) => Ending { code: frame.code.into(), reason: frame.reason.to_string(), was_clean: true },
                             None => Ending { code: 1005, reason: String::new(), was_clean: true },
                         });
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_))) => {
+                        writes_flushed = false;
                         continue;
                     }
                     Some(Ok(_)) => continue,
@@ -202,14 +264,22 @@ where
                 }
             }
             _ = ticks.tick(), if keepalive.is_some() && !close_sent => {
+                if let Some(direct) = &direct {
+                    direct.set_idle(false);
+                }
+                writes_flushed = false;
                 let limit = keepalive.map_or(Duration::MAX, |(every, timeout)| every + timeout);
                 if last_heard.elapsed() >= limit {
                     tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
                     let reason = "no answer to ping".to_string();
                     outbox.close_now(1001, reason.clone());
                     ending = Some(Ending { code: 1001, reason, was_clean: false });
-                } else if tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await.is_err() {
-                    tracing::debug!("{kind} {id} ({address}): a ping could not be written in time");
+                } else {
+                    match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => writes_flushed = true,
+                        Ok(Err(_)) => {}
+                        Err(_) => tracing::debug!("{kind} {id} ({address}): a ping could not be written in time"),
+                    }
                 }
             }
             () = &mut close_deadline, if close_sent => {
@@ -218,6 +288,8 @@ where
             }
         }
     }
+    // Unregistered before the socket closes, so no direct write can reach a reused descriptor.
+    drop(direct);
     if !close_sent && !read_failed {
         // The peer ended the connection first; a close frame is owed if it did not send one.
         send_close(&mut socket, 1000, String::new()).await;
@@ -292,6 +364,18 @@ where
     .await;
 }
 
+/// Finishes a frame that was partly written directly, then sends a close frame; a close frame
+/// after a frame cut short would garble both, so none is sent if the frame cannot be finished.
+async fn finish_then_close<S>(socket: &mut Pin<&mut S>, raw: &mut Bytes, code: u16, reason: String)
+where
+    S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
+{
+    let finished = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, write_raw(socket, raw)).await;
+    if matches!(finished, Ok(Ok(()))) {
+        send_close(socket, code, reason).await;
+    }
+}
+
 /// Our close frame is out: the peer has the close handshake's time to answer. Returns true.
 fn await_close_answer(deadline: Pin<&mut tokio::time::Sleep>) -> bool {
     deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
@@ -333,14 +417,23 @@ pub fn truncate_reason(reason: &str) -> String {
 /// Feeds the batch, then flushes. Returns true after a close frame (the rest is not sent).
 async fn write_batch<S>(
     sink: &mut S,
+    raw: &mut Bytes,
     batch: VecDeque<Outbound>,
     traffic: &Traffic,
 ) -> Result<bool, WsError>
 where
-    S: Sink<Message, Error = WsError> + Unpin,
+    S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
 {
+    write_raw(sink, raw).await?;
     for item in batch {
         match item {
+            // Only ever first in a batch (taken out by the caller): direct writes happen while
+            // nothing is queued, and not again until the batch is flushed.
+            Outbound::Raw(_) => {
+                return Err(WsError::Io(std::io::Error::other(
+                    "the rest of a directly written frame behind other messages",
+                )))
+            }
             Outbound::Message(message) => {
                 if message.is_text() || message.is_binary() {
                     traffic.sent(message.len());
@@ -355,6 +448,20 @@ where
     }
     sink.flush().await?;
     Ok(false)
+}
+
+/// Writes the rest of a directly written frame; `raw` keeps what is left if this is cancelled.
+async fn write_raw<S: TcpUnder>(socket: &mut S, raw: &mut Bytes) -> Result<(), WsError> {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    let tcp = socket.tcp_under().ok_or_else(|| {
+        WsError::Io(std::io::Error::other(
+            "the rest of a directly written frame for a socket without direct writes",
+        ))
+    })?;
+    tcp.write_all_buf(raw).await?;
+    Ok(())
 }
 
 fn close_message(code: u16, reason: String) -> Message {

@@ -11,7 +11,7 @@ use crate::connections::ConnectionId;
 use crate::connections::Reservation;
 use crate::isolate::{HandlerSlot, IsolateEvent, SocketHome, Target};
 use crate::outbox::{outbox, OutboxReader};
-use crate::socket::{pump, Incoming, Peer, PumpOptions};
+use crate::socket::{pump, Incoming, Peer, PumpOptions, TcpUnder};
 
 /// An upgrade that was accepted: the connection is registered (its id is given in the order
 /// upgrades are answered, and it can be sent to at once); only its socket is still to come.
@@ -87,7 +87,12 @@ fn unregister(state: &AppState, home: Option<&SocketHome>, id: ConnectionId) {
 /// Serves one upgraded connection until it closes.
 pub async fn serve_connection<S>(socket: S, accepted: AcceptedUpgrade)
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + 'static,
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + TcpUnder
+        + Unpin
+        + Send
+        + 'static,
 {
     let AcceptedUpgrade {
         state,
@@ -101,7 +106,6 @@ where
         home,
     } = accepted;
     let limits = &state.limits;
-    tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
     let target = Target::Connection(id);
     tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
     if handler

@@ -164,6 +164,46 @@ async fn replies_by_return_value_and_conn_send() {
     assert_eq!(ask(&mut client, "async").await, "later");
 }
 
+/// The handler's sends are written to the socket at once when it can take them; a message larger
+/// than the socket's send buffer (4 MiB at most on Linux) is taken only in part, and the rest
+/// must still arrive whole, before anything sent after it.
+#[tokio::test]
+async fn a_message_larger_than_the_socket_buffer_arrives_whole_and_before_later_ones() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "big", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onMessage = (m, conn) => {
+          const size = Number(m);
+          conn.send("x".repeat(size));
+          conn.send(new Uint8Array(size).fill(7));
+          for (let i = 0; i < 50; i++) conn.send(`after ${i}`);
+          return "done";
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("big").await;
+    let size = 8 << 20;
+    send_text(&mut client, &size.to_string()).await;
+    let text = next_text(&mut client).await;
+    assert!(
+        text.len() == size && text.bytes().all(|b| b == b'x'),
+        "text of {} bytes",
+        text.len()
+    );
+    match next_message(&mut client).await {
+        Message::Binary(data) => assert!(data.len() == size && data.iter().all(|&b| b == 7)),
+        other => panic!("expected the binary message, got {other:?}"),
+    }
+    for i in 0..50 {
+        assert_eq!(next_text(&mut client).await, format!("after {i}"));
+    }
+    assert_eq!(next_text(&mut client).await, "done");
+    // Small messages still get their answers afterwards.
+    assert_eq!(ask(&mut client, "3").await, "xxx");
+}
+
 #[tokio::test]
 async fn binary_frames_arrive_as_uint8array_and_echo_back() {
     let ws = Workspace::new();
