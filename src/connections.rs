@@ -1,7 +1,8 @@
 //! Every open inbound connection, by id: the one place where isolates find a socket to send to.
 //!
-//! Sockets belong to the server; an isolate only ever holds connection ids. Sending pushes onto
-//! the connection's bounded outbound queue, so a handler's `send` never waits for the network.
+//! Sockets belong to the server; an isolate only ever holds connection ids. Sending goes through
+//! the connection's bounded outbound queue (or straight to the socket, see `direct`), so a
+//! handler's `send` never waits for the network.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

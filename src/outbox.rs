@@ -5,8 +5,9 @@
 //! "send queue full" instead of letting memory grow without bound.
 //!
 //! The socket's pump takes everything queued at once, and only the first message into an empty
-//! queue wakes it: a broadcast to many sockets costs each of them a lock and a push, and each
-//! pump one wake-up per batch.
+//! queue wakes it. When nothing is queued and the pump has registered for direct writes on the
+//! sending thread, a message is written to the socket at once instead (see `direct`): a
+//! broadcast then costs each receiver a lock and a system call, and no pump wake-up.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
