@@ -19,7 +19,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::direct::{self, Attempt};
+use crate::direct::{Attempt, DirectSocket};
 
 /// What the pump of a socket is asked to do.
 #[derive(Debug)]
@@ -72,6 +72,8 @@ struct Queue {
     reader_gone: bool,
     /// The sending side is gone: the pump closes the socket.
     sender_gone: bool,
+    /// The socket, while its pump takes direct writes on its own thread.
+    direct: Option<Arc<DirectSocket>>,
 }
 
 #[derive(Debug, Default)]
@@ -79,17 +81,10 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Set once a close is queued or requested: later messages are refused.
     closing: AtomicBool,
-    /// Set while the pump takes direct writes on its own thread.
-    direct: AtomicBool,
     pump: AtomicWaker,
 }
 
 impl Shared {
-    /// Names this queue to `direct` for as long as it lives.
-    fn key(self: &Arc<Self>) -> usize {
-        Arc::as_ptr(self) as usize
-    }
-
     fn close_now(&self, code: u16, reason: String) {
         self.closing.store(true, Ordering::Release);
         let mut queue = self.queue.lock();
@@ -112,6 +107,27 @@ pub struct Outbox {
 #[derive(Debug)]
 pub struct OutboxReader {
     shared: Arc<Shared>,
+}
+
+/// A socket's registration for direct writes, held by its pump, which drops it before the socket
+/// is closed.
+#[derive(Debug)]
+pub struct DirectWrites {
+    shared: Arc<Shared>,
+    socket: Arc<DirectSocket>,
+}
+
+impl DirectWrites {
+    /// Whether direct writes may happen now; the pump says no before it writes anything itself.
+    pub fn set_idle(&self, idle: bool) {
+        self.socket.set_idle(idle);
+    }
+}
+
+impl Drop for DirectWrites {
+    fn drop(&mut self) {
+        self.shared.queue.lock().direct = None;
+    }
 }
 
 /// What the pump takes from the queue.
@@ -156,17 +172,19 @@ impl Outbox {
             self.shared.close_now(1008, "send queue full".into());
             return Err(PushError::Full);
         }
-        if queue.items.is_empty() && self.shared.direct.load(Ordering::Acquire) {
-            match direct::try_write(self.shared.key(), &message) {
-                Attempt::Written => return Ok(()),
-                Attempt::Partly(rest) => {
-                    queue.items.push_back(Outbound::Raw(rest));
-                    drop(queue);
-                    self.shared.pump.wake();
-                    return Ok(());
-                }
-                Attempt::NotNow => {}
+        let direct = match &queue.direct {
+            Some(socket) if queue.items.is_empty() => socket.try_write(&message),
+            _ => Attempt::NotNow,
+        };
+        match direct {
+            Attempt::Written => return Ok(()),
+            Attempt::Partly(rest) => {
+                queue.items.push_back(Outbound::Raw(rest));
+                drop(queue);
+                self.shared.pump.wake();
+                return Ok(());
             }
+            Attempt::NotNow => {}
         }
         queue.items.push_back(Outbound::Message(message));
         queue.bytes += size;
@@ -207,16 +225,19 @@ impl Drop for Outbox {
 }
 
 impl OutboxReader {
-    /// Lets the sending side write to the socket directly on the pump's thread, through the
-    /// registration this returns (see `direct`).
-    pub fn direct_writer(
+    /// Lets senders on the calling (the pump's) thread write to the socket `fd` directly, until
+    /// the registration this returns is dropped (see `direct`).
+    pub fn direct_writes(
         &self,
         fd: std::os::fd::RawFd,
         traffic: Arc<crate::stats::Traffic>,
-    ) -> direct::DirectWriter {
-        let writer = direct::DirectWriter::register(self.shared.key(), fd, traffic);
-        self.shared.direct.store(true, Ordering::Release);
-        writer
+    ) -> DirectWrites {
+        let socket = Arc::new(DirectSocket::new(fd, traffic));
+        self.shared.queue.lock().direct = Some(socket.clone());
+        DirectWrites {
+            shared: self.shared.clone(),
+            socket,
+        }
     }
 
     /// Closes at once, ahead of anything still queued (the first request's code wins).

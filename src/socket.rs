@@ -147,7 +147,7 @@ where
     let mut writes_flushed = true;
     let direct = socket
         .tcp_under()
-        .map(|tcp| outbox.direct_writer(std::os::fd::AsRawFd::as_raw_fd(tcp), traffic.clone()));
+        .map(|tcp| outbox.direct_writes(std::os::fd::AsRawFd::as_raw_fd(tcp), traffic.clone()));
     loop {
         if let Some(direct) = &direct {
             direct.set_idle(writes_flushed && !close_sent && !read_failed && ending.is_none());
