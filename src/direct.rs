@@ -92,22 +92,24 @@ impl DirectSocket {
         // SAFETY: the outbox drops this registration, under the lock its caller holds, before
         // the pump closes the socket, so the descriptor is the open socket.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        // Counted before the bytes leave, so that a peer holding the message sees it counted.
+        self.traffic.sent(payload.len());
         let sent = socket2::SockRef::from(&fd).send_vectored_with_flags(
             &[IoSlice::new(header), IoSlice::new(payload)],
             libc::MSG_NOSIGNAL,
         );
         match sent {
-            Ok(n) if n == header_len + payload.len() => {
-                self.traffic.sent(payload.len());
-                Attempt::Written
-            }
+            Ok(n) if n == header_len + payload.len() => Attempt::Written,
             Ok(n) => {
                 self.idle.store(false, Ordering::Release);
-                self.traffic.sent(payload.len());
                 Attempt::Partly(remainder(message, header, n))
             }
-            // A full socket waits for the pump; a failed one fails again there, which reports it.
-            Err(_) => Attempt::NotNow,
+            // A full socket waits for the pump (which counts the message when it writes it); a
+            // failed one fails again there, which reports it.
+            Err(_) => {
+                self.traffic.not_sent(payload.len());
+                Attempt::NotNow
+            }
         }
     }
 }

@@ -26,6 +26,12 @@ impl Traffic {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+
+    /// Takes back a [`Traffic::sent`] for a message that was not written after all.
+    pub fn not_sent(&self, bytes: usize) {
+        self.messages_out.fetch_sub(1, Ordering::Relaxed);
+        self.bytes_out.fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds (seconds) of the event latency histogram's buckets.
