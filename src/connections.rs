@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, OutboxHandle, PushError};
 
 /// Identifies one connection for the life of the process; never reused.
 pub type ConnectionId = u64;
@@ -91,10 +92,19 @@ impl Drop for Reservation {
     }
 }
 
+/// The open connections, by id and by endpoint, kept in step under one lock.
+#[derive(Debug, Default)]
+struct Open {
+    by_id: HashMap<ConnectionId, ConnectionEntry>,
+    /// Each endpoint's connections, in a dense map: a broadcast walks only its receivers and
+    /// compares no endpoint names.
+    by_endpoint: HashMap<Arc<str>, IndexMap<ConnectionId, OutboxHandle>>,
+}
+
 /// All open inbound connections.
 #[derive(Debug)]
 pub struct ConnectionRegistry {
-    connections: RwLock<HashMap<ConnectionId, ConnectionEntry>>,
+    connections: RwLock<Open>,
     next_id: AtomicU64,
     /// Connections reserved or open: in total, and per endpoint.
     counts: Mutex<(usize, HashMap<String, usize>)>,
@@ -155,7 +165,12 @@ impl ConnectionRegistry {
         outbox: Outbox,
     ) -> ConnectionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.connections.write().insert(
+        let mut open = self.connections.write();
+        open.by_endpoint
+            .entry(endpoint.clone())
+            .or_default()
+            .insert(id, outbox.handle());
+        open.by_id.insert(
             id,
             ConnectionEntry {
                 endpoint,
@@ -170,7 +185,19 @@ impl ConnectionRegistry {
     }
 
     pub fn remove(&self, id: ConnectionId) {
-        let removed = self.connections.write().remove(&id);
+        let removed = {
+            let mut open = self.connections.write();
+            let removed = open.by_id.remove(&id);
+            if let Some(entry) = &removed {
+                if let Some(of_endpoint) = open.by_endpoint.get_mut(&entry.endpoint) {
+                    of_endpoint.swap_remove(&id);
+                    if of_endpoint.is_empty() {
+                        open.by_endpoint.remove(&entry.endpoint);
+                    }
+                }
+            }
+            removed
+        };
         if let Some(entry) = removed {
             let mut topics = self.topics.write();
             for topic in &entry.topics {
@@ -204,6 +231,7 @@ impl ConnectionRegistry {
         let mut list: Vec<ConnectionInfo> = self
             .connections
             .read()
+            .by_id
             .iter()
             .filter(|(_, entry)| endpoint.is_none_or(|e| &*entry.endpoint == e))
             .map(|(id, entry)| Self::info(*id, entry))
@@ -216,6 +244,7 @@ impl ConnectionRegistry {
     pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
         self.connections
             .read()
+            .by_id
             .get(&id)
             .map(|entry| Self::info(id, entry))
     }
@@ -223,13 +252,16 @@ impl ConnectionRegistry {
     /// Sends one message (built once) to every connection of `endpoint` but those in `except`.
     /// Returns how many got it; a connection whose queue is full is closed with 1008.
     pub fn broadcast(&self, endpoint: &str, message: Message, except: &[ConnectionId]) -> usize {
-        let connections = self.connections.read();
+        let open = self.connections.read();
+        let Some(receivers) = open.by_endpoint.get(endpoint) else {
+            return 0;
+        };
         let mut delivered = 0;
-        for (id, entry) in connections.iter() {
-            if &*entry.endpoint == endpoint
-                && !except.contains(id)
-                && entry.outbox.push(message.clone()).is_ok()
-            {
+        for (index, (id, outbox)) in receivers.iter().enumerate() {
+            if let Some((_, next)) = receivers.get_index(index + 1) {
+                next.prefetch();
+            }
+            if !except.contains(id) && outbox.push_copy(&message).is_ok() {
                 delivered += 1;
             }
         }
@@ -238,8 +270,8 @@ impl ConnectionRegistry {
 
     /// Subscribes a connection to a topic.
     pub fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<(), SendError> {
-        let mut connections = self.connections.write();
-        let entry = connections.get_mut(&id).ok_or(SendError::NotOpen(id))?;
+        let mut open = self.connections.write();
+        let entry = open.by_id.get_mut(&id).ok_or(SendError::NotOpen(id))?;
         entry.topics.insert(topic.to_string());
         self.topics
             .write()
@@ -251,7 +283,7 @@ impl ConnectionRegistry {
 
     /// Unsubscribes a connection from a topic.
     pub fn unsubscribe(&self, id: ConnectionId, topic: &str) {
-        if let Some(entry) = self.connections.write().get_mut(&id) {
+        if let Some(entry) = self.connections.write().by_id.get_mut(&id) {
             entry.topics.remove(topic);
         }
         let mut topics = self.topics.write();
@@ -269,16 +301,16 @@ impl ConnectionRegistry {
         let Some(subscribers) = topics.get(topic) else {
             return 0;
         };
-        let connections = self.connections.read();
+        let open = self.connections.read();
         subscribers
             .iter()
-            .filter_map(|id| connections.get(id))
-            .filter(|entry| entry.outbox.push(message.clone()).is_ok())
+            .filter_map(|id| open.by_id.get(id))
+            .filter(|entry| entry.outbox.push_copy(&message).is_ok())
             .count()
     }
 
     pub fn len(&self) -> usize {
-        self.connections.read().len()
+        self.connections.read().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -288,8 +320,8 @@ impl ConnectionRegistry {
     /// Queues a message without waiting. A full queue means the peer stopped reading: the
     /// connection is closed with 1008 rather than letting memory grow without bound.
     pub fn send(&self, id: ConnectionId, message: Message) -> Result<(), SendError> {
-        let connections = self.connections.read();
-        let entry = connections.get(&id).ok_or(SendError::NotOpen(id))?;
+        let open = self.connections.read();
+        let entry = open.by_id.get(&id).ok_or(SendError::NotOpen(id))?;
         match entry.outbox.push(message) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::NotOpen(id)),
@@ -307,8 +339,8 @@ impl ConnectionRegistry {
 
     /// Asks a connection to close after the messages already queued.
     pub fn close(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), SendError> {
-        let connections = self.connections.read();
-        let entry = connections.get(&id).ok_or(SendError::NotOpen(id))?;
+        let open = self.connections.read();
+        let entry = open.by_id.get(&id).ok_or(SendError::NotOpen(id))?;
         entry
             .outbox
             .close(code, reason)
@@ -317,17 +349,18 @@ impl ConnectionRegistry {
 
     /// Closes every open connection after its queued messages (server shutdown).
     pub fn close_all(&self, code: u16, reason: &str) -> usize {
-        let connections = self.connections.read();
-        for entry in connections.values() {
+        let open = self.connections.read();
+        for entry in open.by_id.values() {
             let _ = entry.outbox.close(code, reason.to_string());
         }
-        connections.len()
+        open.by_id.len()
     }
 
     /// The endpoint a connection was opened on.
     pub fn endpoint_of(&self, id: ConnectionId) -> Option<String> {
         self.connections
             .read()
+            .by_id
             .get(&id)
             .map(|e| e.endpoint.to_string())
     }
@@ -336,18 +369,76 @@ impl ConnectionRegistry {
     pub fn ids_of_endpoint(&self, endpoint: &str) -> Vec<ConnectionId> {
         self.connections
             .read()
-            .iter()
-            .filter(|(_, entry)| &*entry.endpoint == endpoint)
-            .map(|(id, _)| *id)
-            .collect()
+            .by_endpoint
+            .get(endpoint)
+            .map(|of_endpoint| of_endpoint.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Counts of open connections per endpoint.
     pub fn counts_by_endpoint(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for entry in self.connections.read().values() {
+        for entry in self.connections.read().by_id.values() {
             *counts.entry(entry.endpoint.to_string()).or_insert(0) += 1;
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{outbox, OutboxReader, QueueBounds, Taken};
+    use futures_util::task::noop_waker;
+    use std::task::{Context, Poll};
+
+    fn open(registry: &ConnectionRegistry, endpoint: &str) -> (ConnectionId, OutboxReader) {
+        let (sender, reader) = outbox(QueueBounds::default());
+        let address = "127.0.0.1:1".parse().unwrap();
+        (
+            registry.register(endpoint.into(), address, None, sender),
+            reader,
+        )
+    }
+
+    fn queued(reader: &OutboxReader) -> Vec<String> {
+        match reader.poll_take(&mut Context::from_waker(&noop_waker())) {
+            Poll::Ready(Taken::Batch(batch)) => batch
+                .into_iter()
+                .map(|item| match item {
+                    crate::outbox::Outbound::Message(m) => m.into_text().unwrap().to_string(),
+                    other => panic!("expected a message, got {other:?}"),
+                })
+                .collect(),
+            Poll::Pending => Vec::new(),
+            Poll::Ready(other) => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_broadcast_reaches_its_endpoint_only_and_not_the_connections_that_left() {
+        let registry = ConnectionRegistry::new();
+        let (a, a_reader) = open(&registry, "room");
+        let (b, b_reader) = open(&registry, "room");
+        let (c, c_reader) = open(&registry, "room");
+        let (_, lobby_reader) = open(&registry, "lobby");
+        assert_eq!(registry.broadcast("room", Message::text("one"), &[b]), 2);
+        assert_eq!(queued(&a_reader), ["one"]);
+        assert_eq!(queued(&b_reader), Vec::<String>::new());
+        assert_eq!(queued(&c_reader), ["one"]);
+        assert_eq!(queued(&lobby_reader), Vec::<String>::new());
+
+        registry.remove(a);
+        assert_eq!(registry.broadcast("room", Message::text("two"), &[]), 2);
+        assert_eq!(queued(&b_reader), ["two"]);
+        assert_eq!(queued(&c_reader), ["two"]);
+        assert_eq!(registry.ids_of_endpoint("room").len(), 2);
+
+        registry.remove(b);
+        registry.remove(c);
+        assert_eq!(registry.broadcast("room", Message::text("three"), &[]), 0);
+        assert!(registry.ids_of_endpoint("room").is_empty());
+        assert_eq!(registry.list(None).len(), 1);
+        assert_eq!(queued(&lobby_reader), Vec::<String>::new());
     }
 }

@@ -9,6 +9,7 @@
 //! sending thread, a message is written to the socket at once instead (see `direct`): a
 //! broadcast then costs each receiver a lock and a system call, and no pump wake-up.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -96,11 +97,25 @@ impl Shared {
     }
 }
 
-/// The sending side, kept in the connection or client registry.
+/// The sending side, kept in the connection or client registry; dropping it tells the pump that
+/// nothing more will come. Sends go through the [`OutboxHandle`] it derefs to.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct Outbox(OutboxHandle);
+
+/// A copy of the sending side that does not end the queue when dropped (for indexes that list the
+/// same socket again, such as the registry's per-endpoint index).
+#[derive(Debug, Clone)]
+pub struct OutboxHandle {
     shared: Arc<Shared>,
     bounds: QueueBounds,
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = OutboxHandle;
+
+    fn deref(&self) -> &OutboxHandle {
+        &self.0
+    }
 }
 
 /// The pump's side.
@@ -146,17 +161,52 @@ pub enum Taken {
 pub fn outbox(bounds: QueueBounds) -> (Outbox, OutboxReader) {
     let shared = Arc::new(Shared::default());
     (
-        Outbox {
+        Outbox(OutboxHandle {
             shared: shared.clone(),
             bounds,
-        },
+        }),
         OutboxReader { shared },
     )
 }
 
 impl Outbox {
+    /// Another handle on the same queue.
+    pub fn handle(&self) -> OutboxHandle {
+        self.0.clone()
+    }
+}
+
+impl OutboxHandle {
+    /// Asks the CPU to fetch the queue's state ahead of a push (a broadcast walking many
+    /// sockets issues this for the next one while the current one's system call runs).
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let start = Arc::as_ptr(&self.shared).cast::<i8>();
+            for line in (0..std::mem::size_of::<Shared>()).step_by(64) {
+                // SAFETY: prefetching is only a hint; the address is inside a live allocation.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        start.add(line),
+                    )
+                };
+            }
+        }
+    }
+
     /// Queues a message without waiting.
     pub fn push(&self, message: Message) -> Result<(), PushError> {
+        self.offer(Cow::Owned(message))
+    }
+
+    /// Like `push`, for a message many sockets share (a broadcast): it is copied (a reference
+    /// count) only if it has to wait in the queue.
+    pub fn push_copy(&self, message: &Message) -> Result<(), PushError> {
+        self.offer(Cow::Borrowed(message))
+    }
+
+    fn offer(&self, message: Cow<'_, Message>) -> Result<(), PushError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(PushError::Closing);
         }
@@ -186,7 +236,9 @@ impl Outbox {
             }
             Attempt::NotNow => {}
         }
-        queue.items.push_back(Outbound::Message(message));
+        queue
+            .items
+            .push_back(Outbound::Message(message.into_owned()));
         queue.bytes += size;
         let first = queue.items.len() == 1;
         drop(queue);
@@ -219,8 +271,8 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.shared.queue.lock().sender_gone = true;
-        self.shared.pump.wake();
+        self.0.shared.queue.lock().sender_gone = true;
+        self.0.shared.pump.wake();
     }
 }
 
