@@ -193,7 +193,9 @@ def main():
             result = {"error": f"server did not start: {error}"}
         else:
             try:
+                cpu_before = cpu_seconds(process.pid)
                 result = loadgen(loadgen_binary, arguments(url, process) + ["--label", name], timeout)
+                result["server_cpu_seconds"] = round(cpu_seconds(process.pid) - cpu_before, 3)
             except Exception as error:  # a failed run is reported, the others still run
                 result = {"error": str(error)}
             finally:
@@ -208,7 +210,7 @@ def main():
 
     # Figures move between runs on a shared machine (by up to a third for the same binary), so
     # each scenario runs `repeat` rounds with the servers interleaved, and the median counts.
-    receivers, broadcast_rounds = (50, 20) if options.smoke else (1000, 200)
+    receivers, broadcast_rounds = (50, 20) if options.smoke else (1000, 1000)
     for _ in range(options.repeat):
         for scenario, params in ECHO_SCENARIOS:
             for name in names:
@@ -257,6 +259,12 @@ def median_round(runs):
     return chosen
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system, all threads) the process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_pid(process):
     """taskset execs the server, so the child is the server itself."""
     return process.pid
@@ -286,6 +294,10 @@ def summary(result):
         extra = f", {result['mb_per_second']:.1f} MB/s, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms"
     if result.get("mode") == "broadcast":
         extra = f", fan-out mean {result['fanout_ms']['mean']:.2f} ms, p99 {result['fanout_ms']['p99']:.2f} ms"
+        if "server_cpu_seconds" in result:
+            # Includes setting up the connections, which is small beside the deliveries.
+            per_delivery = result["server_cpu_seconds"] / (result["connections"] * result["rounds"]) * 1e6
+            extra += f", server CPU {per_delivery:.2f} µs/delivery"
     if "runs" in result:
         extra += f"; median of {', '.join(f'{v:,.0f}' for v in result['runs'])}"
     return f"{value:,.1f} {unit}{extra}"
