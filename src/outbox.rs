@@ -82,16 +82,27 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Set once a close is queued or requested: later messages are refused.
     closing: AtomicBool,
+    /// Whether the pump has something to take (see [`Shared::note`]): lets the pump's every
+    /// poll skip the lock while the queue is empty, which it mostly is.
+    pending: AtomicBool,
     pump: AtomicWaker,
 }
 
 impl Shared {
+    /// Records whether `queue` holds something for the pump; called under the lock after every
+    /// change to what `take` would report.
+    fn note(&self, queue: &Queue) {
+        let pending = queue.close_now.is_some() || !queue.items.is_empty() || queue.sender_gone;
+        self.pending.store(pending, Ordering::Release);
+    }
+
     fn close_now(&self, code: u16, reason: String) {
         self.closing.store(true, Ordering::Release);
         let mut queue = self.queue.lock();
         if queue.close_now.is_none() {
             queue.close_now = Some((code, reason));
         }
+        self.note(&queue);
         drop(queue);
         self.pump.wake();
     }
@@ -230,6 +241,7 @@ impl OutboxHandle {
             Attempt::Written => return Ok(()),
             Attempt::Partly(rest) => {
                 queue.items.push_back(Outbound::Raw(rest));
+                self.shared.note(&queue);
                 drop(queue);
                 self.shared.pump.wake();
                 return Ok(());
@@ -241,6 +253,7 @@ impl OutboxHandle {
             .push_back(Outbound::Message(message.into_owned()));
         queue.bytes += size;
         let first = queue.items.len() == 1;
+        self.shared.note(&queue);
         drop(queue);
         if first {
             self.shared.pump.wake();
@@ -258,6 +271,7 @@ impl OutboxHandle {
             return Err(PushError::Closed);
         }
         queue.items.push_back(Outbound::Close { code, reason });
+        self.shared.note(&queue);
         drop(queue);
         self.shared.pump.wake();
         Ok(())
@@ -271,7 +285,10 @@ impl OutboxHandle {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.0.shared.queue.lock().sender_gone = true;
+        let mut queue = self.0.shared.queue.lock();
+        queue.sender_gone = true;
+        self.0.shared.note(&queue);
+        drop(queue);
         self.0.shared.pump.wake();
     }
 }
@@ -303,6 +320,8 @@ impl OutboxReader {
             return Poll::Ready(taken);
         }
         self.shared.pump.register(cx.waker());
+        // Senders record `pending` before they wake the pump, so this check, made after
+        // registering, cannot miss a message.
         match self.take() {
             Some(taken) => Poll::Ready(taken),
             None => Poll::Pending,
@@ -319,6 +338,9 @@ impl OutboxReader {
     }
 
     fn take(&self) -> Option<Taken> {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return None;
+        }
         let mut queue = self.shared.queue.lock();
         if let Some((code, reason)) = &queue.close_now {
             let unfinished = match queue.items.front() {
@@ -329,7 +351,9 @@ impl OutboxReader {
         }
         if !queue.items.is_empty() {
             queue.bytes = 0;
-            return Some(Taken::Batch(std::mem::take(&mut queue.items)));
+            let batch = std::mem::take(&mut queue.items);
+            self.shared.note(&queue);
+            return Some(Taken::Batch(batch));
         }
         queue.sender_gone.then_some(Taken::SenderGone)
     }

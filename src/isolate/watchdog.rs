@@ -54,9 +54,15 @@ impl Watched {
     /// the start time, for callers that also measure the work.
     pub fn begin(&self) -> Instant {
         let now = Instant::now();
-        let since_epoch = now.saturating_duration_since(epoch()).as_micros() as u64;
-        self.busy_since.store(since_epoch.max(1), Ordering::Release);
+        self.begin_at(now);
         now
+    }
+
+    /// Marks the start of JavaScript work that began at `start` (a clock reading the caller
+    /// already has, such as the end of the previous event).
+    pub fn begin_at(&self, start: Instant) {
+        let since_epoch = start.saturating_duration_since(epoch()).as_micros() as u64;
+        self.busy_since.store(since_epoch.max(1), Ordering::Release);
     }
 
     /// Marks the end of JavaScript work.
