@@ -1,5 +1,5 @@
 //! switchboard-rust-echo: the ceiling of Switchboard's stack in the benchmark suite: the same
-//! tokio + tokio-tungstenite (same 4 KiB read buffer), no JavaScript. Echoes every message; with
+//! tokio + tokio-tungstenite (same 8 KiB read buffer), no JavaScript. Echoes every message; with
 //! `--broadcast`, sends every message to all connections instead (built once, shared).
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ async fn main() -> std::io::Result<()> {
     let peers: Peers = Arc::default();
     let next_id = Arc::new(AtomicU64::new(0));
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(8192)
         .write_buffer_size(0);
     loop {
         let (stream, _) = listener.accept().await?;

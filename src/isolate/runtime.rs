@@ -468,8 +468,10 @@ impl HandlerRuntime {
                 }
                 match (result, target) {
                     (Some(reply), Some(target)) => {
-                        let echoed = received_text
-                            .filter(|_| reply.is_string() && reply.strict_equals(args[2]));
+                        // Handle equality: the very string the handler was given (`m => m`),
+                        // told without comparing its contents.
+                        let echoed =
+                            received_text.filter(|_| reply.is_string() && reply == args[2]);
                         if let Some(text) = echoed {
                             replies.push((target, Message::Text(text)));
                         } else if let Some(message) = reply_message(scope, reply) {
