@@ -2,7 +2,7 @@
 # Runs the benchmark suite and writes bench/results/ (RESULTS.md, charts, results.json).
 # Builds the release binaries, installs the peers (Node's ws, Deno and Bun from the npm
 # registry, into bench/.peers) and matplotlib when missing, then runs bench/run.py.
-#   bench/run.sh               the full suite (about 17 minutes on 2 cores, after the build)
+#   bench/run.sh               the full suite (about 12 minutes on 2 cores, after the build; --repeat 5: 17)
 #   bench/run.sh --smoke       seconds: dev build, Switchboard and the Rust echo only, no files
 set -euo pipefail
 cd "$(dirname "$0")/.."
