@@ -257,13 +257,29 @@ impl ConnectionRegistry {
             return 0;
         };
         let mut delivered = 0;
+        #[cfg(target_os = "linux")]
+        let mut batch = crate::direct::Batch::new(&message);
         for (index, (id, outbox)) in receivers.iter().enumerate() {
             if let Some((_, next)) = receivers.get_index(index + 1) {
                 next.prefetch();
             }
-            if !except.contains(id) && outbox.push_copy(&message).is_ok() {
+            if except.contains(id) {
+                continue;
+            }
+            #[cfg(target_os = "linux")]
+            if let Some(batch) = &mut batch {
+                if let Some(claim) = outbox.claim_direct() {
+                    delivered += batch.add(claim);
+                    continue;
+                }
+            }
+            if outbox.push_copy(&message).is_ok() {
                 delivered += 1;
             }
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(batch) = &mut batch {
+            delivered += batch.flush();
         }
         delivered
     }

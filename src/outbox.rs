@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::direct::{Attempt, DirectSocket};
@@ -222,7 +222,7 @@ impl OutboxHandle {
             return Err(PushError::Closing);
         }
         let size = message.len();
-        let mut queue = self.shared.queue.lock();
+        let queue = self.shared.queue.lock();
         if queue.reader_gone {
             return Err(PushError::Closed);
         }
@@ -237,6 +237,17 @@ impl OutboxHandle {
             Some(socket) if queue.items.is_empty() => socket.try_write(&message),
             _ => Attempt::NotNow,
         };
+        self.settle(queue, direct, message)
+    }
+
+    /// Finishes a push under the queue's lock, after the direct write attempt: whatever the
+    /// socket did not take goes into the queue, and the pump is woken for it.
+    fn settle(
+        &self,
+        mut queue: MutexGuard<'_, Queue>,
+        direct: Attempt,
+        message: Cow<'_, Message>,
+    ) -> Result<(), PushError> {
         match direct {
             Attempt::Written => return Ok(()),
             Attempt::Partly(rest) => {
@@ -248,6 +259,7 @@ impl OutboxHandle {
             }
             Attempt::NotNow => {}
         }
+        let size = message.len();
         queue
             .items
             .push_back(Outbound::Message(message.into_owned()));
@@ -261,6 +273,49 @@ impl OutboxHandle {
         Ok(())
     }
 
+    /// Locks the queue for a batched direct write (see `direct::Batch`), if the socket could be
+    /// written directly now: open, nothing queued, its pump idle on the calling thread. Nothing
+    /// else reaches the socket until the claim is settled.
+    pub fn claim_direct(&self) -> Option<DirectClaim<'_>> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let queue = self.shared.queue.lock();
+        if queue.reader_gone || !queue.items.is_empty() {
+            return None;
+        }
+        let socket = queue
+            .direct
+            .clone()
+            .filter(|socket| socket.writable_here())?;
+        Some(DirectClaim {
+            outbox: self,
+            queue,
+            socket,
+        })
+    }
+}
+
+/// A queue locked for one direct write (see [`OutboxHandle::claim_direct`]).
+pub struct DirectClaim<'a> {
+    outbox: &'a OutboxHandle,
+    queue: MutexGuard<'a, Queue>,
+    socket: Arc<DirectSocket>,
+}
+
+impl DirectClaim<'_> {
+    pub fn socket(&self) -> &DirectSocket {
+        &self.socket
+    }
+
+    /// Finishes the push of `message`, given what the direct write did.
+    pub fn settle(self, message: &Message, direct: Attempt) -> Result<(), PushError> {
+        self.outbox
+            .settle(self.queue, direct, Cow::Borrowed(message))
+    }
+}
+
+impl OutboxHandle {
     /// Closes after the messages already queued.
     pub fn close(&self, code: u16, reason: String) -> Result<(), PushError> {
         if self.shared.closing.swap(true, Ordering::AcqRel) {

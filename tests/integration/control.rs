@@ -66,6 +66,50 @@ async fn list_send_disconnect_and_broadcast_from_another_isolate() {
     assert_eq!(ask(&mut alice, "still").await, "room got still");
 }
 
+/// A handler broadcasting to its own endpoint writes its receivers' sockets from its own thread,
+/// in batches of 256 (one system call each where io_uring is available); a message larger than a
+/// socket takes at once is finished by each connection's task, before the next message.
+#[tokio::test]
+async fn a_broadcast_from_a_handler_reaches_three_hundred_peers_whole_and_in_order() {
+    let ws = Workspace::new();
+    ws.endpoint("room", "room", "room/h").write(
+        "room/h.js",
+        r#"const websockets = require("net/websockets");
+           exports.onMessage = (m) => {
+             if (m === "count") return websockets.getConnections("room").length;
+             websockets.broadcast("room", m);
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut peers = Vec::new();
+    for _ in 0..300 {
+        peers.push(server.connect("room").await);
+    }
+    assert_eq!(ask(peers.last_mut().unwrap(), "count").await, "300");
+    let large: String = (0..600_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    send_text(&mut peers[0], "first").await;
+    send_text(&mut peers[0], &large).await;
+    send_text(&mut peers[0], "last").await;
+    let readers = peers.into_iter().enumerate().map(|(index, mut peer)| {
+        let large = large.clone();
+        tokio::spawn(async move {
+            assert_eq!(next_text(&mut peer).await, "first", "peer {index}");
+            let got = next_text(&mut peer).await;
+            assert!(
+                got == large,
+                "peer {index}: the large message arrived as {} bytes, or changed",
+                got.len()
+            );
+            assert_eq!(next_text(&mut peer).await, "last", "peer {index}");
+        })
+    });
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_thousand_publishes_reach_a_hundred_subscribers_complete_and_in_order() {
     let ws = Workspace::new();
