@@ -7,7 +7,8 @@
 //! The socket's pump takes everything queued at once, and only the first message into an empty
 //! queue wakes it. When nothing is queued and the pump has registered for direct writes on the
 //! sending thread, a message is written to the socket at once instead (see `direct`): a
-//! broadcast then costs each receiver a lock and a system call, and no pump wake-up.
+//! broadcast then costs each receiver a lock and a system call (or a share of one, batched through
+//! io_uring: see `direct::Batch`), and no pump wake-up.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
