@@ -285,28 +285,29 @@ impl OutboxHandle {
         if queue.reader_gone || !queue.items.is_empty() {
             return None;
         }
-        let socket = queue
-            .direct
-            .clone()
-            .filter(|socket| socket.writable_here())?;
+        if !queue.direct.as_ref()?.writable_here() {
+            return None;
+        }
         Some(DirectClaim {
             outbox: self,
             queue,
-            socket,
         })
     }
 }
 
-/// A queue locked for one direct write (see [`OutboxHandle::claim_direct`]).
+/// A queue locked for one direct write (see [`OutboxHandle::claim_direct`]); its socket is
+/// registered for direct writes.
 pub struct DirectClaim<'a> {
     outbox: &'a OutboxHandle,
     queue: MutexGuard<'a, Queue>,
-    socket: Arc<DirectSocket>,
 }
 
 impl DirectClaim<'_> {
     pub fn socket(&self) -> &DirectSocket {
-        &self.socket
+        self.queue
+            .direct
+            .as_deref()
+            .expect("a claim is only made for a socket registered for direct writes")
     }
 
     /// Finishes the push of `message`, given what the direct write did.
