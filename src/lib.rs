@@ -1,22 +1,33 @@
 //! Switchboard: a scriptable WebSocket integration runtime.
 //!
-//! Data flows one way: the [`workspace`] is scanned into an [`workspace::EndpointRegistry`]; the
-//! [`server`] accepts upgrades for its endpoints; each handler module runs in its own
-//! [`isolate`], whose thread also drives that handler's connections; the [`api`] ops send back
-//! through the [`connections`] registry. Outbound [`clients`] are driven by the network side;
-//! [`socket`] pumps both kinds of socket. [`app`] wires them together for the command line.
+//! The map of the crate, one layer per line, lowest first. The import rule: a module imports only
+//! from its own layer's files below it and from lower layers; only `isolate` names deno_core.
+//! `tests/integration/architecture.rs` checks both on every test run.
+//!
+//! | layer | modules | what it owns |
+//! | --- | --- | --- |
+//! | 0 | [`event`], [`limits`], [`stats`] | the vocabulary the layers share; limits; counters |
+//! | 1 | [`workspace`] | files: scan, descriptors, the one path resolver, the registry, the watcher |
+//! | 1 | [`net`] | sockets and frames: pump, outbox, direct writes, connections, clients (no engine) |
+//! | 2 | [`isolate::ops`] | the ops behind the JavaScript API |
+//! | 3 | [`isolate`] | everything deno_core: host, slot, runtime loop, dispatch, load, module loader |
+//! | 4 | [`endpoints`] | an endpoint's life over time: lifecycle, reloader; the running [`endpoints::Runtime`] |
+//! | 5 | [`server`] | accept loop, routing, upgrades, pages, metrics, TLS, shutdown |
+//! | 6 | [`app`] | the `serve`, `run` and `check` commands, wiring the layers |
+//!
+//! An incoming message: [`net::pump`] reads it and delivers an [`event::IsolateEvent`] to the
+//! handler's [`isolate::HandlerSlot`]; the isolate's thread (`isolate::runtime`) dispatches it
+//! into JavaScript (`isolate::dispatch`); the reply goes to [`net::connections`], whose
+//! [`net::outbox`] writes it (or [`net::direct`] writes it at once). A file change:
+//! [`workspace::watch`] reports it, [`endpoints::reloader`] rescans ([`workspace::scan`]) and
+//! reloads ([`isolate::host`]).
 
-pub mod api;
 pub mod app;
-pub mod clients;
-pub mod connections;
-pub mod direct;
+pub mod endpoints;
+pub mod event;
 pub mod isolate;
-pub mod lifecycle;
 pub mod limits;
-pub mod outbox;
-pub mod reload;
+pub mod net;
 pub mod server;
-pub mod socket;
 pub mod stats;
 pub mod workspace;

@@ -2,7 +2,24 @@
 
 use std::time::Duration;
 
-use crate::outbox::QueueBounds;
+/// Bounds of one socket's outbound queue: a peer that stops reading is closed with 1008 once
+/// either is reached, rather than letting memory grow without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    /// Messages that may wait.
+    pub messages: usize,
+    /// Bytes that may wait (one larger message still passes an empty queue).
+    pub bytes: usize,
+}
+
+impl Default for QueueBounds {
+    fn default() -> Self {
+        Self {
+            messages: 1_000,
+            bytes: 16 << 20,
+        }
+    }
+}
 
 /// Limits that apply to every endpoint unless its descriptor says otherwise.
 #[derive(Debug, Clone)]

@@ -1,17 +1,19 @@
+//! The `switchboard` command line: parses arguments, sets up logging, runs a command of
+//! [`switchboard::app`] and turns its outcome into an exit code and one line on stderr.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard::app::{self, ServeOptions};
-use switchboard::limits::Limits;
-use switchboard::outbox::QueueBounds;
+use switchboard::limits::{Limits, QueueBounds};
 
 /// Switchboard: WebSocket endpoints from *.websocket descriptors, handled by JavaScript modules.
 #[derive(Parser)]
 #[command(name = "switchboard", version, about, long_about = None)]
 struct Cli {
+    /// What to do.
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +55,7 @@ enum Command {
     },
     /// Validate every descriptor and handler; exits non-zero if any has a problem.
     Check {
+        /// The workspace: a folder of project folders.
         #[arg(default_value = "./projects")]
         workspace: PathBuf,
     },
@@ -151,7 +154,7 @@ fn main() -> ExitCode {
             Ok(0) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(error) => {
-                eprintln!("switchboard: {error}");
+                eprintln!("switchboard: {error:#}");
                 ExitCode::from(2)
             }
         },
@@ -159,7 +162,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs a command on a multi-threaded runtime (the network side) and reports its error as one line.
-fn block_on(command: impl std::future::Future<Output = Result<(), app::AppError>>) -> ExitCode {
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -170,7 +173,7 @@ fn block_on(command: impl std::future::Future<Output = Result<(), app::AppError>
     match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("switchboard: {error}");
+            eprintln!("switchboard: {error:#}");
             ExitCode::FAILURE
         }
     }

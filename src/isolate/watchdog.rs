@@ -35,17 +35,24 @@ impl std::fmt::Display for Termination {
     }
 }
 
+/// `Watched::reason`: not terminated.
 const NONE: u8 = 0;
+/// `Watched::reason`: terminated for running too long.
 const TOO_LONG: u8 = 1;
+/// `Watched::reason`: terminated at the heap limit.
 const OUT_OF_HEAP: u8 = 2;
 
 /// One isolate under watch.
 pub struct Watched {
+    /// Terminates the isolate's JavaScript from any thread.
     handle: v8::IsolateHandle,
     /// When the running event started, in microseconds since the watchdog's epoch; 0 when idle.
     busy_since: AtomicU64,
+    /// Why it was last terminated ([`NONE`], [`TOO_LONG`] or [`OUT_OF_HEAP`]), until taken.
     reason: AtomicU8,
+    /// How long one event may run.
     event_limit: Duration,
+    /// The isolate's heap limit, for the message.
     heap_limit: usize,
 }
 
@@ -88,7 +95,9 @@ impl Watched {
     }
 }
 
+/// The watchdog thread's list.
 struct Watchdog {
+    /// Every isolate under watch (dropped isolates are pruned on the next check).
     watched: Mutex<Vec<Weak<Watched>>>,
 }
 

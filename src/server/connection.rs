@@ -7,20 +7,27 @@ use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::AppState;
-use crate::connections::ConnectionId;
-use crate::connections::Reservation;
-use crate::isolate::{HandlerSlot, IsolateEvent, SocketHome, Target};
-use crate::outbox::{outbox, OutboxReader};
-use crate::socket::{pump, Incoming, Peer, PumpOptions, TcpUnder};
+use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
+use crate::isolate::HandlerSlot;
+use crate::net::connections::Reservation;
+use crate::net::home::SocketHome;
+use crate::net::outbox::{outbox, OutboxReader};
+use crate::net::pump::{pump, Peer, PumpOptions, TcpUnder};
 
 /// An upgrade that was accepted: the connection is registered (its id is given in the order
 /// upgrades are answered, and it can be sent to at once); only its socket is still to come.
 pub struct AcceptedUpgrade {
+    /// The server's state.
     state: AppState,
+    /// The connection's id.
     id: ConnectionId,
+    /// What its pump writes.
     queue: OutboxReader,
+    /// The endpoint it was upgraded on.
     endpoint: Arc<str>,
+    /// The peer's address.
     peer: SocketAddr,
+    /// The endpoint's handler, which gets its events.
     handler: Arc<HandlerSlot>,
     /// What the endpoint's `onUpgrade` attached, as JSON.
     data: Option<String>,
@@ -40,13 +47,12 @@ impl AcceptedUpgrade {
         data: Option<String>,
         slot: Reservation,
     ) -> Self {
-        let (sender, queue) = outbox(state.limits.send_queue);
-        let id = state
-            .connections
-            .register(endpoint.clone(), peer, data.clone(), sender);
+        let connections = &state.runtime.connections;
+        let (sender, queue) = outbox(state.runtime.limits.send_queue);
+        let id = connections.register(endpoint.clone(), peer, data.clone(), sender);
         let home = handler.socket_home();
         if home.as_ref().is_some_and(|home| !home.adopt(id)) {
-            let _ = state.connections.close(id, 1001, "handler unloaded".into());
+            let _ = connections.close(id, 1001, "handler unloaded".into());
         }
         Self {
             state,
@@ -66,6 +72,7 @@ impl AcceptedUpgrade {
         self.home.as_ref()
     }
 
+    /// The endpoint it was upgraded on.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -78,7 +85,7 @@ impl AcceptedUpgrade {
 
 /// Takes a connection out of the registry and out of its isolate's set.
 fn unregister(state: &AppState, home: Option<&SocketHome>, id: ConnectionId) {
-    state.connections.remove(id);
+    state.runtime.connections.remove(id);
     if let Some(home) = home {
         home.release(id);
     }
@@ -105,7 +112,7 @@ where
         _slot,
         home,
     } = accepted;
-    let limits = &state.limits;
+    let limits = &state.runtime.limits;
     let target = Target::Connection(id);
     tracing::debug!(connection = id, %endpoint, %peer, "connection opened");
     if handler
@@ -119,6 +126,7 @@ where
         .is_err()
     {
         let _ = state
+            .runtime
             .connections
             .close(id, 1011, "handler unavailable".into());
     }
@@ -126,10 +134,9 @@ where
     let ending = pump(
         socket,
         queue,
-        &handler,
+        &*handler,
         Peer {
-            kind: "connection",
-            id,
+            target,
             name: &endpoint,
             address: &address,
         },
@@ -137,12 +144,7 @@ where
             keepalive: limits
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
-            traffic: state.stats.endpoint(&endpoint),
-        },
-        |incoming| match incoming {
-            Incoming::Text(text) => IsolateEvent::Text { target, text },
-            Incoming::Binary(data) => IsolateEvent::Binary { target, data },
-            Incoming::Error(message) => IsolateEvent::Error { target, message },
+            traffic: state.runtime.stats.endpoint(&endpoint),
         },
         || {},
     )
@@ -150,12 +152,6 @@ where
     unregister(&state, home.as_ref(), id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
     let _ = handler
-        .deliver(IsolateEvent::Close {
-            target,
-            code: ending.code,
-            reason: ending.reason,
-            was_clean: ending.was_clean,
-            endpoint: Some(endpoint.clone()),
-        })
+        .deliver(ending.into_event(target, Some(endpoint.clone())))
         .await;
 }

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::stats::{HandlerFailures, Traffic, LATENCY_BUCKETS};
 
+/// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
@@ -22,17 +23,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     gauge(
         "switchboard_isolates_alive",
         "Handler isolate threads alive.",
-        state.isolates.live_isolates() as f64,
+        state.runtime.isolates.live_isolates() as f64,
     );
     gauge(
         "switchboard_clients_open",
         "Outbound clients not yet closed.",
-        state.clients.len() as f64,
+        state.runtime.clients.len() as f64,
     );
     gauge(
         "switchboard_reloads_total",
         "Workspace changes applied since start.",
-        state.reloads.load(Ordering::Relaxed) as f64,
+        state.runtime.reloads.load(Ordering::Relaxed) as f64,
     );
     if let Some(bytes) = resident_memory_bytes() {
         gauge(
@@ -45,7 +46,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         out,
         "# HELP switchboard_connections_open Inbound connections open, per endpoint.\n# TYPE switchboard_connections_open gauge"
     );
-    let mut counts: Vec<_> = state.connections.counts_by_endpoint().into_iter().collect();
+    let mut counts: Vec<_> = state
+        .runtime
+        .connections
+        .counts_by_endpoint()
+        .into_iter()
+        .collect();
     counts.sort();
     for (endpoint, count) in counts {
         let _ = writeln!(
@@ -55,6 +61,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     let mut traffic: Vec<(String, Arc<Traffic>)> = state
+        .runtime
         .stats
         .endpoints()
         .into_iter()
@@ -62,7 +69,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     traffic.push((
         "endpoint=\"(outbound clients)\"".into(),
-        state.stats.clients.clone(),
+        state.runtime.stats.clients.clone(),
     ));
     for (name, help, read) in [
         (
@@ -95,7 +102,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
-    let handlers = state.stats.handlers();
+    let handlers = state.runtime.stats.handlers();
     for (name, help, read) in [
         (
             "switchboard_handler_errors_total",
@@ -118,7 +125,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
-    let (buckets, count, sum) = state.stats.event_latency.snapshot();
+    let (buckets, count, sum) = state.runtime.stats.event_latency.snapshot();
     let name = "switchboard_event_duration_seconds";
     let _ = writeln!(
         out,

@@ -1,7 +1,5 @@
 //! Plain HTTP: the index page, the JSON endpoint list, and the projects' static files.
 
-use std::path::{Component, Path as FsPath, PathBuf};
-
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -9,24 +7,33 @@ use axum::Json;
 use serde::Serialize;
 
 use super::AppState;
+use crate::workspace::Problem;
 
 /// One entry of `GET /websockets/v4/service`.
 #[derive(Debug, Serialize)]
 pub struct EndpointInfo {
+    /// The endpoint's name.
     pub endpoint: String,
+    /// Its description.
     pub description: String,
+    /// Its handler, as the descriptor wrote it.
     pub handler: String,
+    /// The project folder of its descriptor.
     pub project: String,
+    /// Its descriptor, relative to the workspace.
     pub descriptor: String,
+    /// The URL path to connect to.
     pub path: String,
+    /// Connections open now.
     pub connections: usize,
+    /// Why its handler failed to load, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 fn endpoint_infos(state: &AppState) -> Vec<EndpointInfo> {
-    let snapshot = state.endpoints.snapshot();
-    let counts = state.connections.counts_by_endpoint();
+    let snapshot = state.runtime.endpoints.snapshot();
+    let counts = state.runtime.connections.counts_by_endpoint();
     snapshot
         .endpoints
         .values()
@@ -38,19 +45,24 @@ fn endpoint_infos(state: &AppState) -> Vec<EndpointInfo> {
             descriptor: e.descriptor_file.clone(),
             path: format!("/websockets/v4/service/{}", e.name),
             connections: counts.get(&e.name).copied().unwrap_or(0),
-            error: state.endpoints.handler_error(&e.handler_file),
+            error: state
+                .runtime
+                .endpoints
+                .handler_error(&e.handler_file)
+                .map(|error| error.to_string()),
         })
         .collect()
 }
 
+/// `GET /websockets/v4/service`: the endpoints as JSON.
 pub async fn endpoint_list(State(state): State<AppState>) -> Json<Vec<EndpointInfo>> {
     Json(endpoint_infos(&state))
 }
 
 /// `GET /switchboard/status`: endpoints with their handler errors, and the workspace's problems.
 pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let snapshot = state.endpoints.snapshot();
-    let problems = |list: &[crate::workspace::Problem]| -> Vec<serde_json::Value> {
+    let snapshot = state.runtime.endpoints.snapshot();
+    let problems = |list: &[Problem]| -> Vec<serde_json::Value> {
         list.iter()
             .map(|p| serde_json::json!({"file": p.file, "message": p.message}))
             .collect()
@@ -59,8 +71,8 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         "endpoints": endpoint_infos(&state),
         "problems": problems(&snapshot.problems),
         "warnings": problems(&snapshot.warnings),
-        "isolates": state.isolates.live_isolates(),
-        "reloads": state.reloads.load(std::sync::atomic::Ordering::Relaxed),
+        "isolates": state.runtime.isolates.live_isolates(),
+        "reloads": state.runtime.reloads.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 
@@ -71,8 +83,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// `GET /`: the endpoints, their projects' pages, and the workspace's problems.
 pub async fn index(State(state): State<AppState>) -> Html<String> {
-    let snapshot = state.endpoints.snapshot();
+    let snapshot = state.runtime.endpoints.snapshot();
     let mut page = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Switchboard</title>\
          <style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}\
@@ -141,6 +154,7 @@ pub async fn client_library() -> Response {
         .into_response()
 }
 
+/// Anything else: 404 with the path.
 pub async fn not_found(uri: Uri) -> Response {
     text(
         StatusCode::NOT_FOUND,
@@ -148,6 +162,7 @@ pub async fn not_found(uri: Uri) -> Response {
     )
 }
 
+/// `GET /services/web/{project}/`: the project's `index.html` (redirected to the slash form).
 pub async fn project_root(
     State(state): State<AppState>,
     Path(project): Path<String>,
@@ -159,6 +174,7 @@ pub async fn project_root(
     serve_project_file(&state, &project, "").await
 }
 
+/// `GET /services/web/{project}/{path}`: a project's static file.
 pub async fn static_file(
     State(state): State<AppState>,
     Path((project, path)): Path<(String, String)>,
@@ -166,19 +182,18 @@ pub async fn static_file(
     serve_project_file(&state, &project, &path).await
 }
 
-/// Serves `path` from the project's folder. The file is read on every request, so an edit shows
-/// at once; nothing outside the project can be reached, by `..` or by a symbolic link.
+/// Serves `path` from the project's folder (a folder's `index.html`). The file is read on every
+/// request, so an edit shows at once; the workspace's resolver keeps everything outside the
+/// project out of reach, by `..` or by a symbolic link (the index file included).
 async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Response {
-    let Some(file) = project_path(&state.workspace_root, project, path) else {
-        return text(
+    let not_found = || {
+        text(
             StatusCode::NOT_FOUND,
             format!("no file {path:?} in project {project:?}"),
-        );
+        )
     };
-    let file = if file.is_dir() {
-        file.join("index.html")
-    } else {
-        file
+    let Ok(file) = state.runtime.workspace.project_file(project, path) else {
+        return not_found();
     };
     match tokio::fs::read(&file).await {
         Ok(bytes) => {
@@ -195,10 +210,7 @@ async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Resp
             )
                 .into_response()
         }
-        Err(_) => text(
-            StatusCode::NOT_FOUND,
-            format!("no file {path:?} in project {project:?}"),
-        ),
+        Err(_) => not_found(),
     }
 }
 
@@ -210,50 +222,5 @@ fn charset(mime: &mime_guess::Mime) -> &'static str {
         "; charset=utf-8"
     } else {
         ""
-    }
-}
-
-/// The canonical path of `project/path` if it exists and stays inside the project folder.
-fn project_path(root: &FsPath, project: &str, path: &str) -> Option<PathBuf> {
-    let safe = |p: &str| {
-        FsPath::new(p)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-    };
-    if project.is_empty() || !safe(project) || !safe(path) {
-        return None;
-    }
-    let project_dir = root.join(project).canonicalize().ok()?;
-    if !project_dir.starts_with(root) || project_dir == root {
-        return None;
-    }
-    let file = project_dir.join(path).canonicalize().ok()?;
-    file.starts_with(&project_dir).then_some(file)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn project_paths_stay_inside_the_project() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("p/sub")).unwrap();
-        std::fs::create_dir_all(root.join("q")).unwrap();
-        std::fs::write(root.join("p/sub/a.html"), "").unwrap();
-        std::fs::write(root.join("q/secret"), "").unwrap();
-        assert_eq!(
-            project_path(&root, "p", "sub/a.html"),
-            Some(root.join("p/sub/a.html"))
-        );
-        assert_eq!(project_path(&root, "p", "../q/secret"), None);
-        assert_eq!(project_path(&root, "p", "/etc/passwd"), None);
-        assert_eq!(project_path(&root, "..", "x"), None);
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink(root.join("q/secret"), root.join("p/link")).unwrap();
-            assert_eq!(project_path(&root, "p", "link"), None);
-        }
     }
 }

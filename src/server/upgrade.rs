@@ -12,29 +12,18 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use super::connection::{serve_connection, AcceptedUpgrade};
 use super::AppState;
-use crate::isolate::{HandlerSlot, UpgradeDecision};
+use crate::event::UpgradeDecision;
+use crate::isolate::HandlerSlot;
 use crate::limits::Limits;
+use crate::net::websocket_config;
 use crate::workspace::Endpoint;
 
-/// tokio-tungstenite's default read buffer (128 KiB, allocated per connection) costs memory and
-/// speed. It is also the most one `recv` reads: 8 KiB reads a 16 KiB message in two or three
-/// system calls instead of four or five (6 % more 16 KiB echoes over 100 connections than 4 KiB),
-/// for 4 KiB more per idle connection (13.7 KiB in all, measured by the benchmark suite).
-const READ_BUFFER_SIZE: usize = 8192;
-
-/// The WebSocket settings of a connection whose messages may be up to `max_message_size`.
-pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
-}
-
+/// A refusal: the status with a plain-text reason.
 fn refuse(status: StatusCode, reason: String) -> Response {
     (
         status,
@@ -44,6 +33,9 @@ fn refuse(status: StatusCode, reason: String) -> Response {
         .into_response()
 }
 
+/// `GET /websockets/v4/service/{endpoint}`: checks the request, reserves a connection slot, asks
+/// `onUpgrade` if the handler has one, and answers 101; the connection's task then runs on the
+/// handler's thread.
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -56,13 +48,14 @@ pub async fn upgrade(
             "the server is shutting down".into(),
         );
     }
-    let Some(endpoint) = state.endpoints.endpoint(&name) else {
+    let runtime = &state.runtime;
+    let Some(endpoint) = runtime.endpoints.endpoint(&name) else {
         return refuse(
             StatusCode::NOT_FOUND,
             format!("no WebSocket endpoint \"{name}\" is served here; GET /websockets/v4/service lists the endpoints"),
         );
     };
-    let handler = match state.isolates.isolate_for(&endpoint.handler_file).await {
+    let handler = match runtime.isolates.isolate_for(&endpoint.handler_file).await {
         Ok(handler) => handler,
         Err(error) => {
             tracing::warn!(endpoint = %name, %peer, "upgrade refused: handler failed to load: {error}");
@@ -85,7 +78,7 @@ pub async fn upgrade(
             .options
             .allowed_origins
             .as_deref()
-            .unwrap_or(&state.limits.allowed_origins);
+            .unwrap_or(&runtime.limits.allowed_origins);
         if !allowed.is_empty() && !Limits::origin_allowed(allowed, origin) {
             tracing::warn!(endpoint = %name, %peer, origin, "upgrade refused: origin not allowed");
             return refuse(
@@ -95,9 +88,9 @@ pub async fn upgrade(
         }
     }
     let endpoint_name: Arc<str> = name.as_str().into();
-    let slot = match state.connections.reserve(
+    let slot = match runtime.connections.reserve(
         &endpoint_name,
-        state.limits.max_connections,
+        runtime.limits.max_connections,
         endpoint.options.max_connections,
     ) {
         Ok(slot) => slot,
@@ -123,9 +116,9 @@ pub async fn upgrade(
     let max_message_size = endpoint
         .options
         .max_message_size
-        .unwrap_or(state.limits.max_message_size);
+        .unwrap_or(runtime.limits.max_message_size);
     let accepted =
-        super::AcceptedUpgrade::register(state.clone(), endpoint_name, peer, handler, data, slot);
+        AcceptedUpgrade::register(state.clone(), endpoint_name, peer, handler, data, slot);
     let home = accepted.home().cloned();
     let task = state.tasks.track_future(async move {
         let upgraded = match on_upgrade.await {
@@ -142,13 +135,13 @@ pub async fn upgrade(
                 let socket =
                     WebSocketStream::from_partially_read(stream, already_read, Role::Server, config)
                         .await;
-                super::serve_connection(socket, accepted).await
+                serve_connection(socket, accepted).await
             }
             Ok(UpgradedSocket::Other(upgraded)) => {
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
                         .await;
-                super::serve_connection(socket, accepted).await
+                serve_connection(socket, accepted).await
             }
             Err(error) => {
                 tracing::warn!(endpoint = accepted.endpoint(), %peer, "connection lost while moving it to its handler's thread: {error}");
@@ -199,7 +192,7 @@ async fn decide(
     endpoint: &Endpoint,
     description: String,
 ) -> UpgradeDecision {
-    let limit = state.limits.event_time + std::time::Duration::from_secs(1);
+    let limit = state.runtime.limits.event_time + std::time::Duration::from_secs(1);
     match tokio::time::timeout(limit, handler.upgrade(description)).await {
         Ok(Some(decision)) => decision,
         Ok(None) => UpgradeDecision::Refuse {
@@ -223,7 +216,7 @@ async fn decide(
 fn describe_request(endpoint: &Endpoint, request: &Request, peer: SocketAddr) -> String {
     let uri = request.uri();
     let query: BTreeMap<String, String> =
-        deno_core::url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();

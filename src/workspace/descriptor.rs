@@ -1,8 +1,10 @@
 //! Parsing and validating one `*.websocket` descriptor (Dirigible's format).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
+
+use super::paths::{PathError, WorkspacePaths};
 
 /// Fields a descriptor may carry; anything else is reported as a warning.
 const KNOWN_FIELDS: &[&str] = &[
@@ -32,9 +34,6 @@ pub struct EndpointOptions {
     pub service_interval: Option<std::time::Duration>,
 }
 
-/// Extensions tried, in order, when a descriptor's `handler` has none.
-pub const HANDLER_EXTENSIONS: &[&str] = &["js", "mjs", "cjs"];
-
 /// A descriptor that parsed and whose handler module exists inside the workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
@@ -57,38 +56,64 @@ pub struct Descriptor {
 /// Why a descriptor was skipped. Each message is complete on its own: the caller prefixes the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptorError {
+    /// The descriptor file could not be read.
     #[error("cannot read the file: {0}")]
     Unreadable(String),
+    /// Not JSON.
     #[error("invalid JSON at line {line}, column {column}: {message}")]
     InvalidJson {
+        /// Where the parser stopped: line, from 1.
         line: usize,
+        /// Where the parser stopped: column, from 1.
         column: usize,
+        /// The parser's words, without its position.
         message: String,
     },
+    /// JSON, but not an object.
     #[error("expected a JSON object with \"handler\" and \"endpoint\", found {0}")]
     NotAnObject(&'static str),
+    /// A required field is missing.
     #[error("missing required field \"{0}\"")]
     MissingField(&'static str),
+    /// A field has the wrong JSON type.
     #[error("field \"{field}\" must be {expected}")]
     WrongType {
+        /// The field.
         field: &'static str,
+        /// What it must be.
         expected: &'static str,
     },
+    /// The endpoint name cannot be a URL path segment.
     #[error("invalid endpoint {0:?}: use 1-255 characters of A-Z a-z 0-9 _ . -")]
     InvalidEndpoint(String),
+    /// The handler path would leave the workspace (or is empty).
     #[error("handler {handler:?} {reason}")]
-    HandlerOutsideWorkspace { handler: String, reason: String },
+    HandlerOutsideWorkspace {
+        /// The handler as written.
+        handler: String,
+        /// Why, and what to write instead.
+        reason: String,
+    },
+    /// No handler file has that name.
     #[error("handler {handler:?} not found: tried {tried}")]
-    HandlerNotFound { handler: String, tried: String },
+    HandlerNotFound {
+        /// The handler as written.
+        handler: String,
+        /// The files tried, relative to the workspace.
+        tried: String,
+    },
+    /// An optional field has a value that cannot be used.
     #[error("field \"{field}\": {problem}")]
     InvalidOption {
+        /// The field.
         field: &'static str,
+        /// What is wrong with it.
         problem: String,
     },
 }
 
-/// Parses a descriptor's text and resolves its handler against `workspace_root` (canonical).
-pub fn parse_descriptor(text: &str, workspace_root: &Path) -> Result<Descriptor, DescriptorError> {
+/// Parses a descriptor's text and resolves its handler in the workspace.
+pub fn parse_descriptor(text: &str, paths: &WorkspacePaths) -> Result<Descriptor, DescriptorError> {
     let value: Value = serde_json::from_str(text).map_err(|e| DescriptorError::InvalidJson {
         line: e.line(),
         column: e.column(),
@@ -111,7 +136,7 @@ pub fn parse_descriptor(text: &str, workspace_root: &Path) -> Result<Descriptor,
         .map(|key| format!("unknown field \"{key}\" ignored"))
         .collect();
     let options = endpoint_options(&object)?;
-    let handler_file = resolve_handler(&handler, workspace_root)?;
+    let handler_file = resolve_handler(&handler, paths)?;
     Ok(Descriptor {
         endpoint,
         handler,
@@ -131,77 +156,36 @@ pub fn is_valid_endpoint(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Resolves a workspace-relative module path (`project/dir/module`, extension optional) to a
-/// canonical file inside the workspace.
-pub fn resolve_handler(handler: &str, workspace_root: &Path) -> Result<PathBuf, DescriptorError> {
-    let outside = |reason: &str| DescriptorError::HandlerOutsideWorkspace {
+/// Resolves a descriptor's (or `createWebsocket`'s) handler path (`project/dir/module`,
+/// extension optional) to a canonical file inside the workspace.
+pub fn resolve_handler(handler: &str, paths: &WorkspacePaths) -> Result<PathBuf, DescriptorError> {
+    let outside = |reason: String| DescriptorError::HandlerOutsideWorkspace {
         handler: handler.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
-    let relative = Path::new(handler);
-    if handler.is_empty() {
-        return Err(outside(
-            "is empty: name a module such as \"my-project/handler\"",
-        ));
-    }
-    if relative.is_absolute() || handler.starts_with('/') || handler.starts_with('\\') {
-        return Err(outside(
-            "is an absolute path: write it from the workspace root, starting with the project folder",
-        ));
-    }
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(outside("uses \"..\": it may not leave the workspace"));
-    }
-    let base = workspace_root.join(relative);
-    let mut candidates = vec![base.clone()];
-    if relative.extension().is_none() {
-        candidates.extend(
-            HANDLER_EXTENSIONS
-                .iter()
-                .map(|ext| base.with_extension(ext)),
-        );
-    }
-    for candidate in &candidates {
-        if !candidate.is_file() {
-            continue;
+    paths.handler(handler).map_err(|error| match error {
+        PathError::Empty => outside("is empty: name a module such as \"my-project/handler\"".into()),
+        PathError::Absolute => outside(
+            "is an absolute path: write it from the workspace root, starting with the project folder"
+                .into(),
+        ),
+        PathError::ParentComponent | PathError::LeavesBoundary => {
+            outside("uses \"..\": it may not leave the workspace".into())
         }
-        let canonical = candidate
-            .canonicalize()
-            .map_err(|e| outside(&format!("cannot be resolved: {e}")))?;
-        if !canonical.starts_with(workspace_root) {
-            return Err(outside(&format!(
-                "resolves to {} through a symbolic link: it may not leave the workspace",
-                canonical.display()
-            )));
-        }
-        return Ok(canonical);
-    }
-    let tried = candidates
-        .iter()
-        .map(|c| {
-            c.strip_prefix(workspace_root)
-                .unwrap_or(c)
-                .display()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    Err(DescriptorError::HandlerNotFound {
-        handler: handler.to_string(),
-        tried,
+        PathError::LinkOut { target, .. } => outside(format!(
+            "resolves to {} through a symbolic link: it may not leave the workspace",
+            target.display()
+        )),
+        PathError::Unresolvable { reason, .. } => outside(format!("cannot be resolved: {reason}")),
+        PathError::NotFound { tried, .. } => DescriptorError::HandlerNotFound {
+            handler: handler.to_string(),
+            tried: tried.join(", "),
+        },
+        PathError::NoProject(project) => DescriptorError::HandlerNotFound {
+            handler: handler.to_string(),
+            tried: project,
+        },
     })
-}
-
-/// What the `engine` field means here, logged once per distinct value.
-pub fn engine_note(engine: &str) -> String {
-    format!(
-        "descriptor engine {engine:?} is accepted for compatibility: every handler runs on Switchboard's \
-         JavaScript engine ({})",
-        crate::isolate::ENGINE_NAME
-    )
 }
 
 fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, DescriptorError> {
@@ -372,30 +356,31 @@ fn json_error_message(error: &serde_json::Error) -> String {
 mod tests {
     use super::*;
 
-    fn workspace() -> (tempfile::TempDir, PathBuf) {
+    fn workspace() -> (tempfile::TempDir, WorkspacePaths) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("p/lib")).unwrap();
         std::fs::write(dir.path().join("p/h.js"), "").unwrap();
         std::fs::write(dir.path().join("p/lib/m.mjs"), "").unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        (dir, root)
+        let paths = WorkspacePaths::new(dir.path()).unwrap();
+        (dir, paths)
     }
 
     #[test]
     fn resolves_handler_with_and_without_extension() {
-        let (_dir, root) = workspace();
-        let d = parse_descriptor(r#"{"handler":"p/h","endpoint":"e"}"#, &root).unwrap();
+        let (_dir, paths) = workspace();
+        let root = paths.root();
+        let d = parse_descriptor(r#"{"handler":"p/h","endpoint":"e"}"#, &paths).unwrap();
         assert_eq!(d.handler_file, root.join("p/h.js"));
-        let d = parse_descriptor(r#"{"handler":"p/lib/m","endpoint":"e"}"#, &root).unwrap();
+        let d = parse_descriptor(r#"{"handler":"p/lib/m","endpoint":"e"}"#, &paths).unwrap();
         assert_eq!(d.handler_file, root.join("p/lib/m.mjs"));
-        let d = parse_descriptor(r#"{"handler":"p/h.js","endpoint":"e"}"#, &root).unwrap();
+        let d = parse_descriptor(r#"{"handler":"p/h.js","endpoint":"e"}"#, &paths).unwrap();
         assert_eq!(d.handler_file, root.join("p/h.js"));
     }
 
     #[test]
     fn reports_each_kind_of_error() {
-        let (_dir, root) = workspace();
-        let err = |text: &str| parse_descriptor(text, &root).unwrap_err().to_string();
+        let (_dir, paths) = workspace();
+        let err = |text: &str| parse_descriptor(text, &paths).unwrap_err().to_string();
         assert_eq!(
             err("{\"handler\": }"),
             "invalid JSON at line 1, column 13: expected value"
@@ -430,19 +415,19 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_warnings() {
-        let (_dir, root) = workspace();
+        let (_dir, paths) = workspace();
         let d =
-            parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &root).unwrap();
+            parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &paths).unwrap();
         assert_eq!(d.warnings, vec!["unknown field \"colour\" ignored"]);
     }
 
     #[test]
     fn endpoint_options_are_checked() {
-        let (_dir, root) = workspace();
+        let (_dir, paths) = workspace();
         let d = parse_descriptor(
             r#"{"handler":"p/h","endpoint":"e","maxMessageSize":4096,"maxConnections":2,
                 "allowedOrigins":["https://Example.com/"],"service":{"interval":"1.5s"}}"#,
-            &root,
+            &paths,
         )
         .unwrap();
         assert_eq!(d.options.max_message_size, Some(4096));
@@ -455,7 +440,7 @@ mod tests {
             d.options.service_interval,
             Some(std::time::Duration::from_millis(1500))
         );
-        let err = |text: &str| parse_descriptor(text, &root).unwrap_err().to_string();
+        let err = |text: &str| parse_descriptor(text, &paths).unwrap_err().to_string();
         assert_eq!(
             err(r#"{"handler":"p/h","endpoint":"e","maxMessageSize":0}"#),
             "field \"maxMessageSize\": must be a whole number from 1 to 1073741824, got 0"
@@ -482,7 +467,7 @@ mod tests {
     /// a one-line error; none panics.
     #[test]
     fn fuzzed_descriptors_never_panic() {
-        let (_dir, root) = workspace();
+        let (_dir, paths) = workspace();
         let seeds: [&[u8]; 3] = [
             br#"{"handler":"p/h","endpoint":"e","description":"d","engine":"v8"}"#,
             br#"{"handler":"p/lib/m","endpoint":"x.y-z","maxMessageSize":4096,"allowedOrigins":["https://a.b"],"service":{"interval":"10s"}}"#,
@@ -510,7 +495,7 @@ mod tests {
                 }
             }
             let text = String::from_utf8_lossy(&bytes);
-            if let Err(error) = parse_descriptor(&text, &root) {
+            if let Err(error) = parse_descriptor(&text, &paths) {
                 let message = error.to_string();
                 assert!(
                     !message.is_empty() && !message.contains('\n'),

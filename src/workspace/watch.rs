@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct WorkspaceWatcher {
+    /// The watch itself, held only to be kept alive.
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
 }
 

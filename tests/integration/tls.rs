@@ -62,7 +62,7 @@ async fn wss_with_a_trusted_certificate() {
         server.stdout.text()
     );
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(certificate.pem.as_bytes()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(certificate.pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -92,7 +92,7 @@ async fn wss_with_a_trusted_certificate() {
     assert!(plain.is_err());
 }
 
-use rustls_pki_types::pem::PemObject;
+use rustls::pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn chat_page_over_https_and_wss_in_headless_chromium() {

@@ -1,6 +1,11 @@
-//! The pump of one WebSocket, shared by inbound connections and outbound clients: one task that
-//! hands frames to a handler's isolate and drains the socket's bounded outbound queue, batching
-//! whatever is waiting into one flush.
+//! The pump of one WebSocket, for inbound connections and outbound clients alike: one task that
+//! hands the socket's frames to its handler as events and drains its bounded outbound queue,
+//! batching whatever is waiting into one flush. Reading and writing happen in this one task, so a
+//! message and its reply cost no hand-over between tasks.
+//!
+//! A socket's life is a [`Phase`]: open; closing (the peer's close frame arrived, or it stopped
+//! answering pings); read failed (a protocol error: our close frame with its code is the last
+//! thing written); close sent (only the peer's answer is awaited, for a bounded time).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -16,31 +21,25 @@ use futures_util::{Sink, SinkExt, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::isolate::{HandlerSlot, IsolateEvent};
-use crate::outbox::{Outbound, OutboxReader, Taken};
+use super::close::{close_code_for, close_message};
+use super::outbox::{Outbound, OutboxReader, Taken};
+use crate::event::{EventSink, IsolateEvent, Target};
 use crate::stats::Traffic;
 
 /// How long a peer has to answer our close frame before the socket is dropped.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the reader hands on, to be turned into an isolate event.
-#[derive(Debug)]
-pub enum Incoming {
-    Text(Utf8Bytes),
-    Binary(Bytes),
-    /// A read error; the socket is closing (with the code given by [`close_code_for`]).
-    Error(String),
-}
-
 /// How a socket ended, as reported to `onClose`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
+    /// The close code (1006 when there was no close frame).
     pub code: u16,
+    /// The close reason.
     pub reason: String,
+    /// Whether a close frame was exchanged.
     pub was_clean: bool,
 }
 
@@ -51,6 +50,33 @@ impl Ending {
             code: 1006,
             reason: String::new(),
             was_clean: false,
+        }
+    }
+
+    /// What the peer's close frame said (1005 when it gave no code).
+    fn from_close_frame(frame: Option<CloseFrame>) -> Self {
+        match frame {
+            Some(frame) => Ending {
+                code: frame.code.into(),
+                reason: frame.reason.to_string(),
+                was_clean: true,
+            },
+            None => Ending {
+                code: 1005,
+                reason: String::new(),
+                was_clean: true,
+            },
+        }
+    }
+
+    /// The `onClose` event of `target`; `endpoint` for an inbound connection.
+    pub fn into_event(self, target: Target, endpoint: Option<Arc<str>>) -> IsolateEvent {
+        IsolateEvent::Close {
+            target,
+            code: self.code,
+            reason: self.reason,
+            was_clean: self.was_clean,
+            endpoint,
         }
     }
 }
@@ -67,6 +93,7 @@ pub struct PumpOptions {
 /// The plain TCP stream under a WebSocket, when there is one: its descriptor takes direct writes
 /// (see `direct`), and the rest of a frame written that way goes to it as raw bytes.
 pub trait TcpUnder {
+    /// The TCP stream, if the WebSocket runs on plain TCP.
     fn tcp_under(&mut self) -> Option<&mut TcpStream>;
 }
 
@@ -94,33 +121,144 @@ impl<T: TcpUnder + Unpin> TcpUnder for Pin<&mut T> {
     }
 }
 
-/// Who the socket is, for log lines.
+/// Who the socket is, for its events and log lines.
 pub struct Peer<'a> {
-    pub kind: &'static str,
-    pub id: u64,
+    /// The connection or client: its events carry this target.
+    pub target: Target,
+    /// The endpoint (connection) or handler (client), for log lines.
     pub name: &'a str,
+    /// The peer's address (connection) or URI (client), for log lines.
     pub address: &'a str,
 }
 
-/// Runs a socket until it closes: frames go to the handler as events made by `to_event`, and
-/// what is queued in `outbox` is written. `on_closing` runs when a close frame arrives from the
-/// peer. Reading and writing happen in this one task, so a message and its reply cost no hand-over
-/// between tasks.
-pub async fn pump<S>(
+impl Peer<'_> {
+    /// "connection 3" or "client 2".
+    fn label(&self) -> String {
+        match self.target {
+            Target::Connection(id) => format!("connection {id}"),
+            Target::Client(id) => format!("client {id}"),
+        }
+    }
+}
+
+/// Where a socket is in its life. What the pump still does follows from it: read while not
+/// [`Phase::ReadFailed`], take the outbound queue and ping until [`Phase::CloseSent`], and let
+/// the handler's thread write directly only while [`Phase::Open`] with nothing of ours half
+/// written.
+#[derive(Debug)]
+enum Phase {
+    /// Reading and writing.
+    Open {
+        /// Nothing of ours is half written and no pong is owed: direct writes may go out.
+        flushed: bool,
+    },
+    /// The close is under way (the peer's close frame arrived, or the peer stopped answering
+    /// pings): reading goes on until the peer ends, and what is queued still goes out.
+    Closing {
+        /// How the socket ends.
+        ending: Ending,
+    },
+    /// Reading failed: a close frame with the error's code is queued, and is the last thing
+    /// written.
+    ReadFailed {
+        /// How the socket ends.
+        ending: Ending,
+    },
+    /// Our close frame is out (or writing failed): only the peer's answer is awaited.
+    CloseSent {
+        /// How the socket ends, once known (the peer's answer says).
+        ending: Option<Ending>,
+    },
+}
+
+impl Phase {
+    fn reading(&self) -> bool {
+        !matches!(self, Phase::ReadFailed { .. })
+    }
+
+    fn close_sent(&self) -> bool {
+        matches!(self, Phase::CloseSent { .. })
+    }
+
+    /// Whether pings go out and a silent peer is caught.
+    fn keeps_alive(&self) -> bool {
+        matches!(self, Phase::Open { .. } | Phase::Closing { .. })
+    }
+
+    fn takes_direct_writes(&self) -> bool {
+        matches!(self, Phase::Open { flushed: true })
+    }
+
+    /// Something of ours is being written (or a pong is owed): no direct writes meanwhile.
+    fn writing(&mut self) {
+        if let Phase::Open { flushed } = self {
+            *flushed = false;
+        }
+    }
+
+    /// Everything of ours went out whole.
+    fn flushed(&mut self) {
+        if let Phase::Open { flushed } = self {
+            *flushed = true;
+        }
+    }
+
+    /// The close is under way with `ending`, unless it already was.
+    fn closing(&mut self, ending: Ending) {
+        if let Phase::Open { .. } = self {
+            *self = Phase::Closing { ending };
+        }
+    }
+
+    /// The peer's close frame arrived.
+    fn peer_closed(&mut self, ending: Ending) {
+        match self {
+            Phase::CloseSent { ending: known } => *known = Some(ending),
+            _ => *self = Phase::Closing { ending },
+        }
+    }
+
+    /// Our close frame is out: the peer has until `deadline` to answer.
+    fn send_close(&mut self, deadline: Pin<&mut tokio::time::Sleep>) {
+        deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
+        let ending = match std::mem::replace(self, Phase::CloseSent { ending: None }) {
+            Phase::Open { .. } => None,
+            Phase::Closing { ending } | Phase::ReadFailed { ending } => Some(ending),
+            Phase::CloseSent { ending } => ending,
+        };
+        *self = Phase::CloseSent { ending };
+    }
+
+    fn ending(self) -> Ending {
+        match self {
+            Phase::Open { .. } | Phase::CloseSent { ending: None } => Ending::abnormal(),
+            Phase::Closing { ending }
+            | Phase::ReadFailed { ending }
+            | Phase::CloseSent {
+                ending: Some(ending),
+            } => ending,
+        }
+    }
+}
+
+/// Runs a socket until it closes: its frames go to `handler` as events, and what is queued in
+/// `outbox` is written. `on_closing` runs when the peer's close frame arrives. Returns how the
+/// socket ended (for `onClose`, which the caller delivers once the socket has left its registry).
+pub async fn pump<S, H>(
     socket: S,
     outbox: OutboxReader,
-    handler: &HandlerSlot,
+    handler: &H,
     peer: Peer<'_>,
     options: PumpOptions,
-    to_event: impl Fn(Incoming) -> IsolateEvent,
     on_closing: impl Fn(),
 ) -> Ending
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + TcpUnder + Unpin,
+    H: EventSink,
 {
+    let label = peer.label();
     let Peer {
-        kind,
-        id,
+        target,
         name,
         address,
     } = peer;
@@ -132,51 +270,41 @@ where
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.reset();
     let mut last_heard = tokio::time::Instant::now();
+    // Whether events still go to the handler (it may have been unloaded meanwhile).
     let mut handler_alive = true;
-    // Set once our close frame is out (or writing failed): from then on, only the peer's answer
-    // is awaited, until `close_deadline`.
-    let mut close_sent = false;
-    // Set when reading failed: the connection ends as soon as the close frame is out.
-    let mut read_failed = false;
     let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(close_deadline);
-    let mut ending = None;
+    let mut phase = Phase::Open { flushed: true };
     let read_wake = ReadWake::new();
-    // Direct writes may start only while nothing of ours is half written: after a flush that
-    // completed, and not once a ping (whose pong tungstenite owes) or a close has been read.
-    let mut writes_flushed = true;
     let direct = socket
         .tcp_under()
         .map(|tcp| outbox.direct_writes(std::os::fd::AsRawFd::as_raw_fd(tcp), traffic.clone()));
     loop {
         if let Some(direct) = &direct {
-            direct.set_idle(writes_flushed && !close_sent && !read_failed && ending.is_none());
+            direct.set_idle(phase.takes_direct_writes());
         }
         tokio::select! {
             biased;
-            taken = poll_fn(|cx| outbox.poll_take(cx)), if !close_sent => {
+            taken = poll_fn(|cx| outbox.poll_take(cx)), if !phase.close_sent() => {
                 if let Some(direct) = &direct {
                     direct.set_idle(false);
                 }
-                writes_flushed = false;
-                let written = match taken {
+                phase.writing();
+                match taken {
                     Taken::CloseNow(code, reason, unfinished) => {
                         let mut raw = unfinished.unwrap_or_default();
                         finish_then_close(&mut socket, &mut raw, code, reason).await;
-                        close_sent = await_close_answer(close_deadline.as_mut());
+                        let read_failed = !phase.reading();
+                        phase.send_close(close_deadline.as_mut());
                         if read_failed {
                             break;
                         }
-                        continue;
                     }
                     Taken::SenderGone => {
-                        // The sending side is gone (the connection was unregistered).
+                        // The sending side is gone (the socket left its registry).
                         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.close()).await;
-                        close_sent = await_close_answer(close_deadline.as_mut());
-                        continue;
+                        phase.send_close(close_deadline.as_mut());
                     }
-                    // A write that cannot proceed (the peer stopped reading) is overtaken by a
-                    // close request.
                     Taken::Batch(mut batch) => {
                         // The rest of a frame written directly, kept here so that a close that
                         // overtakes the batch can finish it first.
@@ -188,47 +316,47 @@ where
                             }
                             _ => Bytes::new(),
                         };
-                        tokio::select! {
+                        // A write that cannot proceed (the peer stopped reading) is overtaken by
+                        // a close request.
+                        let written = tokio::select! {
                             biased;
                             written = write_batch(&mut socket, &mut raw, batch, &traffic) => written,
                             (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
                                 finish_then_close(&mut socket, &mut raw, code, reason).await;
                                 Ok(true)
                             }
+                        };
+                        match written {
+                            Ok(false) => phase.flushed(),
+                            Ok(true) => phase.send_close(close_deadline.as_mut()),
+                            Err(error) => {
+                                tracing::debug!("{label} ({address}): write failed: {error}");
+                                phase.send_close(close_deadline.as_mut());
+                            }
                         }
-                    }
-                };
-                match written {
-                    Ok(false) => writes_flushed = true,
-                    Ok(true) => close_sent = await_close_answer(close_deadline.as_mut()),
-                    Err(error) => {
-                        tracing::debug!("{kind} {id} ({address}): write failed: {error}");
-                        close_sent = await_close_answer(close_deadline.as_mut());
                     }
                 }
             }
-            frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if !read_failed => {
+            frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if phase.reading() => {
                 last_heard = tokio::time::Instant::now();
-                let incoming = match frame {
+                let event = match frame {
                     None => break,
                     Some(Ok(Message::Text(text))) => {
                         traffic.received(text.len());
-                        Incoming::Text(text)
+                        IsolateEvent::Text { target, text }
                     }
                     Some(Ok(Message::Binary(data))) => {
                         traffic.received(data.len());
-                        Incoming::Binary(data)
+                        IsolateEvent::Binary { target, data }
                     }
                     Some(Ok(Message::Close(frame))) => {
                         on_closing();
-                        ending = Some(match frame {
-                            Some(frame) => Ending { code: frame.code.into(), reason: frame.reason.to_string(), was_clean: true },
-                            None => Ending { code: 1005, reason: String::new(), was_clean: true },
-                        });
+                        phase.peer_closed(Ending::from_close_frame(frame));
                         continue;
                     }
                     Some(Ok(Message::Ping(_))) => {
-                        writes_flushed = false;
+                        // tungstenite owes the pong: it goes out with our next write.
+                        phase.writing();
                         continue;
                     }
                     Some(Ok(_)) => continue,
@@ -236,77 +364,85 @@ where
                     Some(Err(error)) if peer_went_away(&error) => {
                         // Not a protocol fault to answer with a close code: the peer left without
                         // a close frame. onError hears why; onClose gets 1006.
-                        tracing::debug!("{kind} {id} ({name}, {address}): the peer went away: {error}");
+                        tracing::debug!("{label} ({name}, {address}): the peer went away: {error}");
                         if handler_alive {
-                            let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
+                            let message = error.to_string();
+                            let _ = handler.deliver(IsolateEvent::Error { target, message }).await;
                         }
                         break;
                     }
                     Some(Err(error)) => {
                         let (code, reason) = close_code_for(&error);
-                        tracing::warn!("{kind} {id} ({name}, {address}): closing with {code}: {error}");
+                        tracing::warn!("{label} ({name}, {address}): closing with {code}: {error}");
                         outbox.close_now(code, reason.clone());
                         if handler_alive {
-                            let _ = handler.deliver(to_event(Incoming::Error(error.to_string()))).await;
+                            let message = error.to_string();
+                            let _ = handler.deliver(IsolateEvent::Error { target, message }).await;
                         }
-                        ending = Some(Ending { code, reason, was_clean: false });
-                        read_failed = true;
-                        if close_sent {
+                        let ending = Ending { code, reason, was_clean: false };
+                        if phase.close_sent() {
+                            phase = Phase::CloseSent { ending: Some(ending) };
                             break;
                         }
+                        phase = Phase::ReadFailed { ending };
                         continue;
                     }
                 };
-                if handler_alive && handler.deliver(to_event(incoming)).await.is_err() {
+                if handler_alive && handler.deliver(event).await.is_err() {
                     handler_alive = false;
-                    tracing::warn!("{kind} {id} ({name}): its handler has stopped; closing with 1011");
+                    tracing::warn!("{label} ({name}): its handler has stopped; closing with 1011");
                     outbox.close_now(1011, "handler unavailable".into());
                 }
             }
-            _ = ticks.tick(), if keepalive.is_some() && !close_sent => {
+            _ = ticks.tick(), if keepalive.is_some() && phase.keeps_alive() => {
                 if let Some(direct) = &direct {
                     direct.set_idle(false);
                 }
-                writes_flushed = false;
+                phase.writing();
                 let limit = keepalive.map_or(Duration::MAX, |(every, timeout)| every + timeout);
                 if last_heard.elapsed() >= limit {
-                    tracing::warn!("{kind} {id} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
+                    tracing::warn!("{label} ({name}, {address}): no answer to pings for {} s, closing with 1001", limit.as_secs());
                     let reason = "no answer to ping".to_string();
                     outbox.close_now(1001, reason.clone());
-                    ending = Some(Ending { code: 1001, reason, was_clean: false });
+                    phase.closing(Ending { code: 1001, reason, was_clean: false });
                 } else {
                     match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
-                        Ok(Ok(())) => writes_flushed = true,
+                        Ok(Ok(())) => phase.flushed(),
                         Ok(Err(_)) => {}
-                        Err(_) => tracing::debug!("{kind} {id} ({address}): a ping could not be written in time"),
+                        Err(_) => tracing::debug!("{label} ({address}): a ping could not be written in time"),
                     }
                 }
             }
-            () = &mut close_deadline, if close_sent => {
-                tracing::debug!("{kind} {id} ({address}) did not answer the close frame in time");
+            () = &mut close_deadline, if phase.close_sent() => {
+                tracing::debug!("{label} ({address}) did not answer the close frame in time");
                 break;
             }
         }
     }
     // Unregistered before the socket closes, so no direct write can reach a reused descriptor.
     drop(direct);
-    if !close_sent && !read_failed {
+    if matches!(phase, Phase::Open { .. } | Phase::Closing { .. }) {
         // The peer ended the connection first; a close frame is owed if it did not send one.
         send_close(&mut socket, 1000, String::new()).await;
     }
-    ending.unwrap_or_else(Ending::abnormal)
+    phase.ending()
 }
 
 /// Whether the socket may have something to read. The socket's reads are given a waker that
 /// records its wake-ups here before waking the task, so that a wake-up for writing does not also
 /// try a read (which costs the WebSocket reader a buffer fill and a readiness check each time).
 struct ReadWake {
+    /// Shared with the waker.
     state: Arc<ReadWakeState>,
+    /// The waker the socket's reads register.
     waker: std::task::Waker,
 }
 
+/// What the read waker records.
 struct ReadWakeState {
+    /// The read side was woken since the last read that found nothing.
     woken: AtomicBool,
+    /// The pump's task, woken with it.
     task: AtomicWaker,
 }
 
@@ -376,12 +512,6 @@ where
     }
 }
 
-/// Our close frame is out: the peer has the close handshake's time to answer. Returns true.
-fn await_close_answer(deadline: Pin<&mut tokio::time::Sleep>) -> bool {
-    deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
-    true
-}
-
 /// Whether a read error means the peer dropped the connection (reset, or closed it mid-frame).
 fn peer_went_away(error: &WsError) -> bool {
     use std::io::ErrorKind;
@@ -393,25 +523,6 @@ fn peer_went_away(error: &WsError) -> bool {
         ),
         _ => false,
     }
-}
-
-/// The close code RFC 6455 asks for when reading failed with `error`.
-pub fn close_code_for(error: &WsError) -> (u16, String) {
-    match error {
-        WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message".into()),
-        WsError::Capacity(_) => (1009, "message too big".into()),
-        WsError::Protocol(problem) => (1002, truncate_reason(&problem.to_string())),
-        _ => (1011, "read error".into()),
-    }
-}
-
-/// Close reasons are limited to 123 bytes.
-pub fn truncate_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
 }
 
 /// Feeds the batch, then flushes. Returns true after a close frame (the rest is not sent).
@@ -462,11 +573,4 @@ async fn write_raw<S: TcpUnder>(socket: &mut S, raw: &mut Bytes) -> Result<(), W
     })?;
     tcp.write_all_buf(raw).await?;
     Ok(())
-}
-
-fn close_message(code: u16, reason: String) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::server::AppState;
+use super::Runtime;
+use crate::event::HandlerLoadError;
 use crate::workspace::{self, Endpoint, Problem};
 
 /// Close code and reasons used when the workspace takes something away.
@@ -15,7 +16,8 @@ const GOING_AWAY: u16 = 1001;
 
 /// Applies workspace changes; one per server.
 pub struct Reloader {
-    state: AppState,
+    /// What the changes are applied to.
+    state: Arc<Runtime>,
     /// Serialises reloads: a batch is applied whole before the next one starts.
     lock: tokio::sync::Mutex<()>,
     /// For each handler whose last reload failed, the text of its changed files then: the same
@@ -24,7 +26,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(state: AppState) -> Arc<Self> {
+    /// The reloader of `state`.
+    pub fn new(state: Arc<Runtime>) -> Arc<Self> {
         Arc::new(Self {
             state,
             lock: tokio::sync::Mutex::new(()),
@@ -62,7 +65,7 @@ impl Reloader {
         let started = Instant::now();
         let state = &self.state;
         let before = state.endpoints.snapshot();
-        let scan = workspace::scan(&state.workspace_root);
+        let scan = workspace::scan(&state.workspace);
         log_new_problems(
             &before.problems,
             &scan.problems,
@@ -99,7 +102,7 @@ impl Reloader {
                 "endpoint {} rebound ({} -> {}{})",
                 new.name,
                 new.descriptor_file,
-                self.state.isolates.resolver().display(&new.handler_file),
+                self.state.workspace.display(&new.handler_file),
                 closed_note(closed)
             ));
         }
@@ -108,10 +111,7 @@ impl Reloader {
                 "endpoint {} bound ({} -> {})",
                 endpoint.name,
                 endpoint.descriptor_file,
-                self.state
-                    .isolates
-                    .resolver()
-                    .display(&endpoint.handler_file)
+                self.state.workspace.display(&endpoint.handler_file)
             ));
         }
 
@@ -161,7 +161,7 @@ impl Reloader {
                     self.failed.lock().insert(file.clone(), fingerprint);
                     state
                         .endpoints
-                        .set_handler_error(&file, Some(error.to_string()));
+                        .set_handler_error(&file, Some(error.clone()));
                     report.push(format!(
                         "handler {} NOT reloaded, the last good version keeps serving: {error}",
                         slot.handler
@@ -180,10 +180,10 @@ impl Reloader {
             match self.start_handler(file).await {
                 Ok(()) if had_error.is_some() => report.push(format!(
                     "handler {} loaded, its error is fixed",
-                    state.isolates.resolver().display(file)
+                    state.workspace.display(file)
                 )),
                 Ok(()) => {}
-                Err(error) if had_error.as_deref() != Some(error.as_str()) => {
+                Err(error) if had_error.as_ref() != Some(&error) => {
                     report.push(format!("handler failed to load: {error}"))
                 }
                 Err(_) => {}
@@ -204,7 +204,7 @@ impl Reloader {
     }
 
     /// Starts a handler's isolate and records the outcome in the registry.
-    async fn start_handler(&self, handler_file: &Path) -> Result<(), String> {
+    async fn start_handler(&self, handler_file: &Path) -> Result<(), HandlerLoadError> {
         match self.state.isolates.isolate_for(handler_file).await {
             Ok(_) => {
                 self.state.endpoints.set_handler_error(handler_file, None);
@@ -212,7 +212,6 @@ impl Reloader {
             }
             Err(error) => {
                 tracing::error!("{error}");
-                let error = error.to_string();
                 self.state
                     .endpoints
                     .set_handler_error(handler_file, Some(error.clone()));
@@ -253,7 +252,7 @@ impl Reloader {
     fn names(&self, paths: &[PathBuf]) -> String {
         let names: BTreeSet<String> = paths
             .iter()
-            .map(|p| workspace::relative_display(&self.state.workspace_root, p))
+            .map(|p| self.state.workspace.display(p))
             .collect();
         names.into_iter().collect::<Vec<_>>().join(", ")
     }

@@ -9,22 +9,28 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::isolate::{HandlerSlot, ServiceCall};
+use crate::event::ServiceCall;
+use crate::isolate::HandlerSlot;
 use crate::workspace::Endpoint;
 
 /// How long `onStart`/`onStop` may take before the runtime stops waiting for them.
 const LIFECYCLE_WAIT: Duration = Duration::from_secs(15);
 
 /// One bound endpoint: its handler and its tick task.
+#[derive(Debug)]
 struct Bound {
+    /// The endpoint, as bound.
     endpoint: Arc<Endpoint>,
+    /// Its handler, which runs its lifecycle exports.
     handler: Arc<HandlerSlot>,
+    /// The task running `onTick`, if it has a service.
     ticker: Option<JoinHandle<()>>,
 }
 
 /// The bound endpoints' lifecycles.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Lifecycle {
+    /// The bound endpoints, by name.
     bound: Mutex<HashMap<String, Bound>>,
 }
 

@@ -1,7 +1,9 @@
 //! Outbound WebSocket clients (`createWebsocket`): their registry, options and connections.
 //!
 //! Like inbound connections, clients belong to the network side: an isolate holds only a client's
-//! id, and `send`/`close` from any isolate go through this registry to the client's queue.
+//! id, and `send`/`close` from any isolate go through this registry to the client's queue. A new
+//! client is a [`ClientConnection`] until someone runs it with the event sink of its handler
+//! (the isolate layer does, once the handler's isolate runs).
 
 mod connect;
 mod tls;
@@ -16,24 +18,28 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::isolate::IsolateHost;
-use crate::outbox::{outbox, Outbox, PushError, QueueBounds};
+use super::outbox::{outbox, Outbox, PushError};
+use super::pump::PumpOptions;
+use crate::event::ClientId;
+use crate::limits::QueueBounds;
 
-pub use connect::connect_client;
-
-/// Identifies one client for the life of the process; never reused.
-pub type ClientId = u64;
+pub use connect::ClientConnection;
 
 /// The status names of 4D's WebSocket class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ClientStatus {
+    /// Registered; connecting (or not yet started: its creator's JavaScript has not yielded).
     Connecting,
+    /// Open.
     Connected,
+    /// A close was requested or received.
     Closing,
+    /// Closed: it has left the registry.
     Closed,
 }
 
 impl ClientStatus {
+    /// The name handlers see.
     pub fn as_str(self) -> &'static str {
         match self {
             ClientStatus::Connecting => "Connecting",
@@ -61,7 +67,9 @@ pub enum DataType {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum HeaderValue {
+    /// One value.
     One(String),
+    /// The header repeated, once per value.
     Many(Vec<String>),
 }
 
@@ -69,7 +77,9 @@ pub enum HeaderValue {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Protocols {
+    /// One subprotocol.
     One(String),
+    /// Several, in order of preference.
     Many(Vec<String>),
 }
 
@@ -88,13 +98,18 @@ pub struct TlsOptions {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientOptions {
+    /// Extra headers on the upgrade request.
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderValue>,
+    /// Subprotocols to ask for.
     pub protocols: Option<Protocols>,
+    /// How received messages are handed to the handler.
     #[serde(default)]
     pub data_type: DataType,
+    /// Which servers to trust over `wss://`.
     #[serde(default)]
     pub tls: TlsOptions,
+    /// How long connecting and the handshake may take (default 10 s).
     pub connect_timeout_ms: Option<u64>,
     /// Dirigible's `engine`, accepted inside the options too and ignored.
     pub engine: Option<String>,
@@ -103,9 +118,13 @@ pub struct ClientOptions {
 /// What `getClients()` lists.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientSummary {
+    /// The client's id.
     pub id: ClientId,
+    /// The URI it connects to.
     pub uri: String,
+    /// Its handler, as a workspace path.
     pub handler: String,
+    /// Where it is in its life.
     pub status: ClientStatus,
 }
 
@@ -113,32 +132,44 @@ pub struct ClientSummary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
+    /// The client's id.
     pub id: ClientId,
+    /// The URI it connects to.
     pub uri: String,
+    /// Its handler, as a workspace path.
     pub handler: String,
+    /// How its messages are handed to the handler.
     pub data_type: DataType,
 }
 
 /// The network side's handle on one client.
 #[derive(Debug)]
 pub struct ClientEntry {
+    /// The URI it connects to.
     pub uri: String,
     /// The handler as shown to users (workspace path, with extension).
     pub handler: String,
+    /// The handler module's canonical file.
     pub handler_file: PathBuf,
+    /// How its messages are handed to the handler.
     pub data_type: DataType,
     /// The handler module that created the client; its clients close when it is replaced.
     pub creator: String,
+    /// Where it is in its life.
     status: Mutex<ClientStatus>,
+    /// The subprotocol the server agreed to, once connected.
     protocol: Mutex<Option<String>>,
+    /// The queue its pump writes from.
     outbox: Outbox,
 }
 
 impl ClientEntry {
+    /// Where it is in its life.
     pub fn status(&self) -> ClientStatus {
         *self.status.lock()
     }
 
+    /// The subprotocol the server agreed to, once connected.
     pub fn protocol(&self) -> Option<String> {
         self.protocol.lock().clone()
     }
@@ -158,45 +189,35 @@ impl ClientEntry {
 }
 
 /// Why a client operation failed; each message names the client and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, deno_error::JsError)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[class(generic)]
+    /// The client is not open for sending.
     #[error("client {id}: cannot send: the client is {status}")]
-    NotOpen { id: ClientId, status: &'static str },
-    #[class(generic)]
+    NotOpen {
+        /// The client.
+        id: ClientId,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The server stopped reading; the client is being closed.
     #[error(
         "client {0}'s send queue is full: the server is not reading; the client is being closed"
     )]
     QueueFull(ClientId),
-    #[class(type)]
+    /// `createWebsocket` was called with something unusable (the message says what).
     #[error("createWebsocket: {0}")]
     Invalid(String),
 }
 
-/// A registered client's connection task, not yet started.
-pub struct PendingStart {
-    network: tokio::runtime::Handle,
-    task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-}
-
-impl PendingStart {
-    /// Starts connecting, on the network runtime.
-    pub fn start(self) {
-        self.network.spawn(self.task);
-    }
-}
-
-/// Clients created by one isolate's current turn of JavaScript, started when the turn ends.
-#[derive(Default)]
-pub struct PendingStarts(pub Vec<PendingStart>);
-
 /// Every live client of the runtime, whichever isolate created it.
 #[derive(Debug)]
 pub struct ClientRegistry {
+    /// The live clients.
     clients: RwLock<BTreeMap<ClientId, Arc<ClientEntry>>>,
     /// Closed clients whose handler has not yet run `onClose`: their events still need to
     /// describe them. The handler's isolate forgets them after `onClose`.
     retired: Mutex<BTreeMap<ClientId, ClientInfo>>,
+    /// The id the next client gets.
     next_id: AtomicU64,
     /// Client tasks still running (a task outlives its registry entry by its `onClose`).
     tasks: watch::Sender<usize>,
@@ -215,13 +236,24 @@ impl Default for ClientRegistry {
 
 /// A client as the `createWebsocket` op asks for it.
 pub struct ClientRequest {
+    /// The `ws://` or `wss://` URI.
     pub uri: String,
+    /// The handler, as a workspace path.
     pub handler: String,
+    /// The handler module's canonical file.
     pub handler_file: PathBuf,
+    /// The handler module that creates the client.
     pub creator: String,
+    /// The options object.
     pub options: ClientOptions,
     /// Anchors a relative `tls.ca` path.
     pub workspace_root: PathBuf,
+    /// Bounds of its outbound queue.
+    pub queue: QueueBounds,
+    /// Largest message accepted from the server.
+    pub max_message_size: usize,
+    /// Keepalive and counters of its socket.
+    pub pump: PumpOptions,
 }
 
 impl ClientRegistry {
@@ -230,19 +262,16 @@ impl ClientRegistry {
     }
 
     /// Registers a client (status "Connecting"). It starts connecting when the returned
-    /// [`PendingStart`] is started: the creating isolate does that when its current turn of
+    /// [`ClientConnection`] is run: the creating isolate does that when its current turn of
     /// JavaScript ends, so code that creates a client sees it "Connecting" until it yields, and
     /// whatever it sends or closes meanwhile is delivered in order.
     pub fn create(
         self: &Arc<Self>,
         request: ClientRequest,
-        isolates: std::sync::Weak<IsolateHost>,
-        network: tokio::runtime::Handle,
-        bounds: QueueBounds,
-    ) -> Result<(ClientId, PendingStart), ClientError> {
+    ) -> Result<(ClientId, ClientConnection), ClientError> {
         let prepared = connect::prepare(&request)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (outbox, queue) = outbox(bounds);
+        let (outbox, queue) = outbox(request.queue);
         let entry = Arc::new(ClientEntry {
             uri: request.uri,
             handler: request.handler,
@@ -254,26 +283,29 @@ impl ClientRegistry {
             outbox,
         });
         self.clients.write().insert(id, entry.clone());
-        self.tasks.send_modify(|n| *n += 1);
-        let registry = self.clone();
-        let start = PendingStart {
-            network,
-            task: Box::pin(async move {
-                connect_client(id, entry, prepared, queue, isolates, registry.clone()).await;
-                registry.tasks.send_modify(|n| *n -= 1);
-            }),
-        };
-        Ok((id, start))
+        let connection = ClientConnection::new(
+            id,
+            entry,
+            prepared,
+            queue,
+            self.clone(),
+            request.max_message_size,
+            request.pump,
+        );
+        Ok((id, connection))
     }
 
+    /// A live client.
     pub fn get(&self, id: ClientId) -> Option<Arc<ClientEntry>> {
         self.clients.read().get(&id).cloned()
     }
 
+    /// How many clients are live.
     pub fn len(&self) -> usize {
         self.clients.read().len()
     }
 
+    /// Whether no client is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -284,6 +316,7 @@ impl ClientRegistry {
         let _ = tasks.wait_for(|n| *n == 0).await;
     }
 
+    /// Every live client, oldest first.
     pub fn list(&self) -> Vec<ClientSummary> {
         self.clients
             .read()
@@ -388,6 +421,8 @@ impl ClientRegistry {
             .collect()
     }
 
+    /// The client has ended: it leaves the list (and `getClients()`), kept as retired until its
+    /// handler's `onClose` has run.
     fn remove(&self, id: ClientId) {
         let removed = self.clients.write().remove(&id);
         if let Some(entry) = removed {

@@ -1,9 +1,8 @@
 // The `net/websockets` API (also `net/v4/websockets`, and `websockets` in `sdk/net`):
-// Dirigible's functions, over the isolate's internals set up by bootstrap.js.
+// Dirigible's functions, over the internals the files before it set up.
 "use strict";
 
-((globalThis) => {
-  const internals = globalThis.__switchboard;
+((internals) => {
   const { context, formatValue } = internals;
   const {
     op_ws_client_create,
@@ -18,7 +17,7 @@
     op_ws_broadcast_binary,
     op_ws_publish_text,
     op_ws_publish_binary,
-  } = globalThis.Deno.core.ops;
+  } = internals.ops;
   const { toWire, checkClose, connectionFor } = internals;
 
   function checkId(id, what) {
@@ -163,11 +162,9 @@
 
   Object.freeze(websockets);
   internals.websockets = websockets;
-  for (const name of ["net/websockets", "net/v4/websockets"]) {
-    internals.builtinModules.set(name, websockets);
+  // Every name of every built-in module, from the one list on the Rust side (workspace/modules.rs).
+  const modules = { websockets, "sdk/net": Object.freeze({ websockets }) };
+  for (const [name, module] of internals.ops.op_sb_builtin_modules()) {
+    internals.builtinModules.set(name, modules[module]);
   }
-  const sdkNet = Object.freeze({ websockets });
-  for (const name of ["sdk/net", "@aerokit/sdk/net", "@dirigible/net"]) {
-    internals.builtinModules.set(name, sdkNet);
-  }
-})(globalThis);
+})(globalThis.__switchboard);

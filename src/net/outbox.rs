@@ -8,7 +8,7 @@
 //! queue wakes it. When nothing is queued and the pump has registered for direct writes on the
 //! sending thread, a message is written to the socket at once instead (see `direct`): a
 //! broadcast then costs each receiver a lock and a system call (or a share of one, batched through
-//! io_uring: see `direct::Batch`), and no pump wake-up.
+//! io_uring: see `batch`), and no pump wake-up.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -21,15 +21,20 @@ use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::direct::{Attempt, DirectSocket};
+use super::direct::{Attempt, DirectSocket};
+use crate::limits::QueueBounds;
+use crate::stats::Traffic;
 
 /// What the pump of a socket is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
+    /// A message to send.
     Message(Message),
     /// Send a close frame with this code and reason, after everything queued before it.
     Close {
+        /// The close code.
         code: u16,
+        /// The close reason (at most 123 bytes).
         reason: String,
     },
     /// The rest of a frame that was partly written directly (see `direct`): it goes out first,
@@ -48,25 +53,12 @@ pub enum PushError {
     Full,
 }
 
-/// Bounds of one queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueBounds {
-    pub messages: usize,
-    pub bytes: usize,
-}
-
-impl Default for QueueBounds {
-    fn default() -> Self {
-        Self {
-            messages: 1_000,
-            bytes: 16 << 20,
-        }
-    }
-}
-
+/// What waits for the pump, under the queue's lock.
 #[derive(Debug, Default)]
 struct Queue {
+    /// Messages, close requests and the rest of a direct write, in order.
     items: VecDeque<Outbound>,
+    /// Bytes of the messages in `items`, for the byte bound.
     bytes: usize,
     /// A close that overtakes the queue (the first one requested).
     close_now: Option<(u16, String)>,
@@ -78,14 +70,17 @@ struct Queue {
     direct: Option<Arc<DirectSocket>>,
 }
 
+/// The state both sides of one queue hold.
 #[derive(Debug, Default)]
 struct Shared {
+    /// What waits for the pump.
     queue: Mutex<Queue>,
     /// Set once a close is queued or requested: later messages are refused.
     closing: AtomicBool,
     /// Whether the pump has something to take (see [`Shared::note`]): lets the pump's every
     /// poll skip the lock while the queue is empty, which it mostly is.
     pending: AtomicBool,
+    /// Wakes the pump's task when there is something to take.
     pump: AtomicWaker,
 }
 
@@ -118,7 +113,9 @@ pub struct Outbox(OutboxHandle);
 /// same socket again, such as the registry's per-endpoint index).
 #[derive(Debug, Clone)]
 pub struct OutboxHandle {
+    /// The queue.
     shared: Arc<Shared>,
+    /// When a push closes the socket instead of queueing.
     bounds: QueueBounds,
 }
 
@@ -133,6 +130,7 @@ impl std::ops::Deref for Outbox {
 /// The pump's side.
 #[derive(Debug)]
 pub struct OutboxReader {
+    /// The queue.
     shared: Arc<Shared>,
 }
 
@@ -140,7 +138,9 @@ pub struct OutboxReader {
 /// is closed.
 #[derive(Debug)]
 pub struct DirectWrites {
+    /// The queue the socket is registered in.
     shared: Arc<Shared>,
+    /// The socket, as registered.
     socket: Arc<DirectSocket>,
 }
 
@@ -274,7 +274,7 @@ impl OutboxHandle {
         Ok(())
     }
 
-    /// Locks the queue for a batched direct write (see `direct::Batch`), if the socket could be
+    /// Locks the queue for a batched direct write (see `batch::Batch`), if the socket could be
     /// written directly now: open, nothing queued, its pump idle on the calling thread. Nothing
     /// else reaches the socket until the claim is settled.
     pub fn claim_direct(&self) -> Option<DirectClaim<'_>> {
@@ -298,7 +298,9 @@ impl OutboxHandle {
 /// A queue locked for one direct write (see [`OutboxHandle::claim_direct`]); its socket is
 /// registered for direct writes.
 pub struct DirectClaim<'a> {
+    /// The queue claimed.
     outbox: &'a OutboxHandle,
+    /// Its lock, held until the claim is settled.
     queue: MutexGuard<'a, Queue>,
 }
 
@@ -353,11 +355,7 @@ impl Drop for Outbox {
 impl OutboxReader {
     /// Lets senders on the calling (the pump's) thread write to the socket `fd` directly, until
     /// the registration this returns is dropped (see `direct`).
-    pub fn direct_writes(
-        &self,
-        fd: std::os::fd::RawFd,
-        traffic: Arc<crate::stats::Traffic>,
-    ) -> DirectWrites {
+    pub fn direct_writes(&self, fd: std::os::fd::RawFd, traffic: Arc<Traffic>) -> DirectWrites {
         let socket = Arc::new(DirectSocket::new(fd, traffic));
         self.shared.queue.lock().direct = Some(socket.clone());
         DirectWrites {

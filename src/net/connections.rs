@@ -1,7 +1,7 @@
 //! Every open inbound connection, by id: the one place where isolates find a socket to send to.
 //!
 //! Sockets belong to the server; an isolate only ever holds connection ids. Sending goes through
-//! the connection's bounded outbound queue (or straight to the socket, see `direct`), so a
+//! the connection's bounded outbound queue (or straight to the socket, see `direct` and `batch`), so a
 //! handler's `send` never waits for the network.
 
 use std::collections::HashMap;
@@ -14,10 +14,8 @@ use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::outbox::{Outbox, OutboxHandle, PushError};
-
-/// Identifies one connection for the life of the process; never reused.
-pub type ConnectionId = u64;
+use super::outbox::{Outbox, OutboxHandle, PushError};
+use crate::event::ConnectionId;
 
 /// The registry's handle on one connection.
 #[derive(Debug)]
@@ -40,23 +38,30 @@ pub struct ConnectionEntry {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
+    /// The connection's id.
     pub id: ConnectionId,
+    /// The endpoint it was upgraded on.
     pub endpoint: String,
+    /// The peer's address and port.
     pub remote_address: String,
-    /// Milliseconds since the Unix epoch.
+    /// When it opened, in milliseconds since the Unix epoch.
     pub opened_at: u64,
     /// `conn.data` as JSON, if `onUpgrade` attached any.
     pub data: Option<String>,
+    /// The topics it subscribed to.
     pub topics: Vec<String>,
 }
 
 /// Why a send to a connection did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// No open connection has the id.
     #[error("connection {0} is not open")]
     NotOpen(ConnectionId),
+    /// A close was requested; nothing sent after it would arrive.
     #[error("connection {0} is closing: nothing more can be sent on it")]
     Closing(ConnectionId),
+    /// The peer stopped reading; the connection is being closed.
     #[error("connection {0}'s send queue is full: the peer is not reading; the connection is being closed with 1008")]
     QueueFull(ConnectionId),
 }
@@ -64,18 +69,27 @@ pub enum SendError {
 /// Why an upgrade could not reserve a connection slot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapacityError {
+    /// Every connection the server allows is open.
     #[error("the server has reached its limit of {0} open connections; try again later")]
     Server(usize),
+    /// Every connection the endpoint allows is open.
     #[error(
         "endpoint {endpoint} has reached its limit of {limit} open connections; try again later"
     )]
-    Endpoint { endpoint: String, limit: usize },
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// Its `maxConnections`.
+        limit: usize,
+    },
 }
 
 /// A connection slot held from the upgrade until the connection ends.
 #[derive(Debug)]
 pub struct Reservation {
+    /// Where the slot is counted.
     registry: Arc<ConnectionRegistry>,
+    /// The endpoint it counts for.
     endpoint: Arc<str>,
 }
 
@@ -95,6 +109,7 @@ impl Drop for Reservation {
 /// The open connections, by id and by endpoint, kept in step under one lock.
 #[derive(Debug, Default)]
 struct Open {
+    /// Every open connection.
     by_id: HashMap<ConnectionId, ConnectionEntry>,
     /// Each endpoint's connections, in a dense map: a broadcast walks only its receivers and
     /// compares no endpoint names.
@@ -104,7 +119,9 @@ struct Open {
 /// All open inbound connections.
 #[derive(Debug)]
 pub struct ConnectionRegistry {
+    /// The open connections.
     connections: RwLock<Open>,
+    /// The id the next connection gets.
     next_id: AtomicU64,
     /// Connections reserved or open: in total, and per endpoint.
     counts: Mutex<(usize, HashMap<String, usize>)>,
@@ -258,7 +275,7 @@ impl ConnectionRegistry {
         };
         let mut delivered = 0;
         #[cfg(target_os = "linux")]
-        let mut batch = crate::direct::Batch::new(&message);
+        let mut batch = super::batch::Batch::new(&message);
         for (index, (id, outbox)) in receivers.iter().enumerate() {
             if let Some((_, next)) = receivers.get_index(index + 1) {
                 next.prefetch();
@@ -404,7 +421,8 @@ impl ConnectionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{outbox, OutboxReader, QueueBounds, Taken};
+    use crate::limits::QueueBounds;
+    use crate::net::outbox::{outbox, Outbound, OutboxReader, Taken};
     use futures_util::task::noop_waker;
     use std::task::{Context, Poll};
 
@@ -422,7 +440,7 @@ mod tests {
             Poll::Ready(Taken::Batch(batch)) => batch
                 .into_iter()
                 .map(|item| match item {
-                    crate::outbox::Outbound::Message(m) => m.into_text().unwrap().to_string(),
+                    Outbound::Message(m) => m.into_text().unwrap().to_string(),
                     other => panic!("expected a message, got {other:?}"),
                 })
                 .collect(),

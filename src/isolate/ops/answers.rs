@@ -1,4 +1,5 @@
-//! `onUpgrade(request)`: the network side waits for the handler's decision on a connection.
+//! Answers the network side waits for from JavaScript: `onUpgrade`'s decision on a connection,
+//! and the end of an `onStart`/`onTick`/`onStop` call (async ones included).
 
 use std::collections::HashMap;
 
@@ -6,13 +7,15 @@ use deno_core::op2;
 use deno_core::OpState;
 use tokio::sync::oneshot;
 
-use crate::isolate::UpgradeDecision;
+use crate::event::UpgradeDecision;
 
 /// Answers the network side is waiting for from JavaScript (onUpgrade decisions, finished
 /// onStart/onTick/onStop calls), by token.
 #[derive(Default)]
 pub struct PendingAnswers {
+    /// The last token given out.
     next_token: u64,
+    /// `onUpgrade` decisions not made yet.
     waiting: HashMap<u64, oneshot::Sender<UpgradeDecision>>,
     /// `onStart`/`onTick`/`onStop` calls that have not finished yet.
     services: HashMap<u64, oneshot::Sender<()>>,

@@ -1,23 +1,24 @@
-//! Sending to and closing inbound connections, by id, through the shared connection registry.
+//! Sending to and closing one inbound connection, by id, through the shared connection registry.
 
 use deno_core::op2;
 use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::IsolateContext;
-use crate::connections::SendError;
+use crate::net::close::{checked_close, CloseRequestError};
+use crate::net::connections::SendError;
 
+/// Why an op on a connection failed, as JavaScript sees it.
 #[derive(Debug, thiserror::Error, deno_error::JsError)]
 pub enum ConnectionOpError {
+    /// The connection is not open, closing, or its queue is full: an `Error`.
     #[class(generic)]
-    #[error("{0}")]
+    #[error(transparent)]
     Send(#[from] SendError),
+    /// A close code or reason no handler may use: a `RangeError`.
     #[class(range)]
-    #[error("close: code must be 1000 or 3000-4999, got {0}")]
-    CloseCode(u32),
-    #[class(range)]
-    #[error("close: reason must be at most 123 bytes of UTF-8, got {0}")]
-    CloseReason(usize),
+    #[error(transparent)]
+    Close(#[from] CloseRequestError),
 }
 
 #[op2(fast)]
@@ -51,17 +52,9 @@ pub fn op_ws_close(
     #[string] reason: String,
 ) -> Result<(), ConnectionOpError> {
     // The JS layer validates first; this guards the ops themselves.
-    if !(code == 1000 || (3000..=4999).contains(&code)) {
-        return Err(ConnectionOpError::CloseCode(code));
-    }
-    if reason.len() > 123 {
-        return Err(ConnectionOpError::CloseReason(reason.len()));
-    }
+    let code = checked_close(code, &reason)?;
     let context = state.borrow::<IsolateContext>();
-    Ok(context
-        .services
-        .connections
-        .close(id, code as u16, reason)?)
+    Ok(context.services.connections.close(id, code, reason)?)
 }
 
 /// The endpoint of an open connection, or null.

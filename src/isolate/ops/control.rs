@@ -5,10 +5,12 @@ use deno_core::op2;
 use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::connection::ConnectionOpError;
 use super::IsolateContext;
-use crate::connections::ConnectionInfo;
+use crate::net::connections::{ConnectionInfo, ConnectionRegistry};
 
-fn connections(state: &OpState) -> &crate::connections::ConnectionRegistry {
+/// The shared registry of inbound connections.
+fn connections(state: &OpState) -> &ConnectionRegistry {
     &state.borrow::<IsolateContext>().services.connections
 }
 
@@ -56,7 +58,7 @@ pub fn op_ws_subscribe(
     state: &mut OpState,
     #[number] id: u64,
     #[string] topic: &str,
-) -> Result<(), super::connection::ConnectionOpError> {
+) -> Result<(), ConnectionOpError> {
     Ok(connections(state).subscribe(id, topic)?)
 }
 

@@ -1,0 +1,305 @@
+// The event dispatcher the Rust side calls directly for every event (dispatch.rs), in arrival
+// order: it finds the socket, runs the handler's export, keeps each socket's events in order
+// while an async handler runs, and returns the reply. Also Dirigible's event context functions
+// (getMethod, getMessage, ...), and the handler's current exports.
+"use strict";
+
+((internals) => {
+  const {
+    core,
+    formatValue,
+    describeError,
+    errorMessage,
+    toWire,
+    SEND,
+    FORGET,
+    LABEL,
+    connections,
+    Connection,
+    clientFor,
+    WebsocketClient,
+    runService,
+    decideUpgrade,
+  } = internals;
+  const { op_sb_log, op_sb_count_error, op_ws_connection_endpoint, op_sb_handler_exports } = internals.ops;
+
+  // --------------------------------------------------------- event context
+  const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
+  const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
+  const { OPEN, MESSAGE, ERROR, CLOSE, CLIENT_OPEN: CLIENT_KINDS, UPGRADE, SERVICE } = internals.kinds;
+  // The event being handled (null outside events): kind and message/error text. Two variables,
+  // not an object, so that no object is made per event.
+  let currentKind = null;
+  let currentData = null;
+  let handler = {};
+
+  const context = {
+    getMessage: () => (currentKind === MESSAGE ? currentData : null),
+    getError: () => (currentKind === ERROR ? currentData : null),
+    getMethod: () => (currentKind === null ? null : METHODS[currentKind]),
+    isOnOpen: () => currentKind === OPEN,
+    isOnMessage: () => currentKind === MESSAGE,
+    isOnError: () => currentKind === ERROR,
+    isOnClose: () => currentKind === CLOSE,
+  };
+
+  // ---------------------------------------------------------- dispatching
+  const RESERVED_EXPORTS = new Set([...EXPORTS, "onUpgrade", "onStart", "onTick", "onStop"]);
+  const EVENT_NAME = /^[A-Za-z_$][\w$]*$/;
+
+  // A message `{"type":"event","event":"Device_Message","params":...}` names an export to run
+  // instead of onMessage (B4X's events). Returns null for an ordinary message.
+  function namedEvent(message) {
+    if (typeof message !== "string" || message.charCodeAt(0) !== 123 || !message.includes('"event"')) return null;
+    let parsed;
+    try {
+      parsed = JSON.parse(message);
+    } catch (_) {
+      return null;
+    }
+    if (parsed === null || parsed.type !== "event" || typeof parsed.event !== "string") return null;
+    return parsed;
+  }
+
+  function invoke(socket, kind, a, b, c) {
+    let fn = handler[EXPORTS[kind]];
+    let args = null;
+    if (kind === MESSAGE) {
+      const event = namedEvent(a);
+      if (event !== null) {
+        const name = event.event;
+        const callable = EVENT_NAME.test(name) && name.includes("_") && !RESERVED_EXPORTS.has(name);
+        fn = callable ? handler[name] : undefined;
+        if (typeof fn !== "function") {
+          throw new Error(`unknown event "${name}": the handler exports no event function of that name (event names contain an underscore)`);
+        }
+        args = [event.params, socket];
+      }
+    }
+    if (typeof fn !== "function") return undefined;
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = kind;
+    currentData = kind === MESSAGE || kind === ERROR ? a : null;
+    try {
+      if (args !== null) return fn.apply(handler, args);
+      switch (kind) {
+        case OPEN:
+          return fn.call(handler, socket);
+        case MESSAGE:
+        case ERROR:
+          return fn.call(handler, a, socket);
+        default:
+          return fn.call(handler, socket, { code: a, reason: b, wasClean: c });
+      }
+    } finally {
+      currentKind = previousKind;
+      currentData = previousData;
+    }
+  }
+
+  function onMessage(socket, message) {
+    const fn = handler.onMessage;
+    if (typeof fn !== "function") return undefined;
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = MESSAGE;
+    currentData = message;
+    let result;
+    try {
+      result = fn.call(handler, message, socket);
+    } catch (error) {
+      reportFailure(socket, MESSAGE, error);
+      return undefined;
+    } finally {
+      currentKind = previousKind;
+      currentData = previousData;
+    }
+    return settle(socket, MESSAGE, result);
+  }
+
+  function reportFailure(socket, kind, error) {
+    op_sb_count_error();
+    op_sb_log("error", `${EXPORTS[kind]} failed on ${socket[LABEL]}: ${describeError(error)}`);
+    if (kind !== ERROR && kind !== CLOSE && !socket.delivery.closed) {
+      runEvent(socket, ERROR, errorMessage(error));
+    }
+  }
+
+  // Runs one event; returns the reply for the Rust side to send, or undefined.
+  function runEvent(socket, kind, a, b, c) {
+    const delivery = socket.delivery;
+    const isClient = kind !== OPEN && kind !== CLOSE && socket instanceof WebsocketClient;
+    if (kind === ERROR && isClient) {
+      // 4D's order: at most one onError per client.
+      if (delivery.errorReported) {
+        op_sb_log("warn", `${socket[LABEL]}: further error not passed to onError: ${a}`);
+        return undefined;
+      }
+      delivery.errorReported = true;
+    }
+    if (kind === MESSAGE && isClient) {
+      a = clientMessage(socket, a);
+      if (a === undefined) return undefined;
+    }
+    let result;
+    try {
+      result = invoke(socket, kind, a, b, c);
+    } catch (error) {
+      reportFailure(socket, kind, error);
+      return undefined;
+    }
+    return settle(socket, kind, result);
+  }
+
+  // What a handler's return value means: a reply (onMessage), or a promise that holds the
+  // socket's next events until it settles.
+  function settle(socket, kind, result) {
+    if (kind === MESSAGE && typeof result === "string") return result;
+    const delivery = socket.delivery;
+    if (result !== null && typeof result === "object" && typeof result.then === "function") {
+      delivery.busy = true;
+      result.then(
+        (value) => {
+          if (kind === MESSAGE) replyLater(socket, value);
+        },
+        (error) => reportFailure(socket, kind, error),
+      ).finally(() => {
+        delivery.busy = false;
+        drainQueue(socket);
+        if (!delivery.busy && delivery.finishWhenIdle) finish(socket);
+      });
+      return undefined;
+    }
+    if (kind !== MESSAGE || result === undefined || result === null) return undefined;
+    try {
+      return toWire(result, "onMessage's return value");
+    } catch (error) {
+      reportFailure(socket, kind, error);
+      return undefined;
+    }
+  }
+
+  function replyLater(socket, value) {
+    if (value === undefined || value === null || socket.delivery.closed) return;
+    try {
+      socket[SEND](toWire(value, "onMessage's resolved value"));
+    } catch (error) {
+      reportFailure(socket, MESSAGE, error);
+    }
+  }
+
+  function drainQueue(socket) {
+    const delivery = socket.delivery;
+    while (!delivery.busy && delivery.queue && delivery.queue.length > 0) {
+      const [kind, a, b, c] = delivery.queue.shift();
+      const reply = runEvent(socket, kind, a, b, c);
+      if (reply !== undefined) {
+        try {
+          socket[SEND](reply);
+        } catch (error) {
+          op_sb_log("warn", `reply to ${socket[LABEL]} not sent: ${errorMessage(error)}`);
+        }
+      }
+      afterEvent(socket, kind);
+    }
+  }
+
+  // A socket is forgotten once its onClose, sync or async, has finished.
+  function afterEvent(socket, kind) {
+    if (kind !== CLOSE) return;
+    if (socket.delivery.busy) socket.delivery.finishWhenIdle = true;
+    else finish(socket);
+  }
+
+  function finish(socket) {
+    socket.delivery.closed = true;
+    socket[FORGET]();
+  }
+
+  // A client's message as its dataType asks; undefined when it cannot be converted.
+  function clientMessage(client, message) {
+    if (typeof message !== "string") return message;
+    if (client.dataType === "blob") return core.encode(message);
+    if (client.dataType !== "object") return message;
+    try {
+      return JSON.parse(message);
+    } catch (error) {
+      const preview = message.length > 60 ? `${message.slice(0, 60)}...` : message;
+      runEvent(client, ERROR, `message is not JSON (dataType "object"): ${error.message}: ${JSON.stringify(preview)}`);
+      return undefined;
+    }
+  }
+
+  // Called by the Rust side for every event, in arrival order. The return value is the reply.
+  function dispatch(kind, id, a, b, c, endpointOfClosed) {
+    if (kind === MESSAGE) {
+      // The common case, in fewer calls: a message for a known connection that is not waiting
+      // on an async handler and is not a named event.
+      const socket = connections.get(id);
+      if (socket !== undefined && !socket.delivery.busy && (typeof a !== "string" || a.charCodeAt(0) !== 123)) {
+        return onMessage(socket, a);
+      }
+    }
+    if (kind === UPGRADE) return decideUpgrade(handler, id, a);
+    if (kind === SERVICE) return runService(handler, id, a, b);
+    let socket;
+    if (kind >= CLIENT_KINDS) {
+      kind -= CLIENT_KINDS;
+      socket = clientFor(id);
+      if (socket === null) {
+        op_sb_log("warn", `event ${METHODS[kind]} for unknown client ${id} dropped`);
+        return undefined;
+      }
+    } else {
+      socket = connections.get(id);
+      if (kind === OPEN) {
+        socket = new Connection(id, a, b === undefined ? undefined : JSON.parse(b));
+        connections.set(id, socket);
+      } else if (socket === undefined) {
+        // Opened before this module was (re)loaded: adopted from its next event on.
+        const endpoint = kind === CLOSE ? endpointOfClosed : op_ws_connection_endpoint(id);
+        if (endpoint === null || endpoint === undefined) return undefined;
+        socket = new Connection(id, endpoint);
+        connections.set(id, socket);
+      }
+    }
+    if (socket.delivery.busy) {
+      (socket.delivery.queue ||= []).push([kind, a, b, c]);
+      return undefined;
+    }
+    const reply = runEvent(socket, kind, a, b, c);
+    afterEvent(socket, kind);
+    return reply;
+  }
+
+  // After the runtime terminated runaway JavaScript: nothing of the interrupted call finished,
+  // not even its finally blocks. With a socket given, its onError hears why; without one (a timer
+  // or a promise callback was interrupted), sockets waiting on an interrupted async handler are
+  // released so that their next events run.
+  function recover(kind, id, message) {
+    currentKind = null;
+    currentData = null;
+    if (kind === undefined) {
+      for (const socket of [...connections.values(), ...clients.values()]) {
+        if (socket.delivery.busy) {
+          socket.delivery.busy = false;
+          drainQueue(socket);
+        }
+      }
+      return;
+    }
+    dispatch(kind, id, message);
+  }
+
+  // The handler's exports: an ES module's namespace, or a CommonJS module's `module.exports`.
+  function setHandler(exports) {
+    handler = exports !== null && typeof exports === "object" ? exports : {};
+    if (typeof exports === "function") handler = exports;
+    const names = [];
+    for (const name in handler) if (typeof handler[name] === "function") names.push(name);
+    op_sb_handler_exports(names.join(","));
+  }
+
+  Object.assign(internals, { dispatch, recover, context, setHandler, getHandler: () => handler });
+})(globalThis.__switchboard);

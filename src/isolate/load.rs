@@ -1,0 +1,166 @@
+//! Loading a handler module into a runtime: an ES module graph through the module loader, or a
+//! CommonJS (or JSON) module through the runtime's `require`; and `switchboard check`, which
+//! parses a handler without running it.
+
+use std::future::{poll_fn, Future};
+use std::path::Path;
+use std::sync::Weak;
+use std::task::Poll;
+
+use deno_core::{v8, JsRuntime, ModuleSpecifier, PollEventLoopOptions};
+
+use super::engine::{internal_function, new_runtime, RuntimeParts};
+use super::error_text::{js_load_error, load_error};
+use super::ops::{start_pending_clients, NoClientHandlers, Services};
+use crate::event::HandlerLoadError;
+use crate::workspace::modules::{ModuleFiles, ModuleKind};
+use crate::workspace::WorkspacePaths;
+
+/// The handler module to load.
+pub struct HandlerModule<'a> {
+    /// As shown in logs and errors.
+    pub handler: &'a str,
+    /// Its canonical file.
+    pub file: &'a Path,
+    /// The workspace's module files, recording what is read.
+    pub modules: &'a ModuleFiles,
+}
+
+impl HandlerModule<'_> {
+    fn unreadable(&self, reason: impl ToString) -> HandlerLoadError {
+        HandlerLoadError::Unreadable {
+            file: self.handler.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The module's URL, as the engine names it.
+    fn url(&self) -> Result<ModuleSpecifier, HandlerLoadError> {
+        ModuleSpecifier::from_file_path(self.file).map_err(|()| self.unreadable("not a valid path"))
+    }
+}
+
+/// Loads the handler's code as generation `generation` and runs its top level (an ES module's
+/// async top level included, while the runtime's event loop turns), then hands its exports to the
+/// dispatcher. The first generation is the main module; later ones get URLs of their own, so a
+/// reload instantiates every module of the graph afresh.
+pub async fn evaluate(
+    runtime: &mut JsRuntime,
+    module: &HandlerModule<'_>,
+    generation: u64,
+) -> Result<(), HandlerLoadError> {
+    let source = std::fs::read_to_string(module.file).map_err(|e| module.unreadable(e))?;
+    let mut url = module.url()?;
+    let failed =
+        |error: &deno_core::error::CoreError| load_error(module.handler, error, module.modules);
+    match ModuleKind::of(module.file, &source) {
+        ModuleKind::EsModule => {
+            let id = if generation == 1 {
+                runtime.load_main_es_module(&url).await
+            } else {
+                url.set_query(Some(&format!("generation={generation}")));
+                runtime.load_side_es_module(&url).await
+            }
+            .map_err(|e| failed(&e))?;
+            let mut evaluation = Box::pin(runtime.mod_evaluate(id));
+            poll_fn(|cx| {
+                if let Poll::Ready(result) = evaluation.as_mut().poll(cx) {
+                    return Poll::Ready(result);
+                }
+                let polled = runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+                start_pending_clients(&mut runtime.op_state().borrow_mut());
+                if let Poll::Ready(Err(error)) = polled {
+                    return Poll::Ready(Err(error));
+                }
+                evaluation.as_mut().poll(cx)
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+            let namespace = runtime.get_module_namespace(id).map_err(|e| failed(&e))?;
+            let set_handler = internal_function(runtime, "setHandler").map_err(|reason| {
+                HandlerLoadError::Isolate {
+                    file: module.handler.to_string(),
+                    what: "the runtime's setHandler is missing",
+                    reason,
+                }
+            })?;
+            deno_core::scope!(scope, runtime);
+            let function = v8::Local::new(scope, &set_handler);
+            let namespace: v8::Local<v8::Value> = v8::Local::new(scope, &namespace).into();
+            let undefined = v8::undefined(scope).into();
+            function.call(scope, undefined, &[namespace]);
+        }
+        ModuleKind::CommonJs | ModuleKind::Json => {
+            let script = format!(
+                "globalThis.__switchboard.setHandler(globalThis.__switchboard.requireMain({}));",
+                serde_json::to_string(url.as_str()).unwrap_or_default()
+            );
+            runtime
+                .execute_script("switchboard:load-handler", script)
+                .map_err(|e| js_load_error(module.handler, &e, module.modules))?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses a handler (and, for ES modules, everything it imports) without running it.
+pub fn check_handler(handler_file: &Path, paths: &WorkspacePaths) -> Result<(), HandlerLoadError> {
+    let modules = ModuleFiles::new(paths.clone());
+    let handler = paths.display(handler_file);
+    let module = HandlerModule {
+        handler: &handler,
+        file: handler_file,
+        modules: &modules,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HandlerLoadError::Isolate {
+            file: handler.clone(),
+            what: "cannot start the isolate's runtime",
+            reason: e.to_string(),
+        })?;
+    tokio.block_on(async {
+        let services = Services {
+            connections: Default::default(),
+            clients: Default::default(),
+            client_handlers: Weak::<NoClientHandlers>::new(),
+            limits: Default::default(),
+            stats: Default::default(),
+        };
+        let mut runtime = new_runtime(RuntimeParts {
+            handler: handler.clone(),
+            modules: modules.clone(),
+            services,
+            features: Default::default(),
+            heap_limit: None,
+        });
+        let source = std::fs::read_to_string(handler_file).map_err(|e| module.unreadable(e))?;
+        let url = module.url()?;
+        match ModuleKind::of(handler_file, &source) {
+            ModuleKind::EsModule => runtime
+                .load_side_es_module(&url)
+                .await
+                .map(|_| ())
+                .map_err(|e| load_error(&handler, &e, &modules)),
+            ModuleKind::Json => serde_json::from_str::<serde_json::Value>(&source)
+                .map(|_| ())
+                .map_err(|e| HandlerLoadError::Code {
+                    file: handler.clone(),
+                    location: Some(format!("{handler}:{}:{}", e.line(), e.column())),
+                    message: e.to_string(),
+                }),
+            ModuleKind::CommonJs => {
+                let script = format!(
+                    "globalThis.__switchboard.compileCommonJs({}, {});",
+                    serde_json::to_string(&source).unwrap_or_default(),
+                    serde_json::to_string(url.as_str()).unwrap_or_default()
+                );
+                runtime
+                    .execute_script("switchboard:check", script)
+                    .map(|_| ())
+                    .map_err(|e| js_load_error(&handler, &e, &modules))
+            }
+        }
+    })
+}

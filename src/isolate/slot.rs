@@ -1,0 +1,131 @@
+//! One handler module as connections and clients see it: a [`HandlerSlot`] delivers events to
+//! whichever isolate runs the module's current code.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::ops::HandlerFeatures;
+use crate::event::{EventSink, IsolateEvent, IsolateGone, ServiceCall, UpgradeDecision};
+use crate::net::home::SocketHome;
+use crate::workspace::modules::ModuleFiles;
+
+/// A running handler module: its thread, and the queue its events go into.
+#[derive(Debug)]
+pub struct HandlerIsolate {
+    /// Where its events go.
+    pub(super) events: mpsc::Sender<IsolateEvent>,
+    /// True while the isolate has no pending timers, promises or events.
+    pub(super) idle: watch::Receiver<bool>,
+    /// The files its module graph was read from, to tell when it must be reloaded.
+    pub(super) modules: ModuleFiles,
+    /// The optional exports of its current code.
+    pub(super) features: Arc<HandlerFeatures>,
+    /// Where its connections' sockets are driven.
+    pub(super) sockets: SocketHome,
+    /// Its thread, joined at shutdown.
+    pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// One handler module: events go to whichever isolate runs the module's current code.
+#[derive(Debug)]
+pub struct HandlerSlot {
+    /// The handler module's canonical file.
+    pub handler_file: PathBuf,
+    /// The handler's path relative to the workspace, as shown in logs.
+    pub handler: String,
+    /// The isolate running the module; `None` once the handler is unloaded.
+    pub(super) current: RwLock<Option<Arc<HandlerIsolate>>>,
+}
+
+impl EventSink for HandlerSlot {
+    /// Queues an event for the current isolate, waiting while its queue is full. Fails once the
+    /// handler has been unloaded.
+    async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        // Most events find room in the queue: no clone of the isolate, no wait.
+        let event = {
+            let current = self.current.read();
+            let isolate = current.as_ref().ok_or(IsolateGone)?;
+            match isolate.events.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(IsolateGone),
+                Err(mpsc::error::TrySendError::Full(event)) => event,
+            }
+        };
+        let isolate = self.isolate().ok_or(IsolateGone)?;
+        isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+}
+
+impl HandlerSlot {
+    /// The isolate running the module's current code.
+    pub(super) fn isolate(&self) -> Option<Arc<HandlerIsolate>> {
+        self.current.read().clone()
+    }
+
+    /// Where sockets of this handler are best driven: its isolate's thread, while it runs.
+    pub fn socket_home(&self) -> Option<SocketHome> {
+        self.isolate().map(|isolate| isolate.sockets.clone())
+    }
+
+    /// Whether the handler's current code exports `onUpgrade`.
+    pub fn has_on_upgrade(&self) -> bool {
+        self.isolate()
+            .is_some_and(|isolate| isolate.features.on_upgrade.load(Ordering::SeqCst))
+    }
+
+    /// Runs `onStart`/`onTick`/`onStop` for `endpoint` and waits until it has finished. False
+    /// if the handler is gone.
+    pub async fn service(&self, call: ServiceCall, endpoint: Arc<str>) -> bool {
+        let (done, finished) = oneshot::channel();
+        if self
+            .deliver(IsolateEvent::Service {
+                call,
+                endpoint,
+                done,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        finished.await.is_ok()
+    }
+
+    /// Asks `onUpgrade(request)`; None if the handler is gone or failed to answer.
+    pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
+        let (decision, answer) = oneshot::channel();
+        self.deliver(IsolateEvent::Upgrade { request, decision })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
+    pub async fn until_idle(&self) {
+        if let Some(isolate) = self.isolate() {
+            let mut idle = isolate.idle.clone();
+            let _ = idle.wait_for(|idle| *idle).await;
+        }
+    }
+
+    /// Whether the isolate has nothing pending right now.
+    pub fn is_idle(&self) -> bool {
+        self.isolate().is_none_or(|isolate| *isolate.idle.borrow())
+    }
+
+    /// Module files of the running code that changed on disk since they were loaded.
+    pub fn changed_files(&self) -> Vec<PathBuf> {
+        self.isolate()
+            .map(|isolate| isolate.modules.changed_files())
+            .unwrap_or_default()
+    }
+
+    /// Unloads the handler: its isolate finishes the events already queued, then stops.
+    pub(super) fn retire(&self) -> Option<Arc<HandlerIsolate>> {
+        self.current.write().take()
+    }
+}

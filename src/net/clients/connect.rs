@@ -1,0 +1,297 @@
+//! Connecting one client and pumping it, with 4D's event order: `onOpen` at most once, any
+//! number of `onMessage`, at most one `onError`, and `onClose` exactly once, also when the
+//! connection never opened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue as HttpHeaderValue};
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::Connector;
+
+use super::{
+    tls, ClientEntry, ClientError, ClientRegistry, ClientRequest, ClientStatus, HeaderValue,
+    Protocols,
+};
+use crate::event::{ClientId, EventSink, IsolateEvent, Target};
+use crate::net::outbox::OutboxReader;
+use crate::net::pump::{pump, Ending, Peer, PumpOptions};
+use crate::net::websocket_config;
+
+/// The connect timeout when the options give none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client's request, checked and ready to connect.
+pub struct Prepared {
+    /// The upgrade request, with the options' headers and subprotocols.
+    request: Request,
+    /// Plain TCP, or TLS with the options' trust.
+    connector: Connector,
+    /// How long connecting and the handshake may take.
+    timeout: Duration,
+}
+
+/// Validates a `createWebsocket` call before anything is registered, so mistakes throw at once.
+pub fn prepare(request: &ClientRequest) -> Result<Prepared, ClientError> {
+    let invalid = |message: String| ClientError::Invalid(message);
+    let uri = request.uri.trim();
+    let scheme = uri
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let secure = match scheme.as_deref() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => {
+            return Err(invalid(format!(
+                "uri {uri:?} must start with ws:// or wss://"
+            )))
+        }
+    };
+    let mut http_request = uri
+        .into_client_request()
+        .map_err(|e| invalid(format!("uri {uri:?} is not a valid WebSocket URL: {e}")))?;
+    let options = &request.options;
+    let headers = http_request.headers_mut();
+    for (name, value) in &options.headers {
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("headers: {name:?} is not a valid header name")))?;
+        let values = match value {
+            HeaderValue::One(one) => vec![one.clone()],
+            HeaderValue::Many(many) => many.clone(),
+        };
+        for value in values {
+            let header_value = HttpHeaderValue::from_str(&value).map_err(|_| {
+                invalid(format!(
+                    "headers: the value of {name:?} is not a valid header value"
+                ))
+            })?;
+            headers.append(header_name.clone(), header_value);
+        }
+    }
+    if let Some(protocols) = &options.protocols {
+        let list = match protocols {
+            Protocols::One(one) => vec![one.clone()],
+            Protocols::Many(many) => many.clone(),
+        };
+        if list.iter().any(|p| p.is_empty() || p.contains([',', ' '])) {
+            return Err(invalid(format!(
+                "protocols: {list:?}: each must be a non-empty token without commas or spaces"
+            )));
+        }
+        if !list.is_empty() {
+            let value = HttpHeaderValue::from_str(&list.join(", "))
+                .map_err(|_| invalid("protocols: not valid in a header".into()))?;
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+    let connector = if secure {
+        Connector::Rustls(
+            tls::client_config(&options.tls, &request.workspace_root).map_err(invalid)?,
+        )
+    } else {
+        Connector::Plain
+    };
+    let timeout = match options.connect_timeout_ms {
+        Some(0) => return Err(invalid("connectTimeoutMs must be at least 1".into())),
+        Some(ms) => Duration::from_millis(ms),
+        None => DEFAULT_CONNECT_TIMEOUT,
+    };
+    Ok(Prepared {
+        request: http_request,
+        connector,
+        timeout,
+    })
+}
+
+/// A registered client, not yet connecting. Its registry counts it as a running task from
+/// creation until it is dropped (run to its end, or abandoned), so `switchboard run` waits for
+/// every client, started or not.
+pub struct ClientConnection {
+    /// The client's id.
+    id: ClientId,
+    /// Its registry entry.
+    entry: Arc<ClientEntry>,
+    /// The request, checked.
+    prepared: Prepared,
+    /// What its pump writes.
+    queue: OutboxReader,
+    /// Where it is registered.
+    registry: Arc<ClientRegistry>,
+    /// Largest message accepted from the server.
+    max_message_size: usize,
+    /// Keepalive and counters of its socket.
+    pump: PumpOptions,
+    /// Counts the client as a running task of its registry while it exists.
+    _counted: Counted,
+}
+
+/// A client counted as a running task of its registry, until dropped.
+struct Counted(Arc<ClientRegistry>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.tasks.send_modify(|n| *n -= 1);
+    }
+}
+
+impl ClientConnection {
+    /// A client registered in `registry`, counted as a running task until dropped.
+    pub(super) fn new(
+        id: ClientId,
+        entry: Arc<ClientEntry>,
+        prepared: Prepared,
+        queue: OutboxReader,
+        registry: Arc<ClientRegistry>,
+        max_message_size: usize,
+        pump: PumpOptions,
+    ) -> Self {
+        registry.tasks.send_modify(|n| *n += 1);
+        Self {
+            id,
+            entry,
+            prepared,
+            queue,
+            _counted: Counted(registry.clone()),
+            registry,
+            max_message_size,
+            pump,
+        }
+    }
+
+    /// The client's handler module, whose isolate must run before the client does.
+    pub fn handler_file(&self) -> &std::path::Path {
+        &self.entry.handler_file
+    }
+
+    /// The client's handler could not be started: the client ends without connecting.
+    pub fn abandon(self, why: &str) {
+        tracing::error!(client = self.id, uri = %self.entry.uri, "client not started: {why}");
+        self.registry.remove(self.id);
+    }
+
+    /// Connects and pumps the client until it ends; every outcome reaches `handler`, with 4D's
+    /// event order.
+    pub async fn run<H: EventSink>(self, handler: &H) {
+        let ClientConnection {
+            id,
+            entry,
+            prepared,
+            queue,
+            registry,
+            max_message_size,
+            pump: pump_options,
+            _counted,
+        } = self;
+        let entry = &entry;
+        let target = Target::Client(id);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            prepared.request,
+            Some(websocket_config(max_message_size)),
+            true,
+            Some(prepared.connector),
+        );
+        let timeout = prepared.timeout;
+        let connected = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connected)) => Ok(connected),
+            Ok(Err(error)) => Err(format!(
+                "cannot connect to {}: {}",
+                entry.uri,
+                describe(&error)
+            )),
+            Err(_) => Err(format!(
+                "cannot connect to {}: timed out after {} ms",
+                entry.uri,
+                timeout.as_millis()
+            )),
+        };
+        let (socket, response) = match connected {
+            Ok(connected) => connected,
+            Err(message) => {
+                tracing::warn!(client = id, handler = %entry.handler, "{message}");
+                let _ = handler
+                    .deliver(IsolateEvent::Error { target, message })
+                    .await;
+                finish(id, &registry, handler, Ending::abnormal()).await;
+                return;
+            }
+        };
+        let protocol = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        *entry.protocol.lock() = protocol.clone();
+        {
+            let mut status = entry.status.lock();
+            if *status == ClientStatus::Connecting {
+                *status = ClientStatus::Connected;
+            }
+        }
+        tracing::debug!(client = id, uri = %entry.uri, "client connected");
+        let _ = handler
+            .deliver(IsolateEvent::Open {
+                target,
+                endpoint: None,
+                protocol,
+                data: None,
+            })
+            .await;
+        let ending = pump(
+            socket,
+            queue,
+            handler,
+            Peer {
+                target,
+                name: &entry.handler,
+                address: &entry.uri,
+            },
+            pump_options,
+            || entry.set_status(ClientStatus::Closing),
+        )
+        .await;
+        finish(id, &registry, handler, ending).await;
+    }
+}
+
+/// The client leaves the registry (and `getClients()`) before its `onClose` runs.
+async fn finish<H: EventSink>(
+    id: ClientId,
+    registry: &ClientRegistry,
+    handler: &H,
+    ending: Ending,
+) {
+    registry.remove(id);
+    tracing::debug!(client = id, code = ending.code, "client closed");
+    let _ = handler
+        .deliver(ending.into_event(Target::Client(id), None))
+        .await;
+}
+
+/// A connection failure in words a user can act on.
+fn describe(error: &WsError) -> String {
+    match error {
+        WsError::Io(io) => {
+            if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                return format!("TLS handshake failed: {tls}");
+            }
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                _ => io.to_string(),
+            }
+        }
+        WsError::Tls(tls) => format!("TLS handshake failed: {tls}"),
+        WsError::Http(response) => format!(
+            "the server refused the upgrade with HTTP {}{}",
+            response.status(),
+            response
+                .body()
+                .as_deref()
+                .map(|b| format!(": {}", String::from_utf8_lossy(b).trim()))
+                .unwrap_or_default()
+        ),
+        WsError::Url(url) => format!("invalid URL: {url}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,373 @@
+//! Handler modules as files: what kind of module a file is, which names are the runtime's
+//! built-in modules, and [`ModuleFiles`], the record one isolate keeps of the files its code was
+//! read from (to tell when it must be reloaded). Finding a file goes through the workspace's one
+//! resolver ([`WorkspacePaths`]); turning files into engine modules is the isolate's business.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::paths::{PathError, WorkspacePaths};
+
+/// The built-in API modules, by every name handlers import them with: listed here once; the
+/// isolate gives each [`BuiltinModule`] its code.
+pub const BUILTIN_MODULES: &[(&str, BuiltinModule)] = &[
+    ("net/websockets", BuiltinModule::Websockets),
+    ("net/v4/websockets", BuiltinModule::Websockets),
+    ("sdk/net", BuiltinModule::SdkNet),
+    ("@aerokit/sdk/net", BuiltinModule::SdkNet),
+    ("@dirigible/net", BuiltinModule::SdkNet),
+];
+
+/// What a built-in module provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinModule {
+    /// Dirigible's `net/websockets` functions.
+    Websockets,
+    /// Dirigible's SDK module, with `websockets` as a member.
+    SdkNet,
+}
+
+impl BuiltinModule {
+    /// The built-in module named `specifier`, if it is one.
+    pub fn named(specifier: &str) -> Option<BuiltinModule> {
+        BUILTIN_MODULES
+            .iter()
+            .find(|(name, _)| *name == specifier)
+            .map(|(_, module)| *module)
+    }
+
+    /// The name the runtime's JavaScript knows this module by.
+    pub fn key(self) -> &'static str {
+        match self {
+            BuiltinModule::Websockets => "websockets",
+            BuiltinModule::SdkNet => "sdk/net",
+        }
+    }
+}
+
+/// How a module file is to be evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// An ES module (`import`/`export`).
+    EsModule,
+    /// A CommonJS module (`require`/`module.exports`).
+    CommonJs,
+    /// A JSON file: its value is the module's exports.
+    Json,
+}
+
+impl ModuleKind {
+    /// The kind's name, as the runtime's JavaScript knows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::EsModule => "esm",
+            ModuleKind::CommonJs => "cjs",
+            ModuleKind::Json => "json",
+        }
+    }
+
+    /// `.mjs` and `.cjs` say it; a `.js` file is an ES module when it has top-level
+    /// `import`/`export` statements, as users of Dirigible write both styles in `.js` files.
+    pub fn of(path: &Path, source: &str) -> ModuleKind {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("mjs") => ModuleKind::EsModule,
+            Some("cjs") => ModuleKind::CommonJs,
+            Some("json") => ModuleKind::Json,
+            _ if has_module_syntax(source) => ModuleKind::EsModule,
+            _ => ModuleKind::CommonJs,
+        }
+    }
+}
+
+/// Whether a line (outside block comments) starts with an `import` or `export` statement.
+fn has_module_syntax(source: &str) -> bool {
+    let mut in_block_comment = false;
+    for line in source.lines() {
+        let mut line = line.trim_start();
+        if in_block_comment {
+            match line.find("*/") {
+                Some(end) => {
+                    in_block_comment = false;
+                    line = line[end + 2..].trim_start();
+                }
+                None => continue,
+            }
+        }
+        if line.starts_with("/*") && !line.contains("*/") {
+            in_block_comment = true;
+            continue;
+        }
+        let statement = |keyword: &str| {
+            line.strip_prefix(keyword).is_some_and(|rest| {
+                rest.starts_with(|c: char| c.is_whitespace() || matches!(c, '{' | '*' | '"' | '\''))
+            })
+        };
+        if statement("import") || statement("export") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Why a module could not be resolved or read. Messages name the specifier and the importer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    /// A URL with a scheme other than `file:`.
+    #[error("cannot import {specifier:?}{from}: remote modules are not allowed; copy the code into the workspace")]
+    Remote {
+        /// What was imported.
+        specifier: String,
+        /// " from importer", or nothing.
+        from: String,
+    },
+    /// The module would be outside the workspace.
+    #[error("cannot import {specifier:?}{from}: {reason}")]
+    OutsideWorkspace {
+        /// What was imported.
+        specifier: String,
+        /// " from importer", or nothing.
+        from: String,
+        /// Why, and what to write instead.
+        reason: String,
+    },
+    /// No file has that name.
+    #[error("cannot find module {specifier:?}{from}: {reason}")]
+    NotFound {
+        /// What was imported.
+        specifier: String,
+        /// " from importer", or nothing.
+        from: String,
+        /// What was tried.
+        reason: String,
+    },
+    /// The file exists but could not be read.
+    #[error("cannot read module {path}: {reason}")]
+    Unreadable {
+        /// The file, relative to the workspace.
+        path: String,
+        /// The operating system's words.
+        reason: String,
+    },
+}
+
+/// Where an import stands: the importing module's file, if it is one.
+#[derive(Debug, Clone, Copy)]
+pub enum Importer<'a> {
+    /// The workspace root (a handler's main module, or a module loaded by URL).
+    Workspace,
+    /// A module file.
+    File(&'a Path),
+    /// Something that is not a workspace file (a built-in module), by name.
+    Named(&'a str),
+}
+
+/// The module files one isolate reads, found through the workspace's resolver, with a hash of the
+/// text it read from each: the isolate's code must be reloaded when one of them changes.
+#[derive(Debug, Clone)]
+pub struct ModuleFiles {
+    /// The workspace.
+    paths: WorkspacePaths,
+    /// Every module file read since the code was last (re)loaded, with a hash of its text.
+    loaded: Arc<Mutex<BTreeMap<PathBuf, u64>>>,
+}
+
+impl ModuleFiles {
+    /// A new, empty record for the workspace `paths`.
+    pub fn new(paths: WorkspacePaths) -> Self {
+        Self {
+            paths,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The workspace.
+    pub fn paths(&self) -> &WorkspacePaths {
+        &self.paths
+    }
+
+    /// `file` relative to the workspace, for messages and `__filename`.
+    pub fn display(&self, file: &Path) -> String {
+        self.paths.display(file)
+    }
+
+    /// " from p/a.js" (or " from net/websockets"), for messages about an import.
+    pub fn from_clause(&self, importer: Importer<'_>) -> String {
+        match importer {
+            Importer::Workspace => String::new(),
+            Importer::File(path) => format!(" from {}", self.display(path)),
+            Importer::Named(name) => format!(" from {name}"),
+        }
+    }
+
+    /// Resolves `specifier` as imported by `importer`. `specifier` is a relative path, a workspace
+    /// path or (`file_url`) an absolute path an importer gave as a `file:` URL.
+    pub fn resolve(
+        &self,
+        specifier: &str,
+        file_url: Option<&Path>,
+        importer: Importer<'_>,
+    ) -> Result<PathBuf, ModuleError> {
+        let from = self.from_clause(importer);
+        let importer_file = match importer {
+            Importer::File(path) => Some(path),
+            _ => None,
+        };
+        let found = match file_url {
+            Some(path) => self.paths.module_at(path),
+            None => self.paths.module(specifier, importer_file),
+        };
+        let outside = |reason: String| ModuleError::OutsideWorkspace {
+            specifier: specifier.to_string(),
+            from: from.clone(),
+            reason,
+        };
+        found.map_err(|error| match error {
+            PathError::Absolute => outside(
+                "absolute paths are not allowed: write ./relative/path or project/path from the workspace root".into(),
+            ),
+            PathError::LeavesBoundary | PathError::ParentComponent | PathError::Empty => {
+                outside("it leaves the workspace".into())
+            }
+            PathError::LinkOut { link, target } => outside(format!(
+                "{link} is a link to {}, outside the workspace",
+                target.display()
+            )),
+            PathError::NoProject(_) => ModuleError::NotFound {
+                specifier: specifier.to_string(),
+                from: from.clone(),
+                reason: format!(
+                    "it is neither a built-in module ({}) nor a path in a project of the workspace",
+                    BUILTIN_MODULES
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            PathError::NotFound { base, .. } => ModuleError::NotFound {
+                specifier: specifier.to_string(),
+                from: from.clone(),
+                reason: format!("no file {base} (tried .js, .mjs, .cjs, .json and index.js)"),
+            },
+            PathError::Unresolvable { path, reason } => ModuleError::Unreadable { path, reason },
+        })
+    }
+
+    /// Reads a resolved module's text, and records what was read.
+    pub fn read(&self, file: &Path) -> Result<String, ModuleError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ModuleError::Unreadable {
+            path: self.display(file),
+            reason: e.to_string(),
+        })?;
+        self.loaded
+            .lock()
+            .insert(file.to_path_buf(), text_hash(&text));
+        Ok(text)
+    }
+
+    /// Files read so far whose text on disk has changed (or that are gone).
+    pub fn changed_files(&self) -> Vec<PathBuf> {
+        self.loaded
+            .lock()
+            .iter()
+            .filter(|(path, hash)| {
+                std::fs::read_to_string(path)
+                    .map(|text| text_hash(&text))
+                    .ok()
+                    != Some(**hash)
+            })
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// Starts a new record of files read (before a module graph is loaded again).
+    pub fn forget_loaded(&self) {
+        self.loaded.lock().clear();
+    }
+}
+
+/// A hash of a module's text, to tell when it changed.
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_module_style() {
+        let p = Path::new("h.js");
+        assert_eq!(
+            ModuleKind::of(p, "export function onMessage(m) {}"),
+            ModuleKind::EsModule
+        );
+        assert_eq!(
+            ModuleKind::of(p, "import { websockets } from \"sdk/net\";"),
+            ModuleKind::EsModule
+        );
+        assert_eq!(
+            ModuleKind::of(p, "exports.onMessage = function (m) {};"),
+            ModuleKind::CommonJs
+        );
+        assert_eq!(
+            ModuleKind::of(p, "const x = await import('./y.js');"),
+            ModuleKind::CommonJs
+        );
+        assert_eq!(
+            ModuleKind::of(p, "/*\nexport function a() {}\n*/\nexports.a = 1;"),
+            ModuleKind::CommonJs
+        );
+        assert_eq!(ModuleKind::of(Path::new("h.mjs"), ""), ModuleKind::EsModule);
+    }
+
+    #[test]
+    fn import_errors_name_the_specifier_and_the_importer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/a.js"), "").unwrap();
+        let files = ModuleFiles::new(WorkspacePaths::new(dir.path()).unwrap());
+        let root = files.paths().root().to_path_buf();
+        let importer = Importer::File(&root.join("p/a.js"));
+        let error = |specifier: &str| {
+            files
+                .resolve(specifier, None, importer)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            files.resolve("./a", None, importer),
+            Ok(root.join("p/a.js"))
+        );
+        assert_eq!(
+            error("../../etc/passwd"),
+            "cannot import \"../../etc/passwd\" from p/a.js: it leaves the workspace"
+        );
+        assert!(error("lodash").starts_with("cannot find module \"lodash\" from p/a.js: it is neither a built-in module (net/websockets"));
+        assert_eq!(
+            error("./nope"),
+            "cannot find module \"./nope\" from p/a.js: no file p/nope (tried .js, .mjs, .cjs, .json and index.js)"
+        );
+    }
+
+    #[test]
+    fn edits_are_noticed_by_the_record_of_files_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/a.js"), "1").unwrap();
+        let files = ModuleFiles::new(WorkspacePaths::new(dir.path()).unwrap());
+        let file = files.resolve("p/a", None, Importer::Workspace).unwrap();
+        assert_eq!(files.read(&file).unwrap(), "1");
+        assert!(files.changed_files().is_empty());
+        std::fs::write(&file, "2").unwrap();
+        assert_eq!(files.changed_files(), vec![file]);
+        files.forget_loaded();
+        assert!(files.changed_files().is_empty());
+    }
+}
