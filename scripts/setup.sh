@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Switchboard needs, when it is missing (Debian/Ubuntu).
 #   scripts/setup.sh          build tools: cmake and simde headers (QuickJS engine), a C compiler
-#   scripts/setup.sh --test   also Chromium (browser tests), Python's websockets (interop tests)
-#                             and kosoku (Autobahn conformance cases)
+#   scripts/setup.sh --test   also Chromium (browser tests), Python's websockets (interop tests),
+#                             kosoku (Autobahn conformance cases) and curl (CI's vendor check)
 set -euo pipefail
 
 want_test=false
@@ -21,6 +21,7 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 if $want_test; then
   command -v "${CHROMIUM:-/usr/bin/chromium}" >/dev/null || missing+=(chromium)
+  command -v curl >/dev/null || missing+=(curl ca-certificates)
 fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2

@@ -22,6 +22,9 @@
 //! [`workspace::watch`] reports it, [`endpoints::reloader`] rescans ([`workspace::scan`]) and
 //! reloads ([`isolate::host`]).
 
+// Every `unsafe` block says, in a SAFETY comment, why it is sound and where that is upheld.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod app;
 pub mod endpoints;
 pub mod event;

@@ -34,6 +34,7 @@ enum Command {
         /// Milliseconds files must stay quiet before a change is applied.
         #[arg(long, default_value_t = 150)]
         watch_debounce_ms: u64,
+        /// Limits and timeouts.
         #[command(flatten)]
         limits: LimitArgs,
         /// Serve https/wss with this PEM certificate chain (needs --tls-key).

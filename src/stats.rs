@@ -10,18 +10,24 @@ use parking_lot::RwLock;
 /// Traffic of one endpoint (or of all outbound clients).
 #[derive(Debug, Default)]
 pub struct Traffic {
+    /// Messages received.
     pub messages_in: AtomicU64,
+    /// Payload bytes received.
     pub bytes_in: AtomicU64,
+    /// Messages sent (counted as they are handed to the socket).
     pub messages_out: AtomicU64,
+    /// Payload bytes sent.
     pub bytes_out: AtomicU64,
 }
 
 impl Traffic {
+    /// Counts a message received.
     pub fn received(&self, bytes: usize) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Counts a message sent.
     pub fn sent(&self, bytes: usize) {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -42,12 +48,16 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// How long handler events took to run, as a Prometheus histogram.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
+    /// Events per bucket of [`LATENCY_BUCKETS`] (not cumulative).
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Events observed.
     count: AtomicU64,
+    /// Their total duration.
     sum_nanos: AtomicU64,
 }
 
 impl LatencyHistogram {
+    /// Counts one event that took `elapsed`.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
@@ -89,10 +99,13 @@ pub struct HandlerFailures {
 /// All counters of the runtime.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Traffic per endpoint.
     endpoints: RwLock<BTreeMap<String, Arc<Traffic>>>,
+    /// Failures per handler module.
     handlers: RwLock<BTreeMap<String, Arc<HandlerFailures>>>,
     /// Traffic of outbound clients, all together.
     pub clients: Arc<Traffic>,
+    /// How long handler events took, all handlers together.
     pub event_latency: LatencyHistogram,
 }
 
@@ -121,6 +134,7 @@ impl Stats {
             .clone()
     }
 
+    /// Every endpoint's traffic, by name.
     pub fn endpoints(&self) -> Vec<(String, Arc<Traffic>)> {
         self.endpoints
             .read()
@@ -129,6 +143,7 @@ impl Stats {
             .collect()
     }
 
+    /// Every handler's failures, by handler.
     pub fn handlers(&self) -> Vec<(String, Arc<HandlerFailures>)> {
         self.handlers
             .read()

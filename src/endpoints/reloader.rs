@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Runtime;
+use super::runtime::Runtime;
 use crate::event::HandlerLoadError;
 use crate::workspace::{self, Endpoint, Problem};
 

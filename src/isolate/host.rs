@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::engine::init_engine;
 use super::ops::{ClientHandlers, HandlerFeatures, Services};
 use super::runtime::{run_isolate_thread, IsolateSetup};
 use super::slot::{HandlerIsolate, HandlerSlot};
@@ -51,7 +52,7 @@ impl IsolateHost {
         limits: Arc<Limits>,
         stats: Arc<Stats>,
     ) -> Arc<Self> {
-        super::init_engine();
+        init_engine();
         let network = tokio::runtime::Handle::current();
         Arc::new_cyclic(|host: &Weak<IsolateHost>| {
             let client_handlers: Weak<dyn ClientHandlers> = host.clone();

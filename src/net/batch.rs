@@ -129,8 +129,12 @@ fn write_all(
                 .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
                 .build()
                 .user_data(index as u64);
-            // SAFETY: `frame` and the descriptors outlive the writes: every write is
-            // non-blocking and completes before this function returns.
+            // SAFETY: the kernel reads `frame` and uses each descriptor until the write
+            // completes. `frame` is borrowed for this whole function, and the loop below waits
+            // for every queued completion before returning (or drops the ring, cancelling what
+            // is left, if io_uring fails). Each descriptor is open: its claim holds the socket's
+            // outbox locked (`outbox::DirectClaim`), and the pump cannot close the socket before
+            // taking that lock to drop its registration (`outbox::DirectWrites::drop`).
             if unsafe { submission.push(&send) }.is_err() {
                 break;
             }

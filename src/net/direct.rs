@@ -100,8 +100,11 @@ impl DirectSocket {
             return Attempt::NotNow;
         };
         let header = head.bytes();
-        // SAFETY: the outbox drops this registration, under the lock its caller holds, before
-        // the pump closes the socket, so the descriptor is the open socket.
+        // SAFETY: `self.fd` is the open socket. This registration lives in the outbox's locked
+        // state, and the caller holds that lock (`OutboxHandle::offer`); the pump removes the
+        // registration under the same lock (`outbox::DirectWrites::drop`) before it closes the
+        // socket (`pump::pump` drops its `DirectWrites` first), so the descriptor cannot be
+        // closed, or reused, during this call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let socket = socket2::SockRef::from(&fd);
         self.count_sent(payload.len());

@@ -197,7 +197,8 @@ impl OutboxHandle {
         {
             let start = Arc::as_ptr(&self.shared).cast::<i8>();
             for line in (0..std::mem::size_of::<Shared>()).step_by(64) {
-                // SAFETY: prefetching is only a hint; the address is inside a live allocation.
+                // SAFETY: a prefetch only hints the CPU and never faults; the address is inside
+                // `Shared` (`line` < its size), which `self.shared` keeps allocated.
                 unsafe {
                     std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
                         start.add(line),

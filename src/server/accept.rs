@@ -11,8 +11,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::routes::router;
 use super::shutdown::shut_down;
-use super::{router, AppState};
+use super::state::AppState;
 
 /// Serves until `shutdown` resolves, then shuts down gracefully: no new connections; every open
 /// connection gets 1001 "server shutting down" after the messages already queued for it; outbound

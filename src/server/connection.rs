@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::AppState;
+use super::state::AppState;
 use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
 use crate::isolate::HandlerSlot;
 use crate::net::connections::Reservation;

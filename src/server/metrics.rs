@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::AppState;
+use super::state::AppState;
 use crate::stats::{HandlerFailures, Traffic, LATENCY_BUCKETS};
 
 /// `GET /metrics`.

@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::AppState;
+use super::state::AppState;
 use crate::workspace::Problem;
 
 /// One entry of `GET /websockets/v4/service`.

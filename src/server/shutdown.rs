@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::AppState;
+use super::state::AppState;
 
 /// Shuts everything down, within the shutdown timeout.
 pub(super) async fn shut_down(state: &AppState) {

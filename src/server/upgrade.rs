@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::connection::{serve_connection, AcceptedUpgrade};
-use super::AppState;
+use super::state::AppState;
 use crate::event::UpgradeDecision;
 use crate::isolate::HandlerSlot;
 use crate::limits::Limits;

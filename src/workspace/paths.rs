@@ -9,7 +9,21 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::WorkspaceError;
+/// Errors that make a folder unusable as a workspace (per-file trouble is a [`Problem`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The folder could not be read.
+    #[error("workspace {path} cannot be read")]
+    Unreadable {
+        /// The folder as given.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// It is a file, not a folder.
+    #[error("workspace {0} is not a directory")]
+    NotADirectory(String),
+}
 
 /// Extensions tried, in order, when a descriptor's `handler` has none.
 pub const HANDLER_EXTENSIONS: &[&str] = &["js", "mjs", "cjs"];

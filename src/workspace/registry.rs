@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Endpoint, Problem, WorkspaceScan};
+use super::endpoint::{Endpoint, Problem};
+use super::scan::WorkspaceScan;
 use crate::event::HandlerLoadError;
 
 /// The endpoints being served and the workspace's current problems.

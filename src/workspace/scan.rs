@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::descriptor::{parse_descriptor, DescriptorError};
+use super::endpoint::{Endpoint, Problem};
 use super::paths::WorkspacePaths;
-use super::{Endpoint, Problem, DESCRIPTOR_EXTENSION};
+
+/// The file extension that marks a descriptor.
+pub const DESCRIPTOR_EXTENSION: &str = "websocket";
 
 /// The result of scanning a workspace.
 #[derive(Debug, Default, Clone)]

@@ -1,6 +1,7 @@
 //! Black-box tests of the `switchboard` binary over real sockets on 127.0.0.1.
 //! One test binary, so the project links once for all of them.
 
+mod architecture;
 mod browser;
 mod check;
 mod clients;

@@ -1,36 +1,19 @@
 //! Outbound clients from JavaScript: `createWebsocket` and the client objects, usable from any
 //! isolate since they carry only a client id. A new client starts connecting when the creating
-//! isolate's current turn of JavaScript ends, through the [`ClientHandlers`] the isolate host
+//! isolate's current turn of JavaScript ends, through the `ClientHandlers` the isolate host
 //! provides (it runs the client once the client's handler has an isolate).
 
 use deno_core::op2;
 use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::IsolateContext;
+use super::context::IsolateContext;
 use crate::net::clients::{
-    ClientConnection, ClientError, ClientInfo, ClientOptions, ClientRequest, ClientSummary,
+    create, ClientConnection, ClientError, ClientInfo, ClientOptions, ClientRequest, ClientSummary,
 };
 use crate::net::close::{checked_close, CloseRequestError};
 use crate::net::pump::PumpOptions;
 use crate::workspace::resolve_handler;
-
-/// Runs new clients. The isolate host implements it: a client runs once its handler's isolate
-/// runs. The ops know the host only through this trait, so they stay below it.
-pub trait ClientHandlers: Send + Sync + std::fmt::Debug {
-    /// Runs `client` to its end (on the network runtime), once its handler's isolate runs.
-    fn run_client(&self, client: ClientConnection);
-}
-
-/// For isolates that run no clients (`switchboard check`): every client is abandoned.
-#[derive(Debug)]
-pub struct NoClientHandlers;
-
-impl ClientHandlers for NoClientHandlers {
-    fn run_client(&self, client: ClientConnection) {
-        client.abandon("clients do not run here");
-    }
-}
 
 /// Clients created by one isolate's current turn of JavaScript, run when the turn ends.
 #[derive(Default)]
@@ -119,7 +102,7 @@ pub fn op_ws_client_create(
             traffic: services.stats.clients.clone(),
         },
     };
-    let (id, client) = services.clients.create(request)?;
+    let (id, client) = create(&services.clients, request)?;
     state.borrow_mut::<PendingClients>().0.push(client);
     Ok(id)
 }

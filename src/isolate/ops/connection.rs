@@ -4,7 +4,7 @@ use deno_core::op2;
 use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::IsolateContext;
+use super::context::IsolateContext;
 use crate::net::close::{checked_close, CloseRequestError};
 use crate::net::connections::SendError;
 

@@ -3,7 +3,7 @@
 use deno_core::op2;
 use deno_core::OpState;
 
-use super::IsolateContext;
+use super::context::IsolateContext;
 
 #[op2(fast)]
 pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &str) {

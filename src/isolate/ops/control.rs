@@ -6,7 +6,7 @@ use deno_core::OpState;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::ConnectionOpError;
-use super::IsolateContext;
+use super::context::IsolateContext;
 use crate::net::connections::{ConnectionInfo, ConnectionRegistry};
 
 /// The shared registry of inbound connections.

@@ -1,53 +1,21 @@
 //! The ops behind the JavaScript API (`runtime_js/`): one file per concern, one extension. Ops sit
 //! below the rest of `isolate/`: they reach the runtime only through the [`Services`] and
-//! [`IsolateContext`] put in each isolate's `OpState`, never the isolate's own machinery.
+//! [`IsolateContext`] put in each isolate's `OpState` (`context`), never the isolate's own
+//! machinery.
 
 mod answers;
 mod bootstrap;
 mod clients;
 mod connection;
 mod console;
+mod context;
 mod control;
 mod modules;
 
-use std::sync::{Arc, Weak};
-
 pub use answers::{await_service_call, await_upgrade_decision};
-pub use clients::{start_pending_clients, ClientHandlers, NoClientHandlers};
-pub use modules::{resolve_module, HandlerFeatures, ModuleOpError, ResolvedModule};
-
-use crate::limits::Limits;
-use crate::net::clients::ClientRegistry;
-use crate::net::connections::ConnectionRegistry;
-use crate::stats::Stats;
-use crate::workspace::modules::ModuleFiles;
-
-/// The runtime-wide services that an isolate's ops reach.
-#[derive(Debug, Clone)]
-pub struct Services {
-    /// Inbound connections, for `conn.send` and `conn.close`.
-    pub connections: Arc<ConnectionRegistry>,
-    /// Outbound clients.
-    pub clients: Arc<ClientRegistry>,
-    /// Runs a new client once its handler's isolate runs (the isolate host).
-    pub client_handlers: Weak<dyn ClientHandlers>,
-    /// Limits on queues, events and heaps.
-    pub limits: Arc<Limits>,
-    /// Counters for `/metrics`.
-    pub stats: Arc<Stats>,
-}
-
-/// What the ops of one isolate need, kept in its `OpState`.
-pub struct IsolateContext {
-    /// The handler module this isolate runs, as shown in logs (`my-project/ws-handler.js`).
-    pub handler: String,
-    /// Resolves and reads `require()`d modules inside the workspace, recording what was read.
-    pub modules: ModuleFiles,
-    /// Connections, clients, limits and counters.
-    pub services: Services,
-    /// Where the handler's optional exports are recorded.
-    pub features: Arc<HandlerFeatures>,
-}
+pub use clients::start_pending_clients;
+pub use context::{ClientHandlers, HandlerFeatures, IsolateContext, NoClientHandlers, Services};
+pub use modules::{resolve_module, ModuleOpError, ResolvedModule};
 
 deno_core::extension!(
     switchboard_api,

@@ -3,11 +3,10 @@
 //! The ES module loader (`isolate/loader.rs`) resolves through the same [`resolve_module`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use deno_core::{op2, ModuleSpecifier, OpState};
 
-use super::IsolateContext;
+use super::context::IsolateContext;
 use crate::workspace::modules::{Importer, ModuleError, ModuleFiles, ModuleKind};
 
 /// A module file found inside the workspace.
@@ -100,25 +99,6 @@ pub fn op_sb_read_module(
         source,
         kind.as_str(),
     ))
-}
-
-/// Which optional exports the handler's current code has, so that the network side asks only
-/// handlers that care (an `onUpgrade` round trip costs every upgrade a wait for the isolate).
-#[derive(Debug, Default)]
-pub struct HandlerFeatures {
-    /// The code exports `onUpgrade`.
-    pub on_upgrade: AtomicBool,
-    /// The code exports `onTick`.
-    pub on_tick: AtomicBool,
-}
-
-impl HandlerFeatures {
-    /// Records the export names of newly loaded code.
-    pub fn set_exports(&self, names: &[&str]) {
-        let has = |name: &str| names.contains(&name);
-        self.on_upgrade.store(has("onUpgrade"), Ordering::SeqCst);
-        self.on_tick.store(has("onTick"), Ordering::SeqCst);
-    }
 }
 
 /// Records which optional exports (`onUpgrade`, `onTick`, ...) the handler's new code has.

@@ -2,6 +2,7 @@
 //! number of `onMessage`, at most one `onError`, and `onClose` exactly once, also when the
 //! connection never opened.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +12,71 @@ use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue as Ht
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::Connector;
 
-use super::{
-    tls, ClientEntry, ClientError, ClientRegistry, ClientRequest, ClientStatus, HeaderValue,
-    Protocols,
-};
+use super::options::{ClientOptions, HeaderValue, Protocols};
+use super::registry::{ClientEntry, ClientError, ClientRegistry, ClientStatus, NewClient};
+use super::tls;
 use crate::event::{ClientId, EventSink, IsolateEvent, Target};
-use crate::net::outbox::OutboxReader;
+use crate::limits::QueueBounds;
+use crate::net::outbox::{outbox, OutboxReader};
 use crate::net::pump::{pump, Ending, Peer, PumpOptions};
 use crate::net::websocket_config;
 
 /// The connect timeout when the options give none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client as the `createWebsocket` op asks for it.
+pub struct ClientRequest {
+    /// The `ws://` or `wss://` URI.
+    pub uri: String,
+    /// The handler, as a workspace path.
+    pub handler: String,
+    /// The handler module's canonical file.
+    pub handler_file: PathBuf,
+    /// The handler module that creates the client.
+    pub creator: String,
+    /// The options object.
+    pub options: ClientOptions,
+    /// Anchors a relative `tls.ca` path.
+    pub workspace_root: PathBuf,
+    /// Bounds of its outbound queue.
+    pub queue: QueueBounds,
+    /// Largest message accepted from the server.
+    pub max_message_size: usize,
+    /// Keepalive and counters of its socket.
+    pub pump: PumpOptions,
+}
+
+/// Registers a client (status "Connecting"). It starts connecting when the returned
+/// [`ClientConnection`] is run: the creating isolate does that when its current turn of
+/// JavaScript ends, so code that creates a client sees it "Connecting" until it yields, and
+/// whatever it sends or closes meanwhile is delivered in order.
+pub fn create(
+    registry: &Arc<ClientRegistry>,
+    request: ClientRequest,
+) -> Result<(ClientId, ClientConnection), ClientError> {
+    let prepared = prepare(&request)?;
+    let (sender, queue) = outbox(request.queue);
+    let (id, entry) = registry.insert(
+        NewClient {
+            uri: request.uri,
+            handler: request.handler,
+            handler_file: request.handler_file,
+            data_type: request.options.data_type,
+            creator: request.creator,
+        },
+        sender,
+    );
+    let connection = ClientConnection::new(
+        id,
+        entry,
+        prepared,
+        queue,
+        registry.clone(),
+        request.max_message_size,
+        request.pump,
+    );
+    Ok((id, connection))
+}
 
 /// A client's request, checked and ready to connect.
 pub struct Prepared {
@@ -34,7 +89,7 @@ pub struct Prepared {
 }
 
 /// Validates a `createWebsocket` call before anything is registered, so mistakes throw at once.
-pub fn prepare(request: &ClientRequest) -> Result<Prepared, ClientError> {
+fn prepare(request: &ClientRequest) -> Result<Prepared, ClientError> {
     let invalid = |message: String| ClientError::Invalid(message);
     let uri = request.uri.trim();
     let scheme = uri
@@ -132,13 +187,13 @@ struct Counted(Arc<ClientRegistry>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.tasks.send_modify(|n| *n -= 1);
+        self.0.task_ended();
     }
 }
 
 impl ClientConnection {
     /// A client registered in `registry`, counted as a running task until dropped.
-    pub(super) fn new(
+    fn new(
         id: ClientId,
         entry: Arc<ClientEntry>,
         prepared: Prepared,
@@ -147,7 +202,7 @@ impl ClientConnection {
         max_message_size: usize,
         pump: PumpOptions,
     ) -> Self {
-        registry.tasks.send_modify(|n| *n += 1);
+        registry.task_started();
         Self {
             id,
             entry,
@@ -222,13 +277,7 @@ impl ClientConnection {
             .get(header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        *entry.protocol.lock() = protocol.clone();
-        {
-            let mut status = entry.status.lock();
-            if *status == ClientStatus::Connecting {
-                *status = ClientStatus::Connected;
-            }
-        }
+        entry.connected(protocol.clone());
         tracing::debug!(client = id, uri = %entry.uri, "client connected");
         let _ = handler
             .deliver(IsolateEvent::Open {

@@ -1,0 +1,25 @@
+//! The routes: what is served at which URL.
+
+use axum::routing::get;
+use axum::Router;
+
+use super::state::AppState;
+use super::{metrics, pages, upgrade};
+
+/// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/metrics", get(metrics::metrics))
+        .route("/switchboard/status", get(pages::status))
+        .route("/switchboard/client.js", get(pages::client_library))
+        .route("/websockets/v4/service", get(pages::endpoint_list))
+        .route("/websockets/v4/service/", get(pages::endpoint_list))
+        .route("/websockets/v4/service/{endpoint}", get(upgrade::upgrade))
+        .route("/websockets/service/{endpoint}", get(upgrade::upgrade))
+        .route("/services/web/{project}", get(pages::project_root))
+        .route("/services/web/{project}/", get(pages::project_root))
+        .route("/services/web/{project}/{*path}", get(pages::static_file))
+        .fallback(pages::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,30 @@
+//! What every request handler of the server shares.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::endpoints::Runtime;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running Switchboard: what is served, who is connected, the isolates.
+    pub runtime: Arc<Runtime>,
+    /// Set once shutdown has begun: new upgrades are refused.
+    pub shutting_down: Arc<AtomicBool>,
+    /// The WebSocket connection tasks, so that shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// The server's state over `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self {
+            runtime,
+            shutting_down: Default::default(),
+            tasks: Default::default(),
+        }
+    }
+}
