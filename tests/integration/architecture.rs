@@ -112,10 +112,11 @@ fn check(sources: &[Source]) -> Vec<String> {
             }
         }
     }
-    for circle in circles(&edges) {
+    for group in circles(&edges) {
         violations.push(format!(
-            "files import each other in a circle: {}",
-            circle.join(" -> ")
+            "files import each other in a circle: {} (all of {} are in one circle)",
+            shortest_circle(&edges, &group).join(" -> "),
+            group.join(", ")
         ));
     }
     violations
@@ -197,7 +198,7 @@ fn references(source: &Source) -> Vec<(Vec<String>, usize)> {
             continue;
         };
         let tree = &source.code[at + 4..at + end];
-        let line = source.code[..at].lines().count().max(1);
+        let line = source.code[..at].matches('\n').count() + 1;
         let base = module_at(source, &inline_modules, at);
         for path in expand_use_tree(tree.trim()) {
             if let Some(resolved) = resolve(&path, &base, &declared_children, source) {
@@ -219,7 +220,7 @@ fn references(source: &Source) -> Vec<(Vec<String>, usize)> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect();
-            let line = source.code[..at].lines().count().max(1);
+            let line = source.code[..at].matches('\n').count() + 1;
             let base = module_at(source, &inline_modules, at);
             if let Some(resolved) = resolve(&path, &base, &declared_children, source) {
                 found.push((resolved, line));
@@ -239,10 +240,9 @@ fn is_word_start(code: &str, at: usize) -> bool {
 /// Whether `at` is inside a `use ...;` statement.
 fn inside_use(code: &str, at: usize) -> bool {
     let statement_start = code[..at].rfind([';', '{', '}']).map_or(0, |i| i + 1);
-    let statement = code[statement_start..at].trim_start();
-    statement.starts_with("use ")
-        || statement.starts_with("pub use ")
-        || statement.contains(" use ")
+    code[statement_start..at]
+        .split(|c: char| c.is_whitespace())
+        .any(|word| word == "use")
 }
 
 /// `a::{b, c::{d, e}}` as `[a::b, a::c::d, a::c::e]` (aliases and globs dropped).
@@ -524,6 +524,37 @@ fn circles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     walk.found
 }
 
+/// The shortest circle through the first file of `group` (files that import each other), as the
+/// path of imports from it back to it.
+fn shortest_circle(edges: &BTreeMap<String, BTreeSet<String>>, group: &[String]) -> Vec<String> {
+    let start = &group[0];
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start.as_str()]);
+    while let Some(node) = queue.pop_front() {
+        for next in edges.get(node).into_iter().flatten() {
+            if !group.contains(next) {
+                continue;
+            }
+            if next == start {
+                let mut path = vec![start.clone()];
+                let mut at = node;
+                while at != start {
+                    path.push(at.to_string());
+                    at = came_from[at];
+                }
+                path.push(start.clone());
+                path.reverse();
+                return path;
+            }
+            if !came_from.contains_key(next.as_str()) {
+                came_from.insert(next, node);
+                queue.push_back(next);
+            }
+        }
+    }
+    group.to_vec()
+}
+
 /// `(line, field)` of every named field of a struct (or of an enum's struct variant) without a
 /// `///` doc comment above it (attributes between are allowed).
 fn undocumented_fields(text: &str) -> Vec<(usize, String)> {
@@ -657,7 +688,7 @@ mod the_check_itself {
         );
         assert!(text.contains("src/net/pump.rs:1: imports workspace::Endpoint (src/workspace/mod.rs): net and workspace are peers"), "{text}");
         assert!(
-            text.contains("circle: src/net/outbox.rs -> src/net/pump.rs"),
+            text.contains("circle: src/net/outbox.rs -> src/net/pump.rs -> src/net/outbox.rs"),
             "{text}"
         );
         assert!(
