@@ -6,7 +6,10 @@ same warm-up. Results go to bench/results/: RESULTS.md (a table with each figure
 ratio to Switchboard), one PNG chart per scenario, and results.json. Called by bench/run.sh, which
 builds the binaries and installs the peers first.
 
-  bench/run.py [--smoke] [--only NAME,...]
+  bench/run.py [--smoke] [--only NAME,...] [--baseline PATH]
+
+--baseline PATH adds "baseline": another switchboard binary (an earlier build), measured with the
+same workspace and options in every round, interleaved with the others: a before/after comparison.
 """
 import argparse
 import json
@@ -48,9 +51,10 @@ def wait_port(port, process, timeout=30):
 class Servers:
     """How to start each server: (command for echo, command for broadcast, URL path)."""
 
-    def __init__(self, profile):
+    def __init__(self, profile, baseline=None):
         target = ROOT / "target" / profile
         self.switchboard = target / "switchboard"
+        self.baseline = Path(baseline) if baseline else None
         self.rust_echo = target / "switchboard-rust-echo"
         self.node = shutil.which("node")
         self.deno = PEERS / "@deno" / "linux-x64-glibc" / "deno"
@@ -60,6 +64,8 @@ class Servers:
         """name -> None if runnable, else why not."""
         why = {}
         why["switchboard"] = None if self.switchboard.exists() else f"{self.switchboard} not built"
+        if self.baseline is not None:
+            why["baseline"] = None if self.baseline.exists() else f"{self.baseline} does not exist"
         why["rust-echo"] = None if self.rust_echo.exists() else f"{self.rust_echo} not built"
         if not self.node:
             why["node-ws"] = "node is not installed"
@@ -73,8 +79,9 @@ class Servers:
 
     def command(self, name, port, broadcast):
         mode = ["broadcast"] if broadcast else []
-        if name == "switchboard":
-            return [str(self.switchboard), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
+        if name in ("switchboard", "baseline"):
+            binary = self.switchboard if name == "switchboard" else self.baseline
+            return [str(binary), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
                     "--no-watch", "--max-connections", "20000"], "/websockets/v4/service/" + ("broadcast" if broadcast else "echo")
         if name == "rust-echo":
             return [str(self.rust_echo), f"127.0.0.1:{port}"] + (["--broadcast"] if broadcast else []), "/"
@@ -159,6 +166,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="seconds, Switchboard and rust-echo only, dev build, no charts")
     parser.add_argument("--only", help="comma-separated servers")
+    parser.add_argument("--baseline", help="another switchboard binary, measured as 'baseline' beside this build")
+    parser.add_argument("--no-files", action="store_true",
+                        help="print the results as JSON instead of writing bench/results/ (comparisons that are not the suite's figures)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--idle", type=int, default=10000)
@@ -168,11 +178,11 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    servers = Servers("debug" if options.smoke else "release")
+    servers = Servers("debug" if options.smoke else "release", options.baseline)
     loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
-    order = ["switchboard", "rust-echo", "node-ws", "deno", "bun"]
+    order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:
-        order = ["switchboard", "rust-echo"]
+        order = ["switchboard", "rust-echo"] + (["baseline"] if options.baseline else [])
         options.duration, options.warmup, options.idle, options.repeat = 1.0, 0.3, 200, 1
     if options.only:
         order = [n for n in order if n in options.only.split(",")]
@@ -238,6 +248,9 @@ def main():
             results["cold start"] = {"switchboard": {"error": str(error)}}
         print(f"{'cold start':<26} {'switchboard':<12} {summary(results['cold start']['switchboard'])}", file=sys.stderr)
 
+    if options.no_files:
+        print(json.dumps(results, indent=1))
+        return
     if options.smoke:
         failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
         print(json.dumps(results, indent=1))

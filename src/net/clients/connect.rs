@@ -66,15 +66,16 @@ pub fn create(
         },
         sender,
     );
-    let connection = ClientConnection::new(
+    let connection = ClientConnection {
         id,
         entry,
         prepared,
         queue,
-        registry.clone(),
-        request.max_message_size,
-        request.pump,
-    );
+        registry: registry.clone(),
+        max_message_size: request.max_message_size,
+        pump: request.pump,
+        _counted: Counted::new(registry.clone()),
+    };
     Ok((id, connection))
 }
 
@@ -185,6 +186,14 @@ pub struct ClientConnection {
 /// A client counted as a running task of its registry, until dropped.
 struct Counted(Arc<ClientRegistry>);
 
+impl Counted {
+    /// Counts one more running client task.
+    fn new(registry: Arc<ClientRegistry>) -> Self {
+        registry.task_started();
+        Self(registry)
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.task_ended();
@@ -192,29 +201,6 @@ impl Drop for Counted {
 }
 
 impl ClientConnection {
-    /// A client registered in `registry`, counted as a running task until dropped.
-    fn new(
-        id: ClientId,
-        entry: Arc<ClientEntry>,
-        prepared: Prepared,
-        queue: OutboxReader,
-        registry: Arc<ClientRegistry>,
-        max_message_size: usize,
-        pump: PumpOptions,
-    ) -> Self {
-        registry.task_started();
-        Self {
-            id,
-            entry,
-            prepared,
-            queue,
-            _counted: Counted(registry.clone()),
-            registry,
-            max_message_size,
-            pump,
-        }
-    }
-
     /// The client's handler module, whose isolate must run before the client does.
     pub fn handler_file(&self) -> &std::path::Path {
         &self.entry.handler_file

@@ -3,83 +3,32 @@
 //! batching whatever is waiting into one flush. Reading and writing happen in this one task, so a
 //! message and its reply cost no hand-over between tasks.
 //!
-//! A socket's life is a [`Phase`]: open; closing (the peer's close frame arrived, or it stopped
+//! A socket's life is a `Phase` (`phase.rs`): open; closing (the peer's close frame arrived, or it stopped
 //! answering pings); read failed (a protocol error: our close frame with its code is the last
-//! thing written); close sent (only the peer's answer is awaited, for a bounded time).
+//! thing written); close sent (only the peer's answer is awaited, for a bounded time). `io.rs`
+//! holds the socket side: reads, batched writes, close frames.
 
-use std::collections::VecDeque;
+mod io;
+mod phase;
+
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::{ArcWake, AtomicWaker};
 use futures_util::{Sink, SinkExt, Stream};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::close::{close_code_for, close_message};
+use self::io::{finish_then_close, peer_went_away, send_close, write_batch, ReadWake};
+use self::phase::Phase;
+use super::close::close_code_for;
 use super::outbox::{Outbound, OutboxReader, Taken};
 use crate::event::{EventSink, IsolateEvent, Target};
 use crate::stats::Traffic;
 
-/// How long a peer has to answer our close frame before the socket is dropped.
-pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a socket ended, as reported to `onClose`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    /// The close code (1006 when there was no close frame).
-    pub code: u16,
-    /// The close reason.
-    pub reason: String,
-    /// Whether a close frame was exchanged.
-    pub was_clean: bool,
-}
-
-impl Ending {
-    /// The socket ended without a close frame.
-    pub fn abnormal() -> Self {
-        Ending {
-            code: 1006,
-            reason: String::new(),
-            was_clean: false,
-        }
-    }
-
-    /// What the peer's close frame said (1005 when it gave no code).
-    fn from_close_frame(frame: Option<CloseFrame>) -> Self {
-        match frame {
-            Some(frame) => Ending {
-                code: frame.code.into(),
-                reason: frame.reason.to_string(),
-                was_clean: true,
-            },
-            None => Ending {
-                code: 1005,
-                reason: String::new(),
-                was_clean: true,
-            },
-        }
-    }
-
-    /// The `onClose` event of `target`; `endpoint` for an inbound connection.
-    pub fn into_event(self, target: Target, endpoint: Option<Arc<str>>) -> IsolateEvent {
-        IsolateEvent::Close {
-            target,
-            code: self.code,
-            reason: self.reason,
-            was_clean: self.was_clean,
-            endpoint,
-        }
-    }
-}
+pub use self::io::{TcpUnder, CLOSE_HANDSHAKE_TIMEOUT};
+pub use self::phase::Ending;
 
 /// How a socket is looked after while it is open.
 #[derive(Debug, Clone)]
@@ -88,37 +37,6 @@ pub struct PumpOptions {
     pub keepalive: Option<(Duration, Duration)>,
     /// Counters the socket's messages are added to.
     pub traffic: Arc<Traffic>,
-}
-
-/// The plain TCP stream under a WebSocket, when there is one: its descriptor takes direct writes
-/// (see `direct`), and the rest of a frame written that way goes to it as raw bytes.
-pub trait TcpUnder {
-    /// The TCP stream, if the WebSocket runs on plain TCP.
-    fn tcp_under(&mut self) -> Option<&mut TcpStream>;
-}
-
-impl TcpUnder for tokio_tungstenite::WebSocketStream<TcpStream> {
-    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        Some(self.get_mut())
-    }
-}
-
-impl<S> TcpUnder for tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<S>> {
-    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        None
-    }
-}
-
-impl TcpUnder for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        None
-    }
-}
-
-impl<T: TcpUnder + Unpin> TcpUnder for Pin<&mut T> {
-    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        self.as_mut().get_mut().tcp_under()
-    }
 }
 
 /// Who the socket is, for its events and log lines.
@@ -138,106 +56,6 @@ impl Peer<'_> {
         match self.target {
             Target::Connection(id) => format!("connection {id}"),
             Target::Client(id) => format!("client {id}"),
-        }
-    }
-}
-
-/// Where a socket is in its life. What the pump still does follows from it: read while not
-/// [`Phase::ReadFailed`], take the outbound queue and ping until [`Phase::CloseSent`], and let
-/// the handler's thread write directly only while [`Phase::Open`] with nothing of ours half
-/// written.
-#[derive(Debug)]
-enum Phase {
-    /// Reading and writing.
-    Open {
-        /// Nothing of ours is half written and no pong is owed: direct writes may go out.
-        flushed: bool,
-    },
-    /// The close is under way (the peer's close frame arrived, or the peer stopped answering
-    /// pings): reading goes on until the peer ends, and what is queued still goes out.
-    Closing {
-        /// How the socket ends.
-        ending: Ending,
-    },
-    /// Reading failed: a close frame with the error's code is queued, and is the last thing
-    /// written.
-    ReadFailed {
-        /// How the socket ends.
-        ending: Ending,
-    },
-    /// Our close frame is out (or writing failed): only the peer's answer is awaited.
-    CloseSent {
-        /// How the socket ends, once known (the peer's answer says).
-        ending: Option<Ending>,
-    },
-}
-
-impl Phase {
-    fn reading(&self) -> bool {
-        !matches!(self, Phase::ReadFailed { .. })
-    }
-
-    fn close_sent(&self) -> bool {
-        matches!(self, Phase::CloseSent { .. })
-    }
-
-    /// Whether pings go out and a silent peer is caught.
-    fn keeps_alive(&self) -> bool {
-        matches!(self, Phase::Open { .. } | Phase::Closing { .. })
-    }
-
-    fn takes_direct_writes(&self) -> bool {
-        matches!(self, Phase::Open { flushed: true })
-    }
-
-    /// Something of ours is being written (or a pong is owed): no direct writes meanwhile.
-    fn writing(&mut self) {
-        if let Phase::Open { flushed } = self {
-            *flushed = false;
-        }
-    }
-
-    /// Everything of ours went out whole.
-    fn flushed(&mut self) {
-        if let Phase::Open { flushed } = self {
-            *flushed = true;
-        }
-    }
-
-    /// The close is under way with `ending`, unless it already was.
-    fn closing(&mut self, ending: Ending) {
-        if let Phase::Open { .. } = self {
-            *self = Phase::Closing { ending };
-        }
-    }
-
-    /// The peer's close frame arrived.
-    fn peer_closed(&mut self, ending: Ending) {
-        match self {
-            Phase::CloseSent { ending: known } => *known = Some(ending),
-            _ => *self = Phase::Closing { ending },
-        }
-    }
-
-    /// Our close frame is out: the peer has until `deadline` to answer.
-    fn send_close(&mut self, deadline: Pin<&mut tokio::time::Sleep>) {
-        deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
-        let ending = match std::mem::replace(self, Phase::CloseSent { ending: None }) {
-            Phase::Open { .. } => None,
-            Phase::Closing { ending } | Phase::ReadFailed { ending } => Some(ending),
-            Phase::CloseSent { ending } => ending,
-        };
-        *self = Phase::CloseSent { ending };
-    }
-
-    fn ending(self) -> Ending {
-        match self {
-            Phase::Open { .. } | Phase::CloseSent { ending: None } => Ending::abnormal(),
-            Phase::Closing { ending }
-            | Phase::ReadFailed { ending }
-            | Phase::CloseSent {
-                ending: Some(ending),
-            } => ending,
         }
     }
 }
@@ -550,151 +368,4 @@ impl<H: EventSink> PumpState<'_, H> {
             ),
         }
     }
-}
-
-/// Whether the socket may have something to read. The socket's reads are given a waker that
-/// records its wake-ups here before waking the task, so that a wake-up for writing does not also
-/// try a read (which costs the WebSocket reader a buffer fill and a readiness check each time).
-struct ReadWake {
-    /// Shared with the waker.
-    state: Arc<ReadWakeState>,
-    /// The waker the socket's reads register.
-    waker: std::task::Waker,
-}
-
-/// What the read waker records.
-struct ReadWakeState {
-    /// The read side was woken since the last read that found nothing.
-    woken: AtomicBool,
-    /// The pump's task, woken with it.
-    task: AtomicWaker,
-}
-
-impl ArcWake for ReadWakeState {
-    fn wake_by_ref(state: &Arc<Self>) {
-        state.woken.store(true, Ordering::Release);
-        state.task.wake();
-    }
-}
-
-impl ReadWake {
-    fn new() -> Self {
-        let state = Arc::new(ReadWakeState {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        let waker = futures_util::task::waker(state.clone());
-        Self { state, waker }
-    }
-
-    /// Polls the socket for a frame, unless nothing happened on its read side since it last
-    /// said it had none (its waker is then still registered).
-    fn poll_next<S>(
-        &self,
-        socket: &mut Pin<&mut S>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, WsError>>>
-    where
-        S: Stream<Item = Result<Message, WsError>>,
-    {
-        if !self.state.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        self.state.task.register(cx.waker());
-        let polled = socket
-            .as_mut()
-            .poll_next(&mut Context::from_waker(&self.waker));
-        if polled.is_ready() {
-            // More frames may be buffered already: they wake nothing, so look again next time.
-            self.state.woken.store(true, Ordering::Release);
-        }
-        polled
-    }
-}
-
-/// Sends a close frame, giving up after the close handshake's time (a peer that stopped reading).
-async fn send_close<S>(socket: &mut Pin<&mut S>, code: u16, reason: String)
-where
-    S: Sink<Message, Error = WsError>,
-{
-    let _ = tokio::time::timeout(
-        CLOSE_HANDSHAKE_TIMEOUT,
-        socket.send(close_message(code, reason)),
-    )
-    .await;
-}
-
-/// Finishes a frame that was partly written directly, then sends a close frame; a close frame
-/// after a frame cut short would garble both, so none is sent if the frame cannot be finished.
-async fn finish_then_close<S>(socket: &mut Pin<&mut S>, raw: &mut Bytes, code: u16, reason: String)
-where
-    S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
-{
-    let finished = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, write_raw(socket, raw)).await;
-    if matches!(finished, Ok(Ok(()))) {
-        send_close(socket, code, reason).await;
-    }
-}
-
-/// Whether a read error means the peer dropped the connection (reset, or closed it mid-frame).
-fn peer_went_away(error: &WsError) -> bool {
-    use std::io::ErrorKind;
-    match error {
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
-        WsError::Io(io) => matches!(
-            io.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    }
-}
-
-/// Feeds the batch, then flushes. Returns true after a close frame (the rest is not sent).
-async fn write_batch<S>(
-    sink: &mut S,
-    raw: &mut Bytes,
-    batch: VecDeque<Outbound>,
-    traffic: &Traffic,
-) -> Result<bool, WsError>
-where
-    S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
-{
-    write_raw(sink, raw).await?;
-    for item in batch {
-        match item {
-            // Only ever first in a batch (taken out by the caller): direct writes happen while
-            // nothing is queued, and not again until the batch is flushed.
-            Outbound::Raw(_) => {
-                return Err(WsError::Io(std::io::Error::other(
-                    "the rest of a directly written frame behind other messages",
-                )))
-            }
-            Outbound::Message(message) => {
-                if message.is_text() || message.is_binary() {
-                    traffic.sent(message.len());
-                }
-                sink.feed(message).await?
-            }
-            Outbound::Close { code, reason } => {
-                sink.send(close_message(code, reason)).await?;
-                return Ok(true);
-            }
-        }
-    }
-    sink.flush().await?;
-    Ok(false)
-}
-
-/// Writes the rest of a directly written frame; `raw` keeps what is left if this is cancelled.
-async fn write_raw<S: TcpUnder>(socket: &mut S, raw: &mut Bytes) -> Result<(), WsError> {
-    if raw.is_empty() {
-        return Ok(());
-    }
-    let tcp = socket.tcp_under().ok_or_else(|| {
-        WsError::Io(std::io::Error::other(
-            "the rest of a directly written frame for a socket without direct writes",
-        ))
-    })?;
-    tcp.write_all_buf(raw).await?;
-    Ok(())
 }
