@@ -1,5 +1,7 @@
-// The runtime's internals object, shared by the files that follow (each adds what it provides,
-// in the order engine.rs runs them), and the tables whose one source is the Rust side.
+// The runtime's internals, shared by the files that follow while the isolate boots (each adds
+// what it provides, in the order engine.rs runs them), and the tables whose one source is the
+// Rust side. 09_globals.js takes them off the global object again: handler code never sees them,
+// nor Deno.core (whose ops are not all safe to call with any argument).
 "use strict";
 
 ((globalThis) => {
@@ -13,5 +15,5 @@
     // generation; timers belong to the generation that created them).
     generations: { serving: 0, loading: 0 },
   };
-  Object.defineProperty(globalThis, "__switchboard", { value: internals, enumerable: false });
+  Object.defineProperty(globalThis, "__switchboardBootstrap", { value: internals, configurable: true });
 })(globalThis);

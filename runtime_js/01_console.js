@@ -1,18 +1,29 @@
-// console (logged through the Rust side with the handler's path), and the value formatting and
-// error descriptions the other files use.
+// console (logged through the Rust side with the handler's path), and the value formatting,
+// error descriptions and checks the other files use; none of them throws, whatever the value.
 "use strict";
 
 ((internals) => {
   const { op_sb_log } = internals.ops;
 
-  function formatValue(value, seen) {
-    if (typeof value === "string") return value;
-    if (value instanceof Error) return value.stack || `${value.name}: ${value.message}`;
-    if (typeof value === "function") return `[Function ${value.name || "(anonymous)"}]`;
-    if (typeof value === "symbol" || typeof value === "bigint") return String(value);
-    if (value === null || typeof value !== "object") return String(value);
-    if (value instanceof Uint8Array) return `Uint8Array(${value.length}) [${Array.from(value.subarray(0, 32)).join(", ")}${value.length > 32 ? ", ..." : ""}]`;
+  // Describing a value must never throw, whatever the value is (a revoked Proxy, an object whose
+  // getters throw): every description falls back to a plainer one, down to a fixed text.
+  const UNDESCRIBABLE = "[a value that cannot be described]";
+  function tag(value) {
     try {
+      return Object.prototype.toString.call(value);
+    } catch (_) {
+      return UNDESCRIBABLE;
+    }
+  }
+
+  function formatValue(value, seen) {
+    try {
+      if (typeof value === "string") return value;
+      if (typeof value === "function") return `[Function ${value.name || "(anonymous)"}]`;
+      if (typeof value === "symbol" || typeof value === "bigint") return String(value);
+      if (value === null || typeof value !== "object") return String(value);
+      if (value instanceof Error) return errorText(value, true);
+      if (value instanceof Uint8Array) return `Uint8Array(${value.length}) [${Array.from(value.subarray(0, 32)).join(", ")}${value.length > 32 ? ", ..." : ""}]`;
       seen = seen || new WeakSet();
       return JSON.stringify(value, (key, v) => {
         if (typeof v === "bigint") return `${v}n`;
@@ -21,9 +32,34 @@
           seen.add(v);
         }
         return v;
-      });
+      }) ?? tag(value);
     } catch (_) {
-      return Object.prototype.toString.call(value);
+      return tag(value);
+    }
+  }
+
+  // An error as `name: message` (and its stack, if asked for and it has one); any other value
+  // formatted. Never throws.
+  function errorText(error, withStack) {
+    let isError;
+    try {
+      isError = error instanceof Error;
+    } catch (_) {
+      return tag(error);
+    }
+    if (!isError) return formatValue(error);
+    if (withStack) {
+      try {
+        const stack = error.stack;
+        if (typeof stack === "string" && stack !== "") return stack;
+      } catch (_) {
+        // The stack getter threw: name and message will do.
+      }
+    }
+    try {
+      return `${error.name}: ${error.message}`;
+    } catch (_) {
+      return tag(error);
     }
   }
   function formatArgs(args) {
@@ -38,14 +74,24 @@
     error: (...args) => op_sb_log("error", formatArgs(args)),
   };
 
-  function describeError(error) {
-    if (error instanceof Error) return error.stack || `${error.name}: ${error.message}`;
-    return formatValue(error);
-  }
-  function errorMessage(error) {
-    if (error instanceof Error) return `${error.name}: ${error.message}`;
-    return formatValue(error);
+  // Whether a handler's return value is a promise (or a thenable) to wait for. A value whose
+  // `then` cannot even be read is not one: it is then treated as a reply, and fails as such.
+  function isThenable(value) {
+    try {
+      return value !== null && typeof value === "object" && typeof value.then === "function";
+    } catch (_) {
+      return false;
+    }
   }
 
-  Object.assign(internals, { console, formatValue, describeError, errorMessage });
-})(globalThis.__switchboard);
+  // For the log: with the stack.
+  function describeError(error) {
+    return errorText(error, true);
+  }
+  // For onError and close reasons: name and message.
+  function errorMessage(error) {
+    return errorText(error, false);
+  }
+
+  Object.assign(internals, { console, formatValue, describeError, errorMessage, isThenable });
+})(globalThis.__switchboardBootstrap);

@@ -56,4 +56,4 @@
   }
 
   Object.assign(internals, { setTimeout, setInterval, clearTimer, cancelTimers });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

@@ -62,4 +62,4 @@
   }
 
   Object.assign(internals, { TextEncoder, TextDecoder, structuredClone });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

@@ -238,4 +238,4 @@
     WebsocketClient,
     clientFor,
   });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

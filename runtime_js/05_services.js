@@ -3,7 +3,7 @@
 "use strict";
 
 ((internals) => {
-  const { describeError, errorMessage } = internals;
+  const { describeError, errorMessage, isThenable } = internals;
   const { op_sb_log, op_sb_count_error, op_sb_service_done, op_ws_upgrade_decide } = internals.ops;
 
   // ------------------------------------------------- onStart, onTick, onStop
@@ -24,27 +24,34 @@
       failed(error);
       return done();
     }
-    if (result !== null && typeof result === "object" && typeof result.then === "function") {
-      result.then(undefined, failed).finally(done);
+    if (isThenable(result)) {
+      Promise.resolve(result).then(undefined, failed).finally(done);
     } else {
       done();
     }
   }
 
   // ----------------------------------------------------------- onUpgrade
-  // onUpgrade(request) may return false (refuse: 403), throw (refuse: 401, or the error's
-  // `status`, with its message), or return anything else (accept; an object becomes conn.data).
-  // It may be async.
+  // onUpgrade(request) accepts only explicitly: `true`, or an object (it becomes conn.data).
+  // Anything else refuses with 403 (so `return sessions.get(token)` lets no one in by accident);
+  // throwing refuses with 401 (or the error's `status`, 400-499) and the error's message. It may be
+  // async.
   function decideUpgrade(handler, token, requestJson) {
     const answer = (decision) => op_ws_upgrade_decide(token, JSON.stringify(decision));
     const refuseWith = (error) => {
-      const status = Number.isInteger(error?.status) && error.status >= 400 && error.status <= 499 ? error.status : 401;
-      const reason = error instanceof Error ? error.message : String(error);
+      let status = 401;
+      let reason = "";
+      try {
+        if (Number.isInteger(error?.status) && error.status >= 400 && error.status <= 499) status = error.status;
+        reason = error instanceof Error ? String(error.message) : String(error);
+      } catch (_) {
+        reason = "";
+      }
       answer({ decision: "refuse", status, reason: reason || "refused by onUpgrade" });
     };
     const settle = (value) => {
-      if (value === false) {
-        answer({ decision: "refuse", status: 403, reason: "refused by onUpgrade" });
+      if (value === true) {
+        answer({ decision: "accept", data: null });
       } else if (value !== null && typeof value === "object") {
         let data;
         try {
@@ -55,7 +62,7 @@
         }
         answer({ decision: "accept", data });
       } else {
-        answer({ decision: "accept", data: null });
+        answer({ decision: "refuse", status: 403, reason: "refused by onUpgrade" });
       }
     };
     const fn = handler.onUpgrade;
@@ -66,12 +73,12 @@
     } catch (error) {
       return refuseWith(error);
     }
-    if (result !== null && typeof result === "object" && typeof result.then === "function") {
-      result.then(settle, refuseWith);
+    if (isThenable(result)) {
+      Promise.resolve(result).then(settle, refuseWith);
     } else {
       settle(result);
     }
   }
 
   Object.assign(internals, { runService, decideUpgrade });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

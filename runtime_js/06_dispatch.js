@@ -10,6 +10,7 @@
     formatValue,
     describeError,
     errorMessage,
+    isThenable,
     toWire,
     SEND,
     FORGET,
@@ -157,9 +158,9 @@
   function settle(socket, kind, result) {
     if (kind === MESSAGE && typeof result === "string") return result;
     const delivery = socket.delivery;
-    if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    if (isThenable(result)) {
       delivery.busy = true;
-      result.then(
+      Promise.resolve(result).then(
         (value) => {
           if (kind === MESSAGE) replyLater(socket, value);
         },
@@ -302,4 +303,4 @@
   }
 
   Object.assign(internals, { dispatch, recover, context, setHandler, getHandler: () => handler });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

@@ -80,4 +80,4 @@
       moduleCache = cache;
     },
   });
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

@@ -167,4 +167,4 @@
   for (const [name, module] of internals.ops.op_sb_builtin_modules()) {
     internals.builtinModules.set(name, modules[module]);
   }
-})(globalThis.__switchboard);
+})(globalThis.__switchboardBootstrap);

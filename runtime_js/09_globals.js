@@ -1,4 +1,6 @@
-// Last: the reload steps (generations of handler code), and the globals handler code sees.
+// Last: the reload steps (generations of handler code), the globals handler code sees, and the
+// end of the boot: the internals and Deno.core leave the global object, and what the Rust side
+// calls (engine.rs `Internals`) is this script's value.
 "use strict";
 
 ((globalThis, internals) => {
@@ -48,4 +50,42 @@
     op_sb_log("error", `unhandled promise rejection: ${describeError(reason)}`);
     return true;
   });
-})(globalThis, globalThis.__switchboard);
+
+  // A handler has no other thread to wake it: waiting would block its thread (and the sockets it
+  // drives) beyond the reach of the event time limit.
+  Object.defineProperty(Atomics, "wait", {
+    value: function wait() {
+      throw new TypeError("Atomics.wait is not available to handlers: nothing could wake the handler's thread; use Atomics.waitAsync or a timer");
+    },
+    writable: false,
+    configurable: false,
+  });
+
+  // What the built-in modules' code reaches (loader.rs): the public API, and require() for an ES
+  // module importing a CommonJS one. Nothing else of the runtime is on the global object.
+  Object.defineProperty(globalThis, "__switchboard", {
+    value: Object.freeze({
+      websockets: internals.websockets,
+      requireFromEsm: internals.requireFromEsm,
+    }),
+    writable: false,
+    enumerable: false,
+    configurable: false,
+  });
+  delete globalThis.__switchboardBootstrap;
+  // deno_core leaves its own bootstrap data (core, internals, primordials) on the global object
+  // for its embedders' bootstrap code, which is done now.
+  delete globalThis.__bootstrap;
+  delete globalThis.Deno;
+
+  return Object.freeze({
+    dispatch: internals.dispatch,
+    recover: internals.recover,
+    setHandler: internals.setHandler,
+    requireMain: internals.requireMain,
+    compileCommonJs: internals.compileCommonJs,
+    beginGeneration: internals.beginGeneration,
+    commitGeneration: internals.commitGeneration,
+    abortGeneration: internals.abortGeneration,
+  });
+})(globalThis, globalThis.__switchboardBootstrap);

@@ -171,7 +171,12 @@ fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> E
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command) {
+    let outcome = runtime.block_on(command);
+    // The command has finished within its own time bounds (shutdown's included); a handler thread
+    // that is still busy (a handler spinning in its top level, say) must not keep the process
+    // alive, so the runtime is not waited for beyond this.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("switchboard: {error:#}");

@@ -1,5 +1,5 @@
 //! Pushing events into JavaScript: every event of a batch becomes one direct call of the
-//! runtime's dispatcher (`__switchboard.dispatch(kind, id, a, b, c, endpoint)`), whose return
+//! runtime's dispatcher (`dispatch(kind, id, a, b, c, endpoint)`, `runtime_js/06_dispatch.js`), whose return
 //! value is the reply. A direct call costs far less than an awaited op on this engine
 //! (`../ENGINE.md` in the notes; ~0.6 µs against ~4.7 µs).
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use deno_core::{v8, JsRuntime};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::engine::internal_function;
+use super::engine::Internals;
 use super::ops::{await_service_call, await_upgrade_decision};
 use super::watchdog::{Termination, Watched};
 use crate::event::{EventKind, IsolateEvent, Target};
@@ -16,9 +16,9 @@ use crate::stats::LatencyHistogram;
 
 /// The runtime's two entry points for events, as function handles.
 pub struct Dispatcher {
-    /// `__switchboard.dispatch`, called for every event.
+    /// `dispatch`, called for every event.
     dispatch: v8::Global<v8::Function>,
-    /// `__switchboard.recover`, called after a termination.
+    /// `recover`, called after a termination.
     recover: v8::Global<v8::Function>,
 }
 
@@ -45,12 +45,12 @@ pub struct Watch<'a> {
 }
 
 impl Dispatcher {
-    /// Finds the entry points in a runtime that has run the runtime's JavaScript.
-    pub fn new(runtime: &mut JsRuntime) -> Result<Self, String> {
-        Ok(Self {
-            dispatch: internal_function(runtime, "dispatch")?,
-            recover: internal_function(runtime, "recover")?,
-        })
+    /// The dispatcher of the runtime whose entry points are `internals`.
+    pub fn new(internals: &Internals) -> Self {
+        Self {
+            dispatch: internals.dispatch.clone(),
+            recover: internals.recover.clone(),
+        }
     }
 
     /// Runs every event of `batch`, in order.
@@ -151,7 +151,7 @@ impl Dispatcher {
         done
     }
 
-    /// After a termination: lets the runtime's JavaScript recover (`__switchboard.recover`),
+    /// After a termination: lets the runtime's JavaScript recover (`recover`),
     /// and, for a socket's event, tells its `onError` `message`. False if that failed.
     pub fn recover(&self, runtime: &mut JsRuntime, target: Option<Target>, message: &str) -> bool {
         deno_core::scope!(scope, runtime);

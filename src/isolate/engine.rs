@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::sync::{Arc, Once};
 
+use deno_core::error::JsError;
 use deno_core::{v8, JsRuntime, RuntimeOptions};
 
 use super::loader::WorkspaceModuleLoader;
@@ -82,8 +83,48 @@ pub struct RuntimeParts {
     pub heap_limit: Option<usize>,
 }
 
-/// A `JsRuntime` with our ops and the runtime's JavaScript, ready for a handler module.
-pub fn new_runtime(parts: RuntimeParts) -> JsRuntime {
+/// The runtime's private entry points, as function handles: the value of the last runtime_js
+/// file, which takes them (and `Deno.core`) off the global object, so handler code reaches none
+/// of them.
+pub struct Internals {
+    /// `dispatch(kind, id, a, b, c, endpoint)`, called for every event.
+    pub dispatch: v8::Global<v8::Function>,
+    /// `recover(kind, id, message)`, called after a termination.
+    pub recover: v8::Global<v8::Function>,
+    /// `setHandler(exports)`: the handler's new exports.
+    pub set_handler: v8::Global<v8::Function>,
+    /// `requireMain(url)`: loads a CommonJS (or JSON) handler module; returns its exports.
+    pub require_main: v8::Global<v8::Function>,
+    /// `compileCommonJs(source, url)`: compiles a CommonJS module without running it (check).
+    pub compile_common_js: v8::Global<v8::Function>,
+    /// `beginGeneration(n)`, `commitGeneration(n)`, `abortGeneration(n)`: the steps of a reload.
+    pub generation_steps: [v8::Global<v8::Function>; 3],
+}
+
+/// A step of a (re)load of the handler's code.
+#[derive(Debug, Clone, Copy)]
+pub enum GenerationStep {
+    /// New code is about to load: fresh module state, the old kept aside.
+    Begin,
+    /// It loaded: the old code's timers are cancelled.
+    Commit,
+    /// It failed: the old code and state are back.
+    Abort,
+}
+
+/// An argument of a call into the runtime's JavaScript.
+pub enum Arg<'a> {
+    /// A string.
+    Text(&'a str),
+    /// A number.
+    Number(f64),
+    /// A value the runtime already holds.
+    Value(&'a v8::Global<v8::Value>),
+}
+
+/// A `JsRuntime` with our ops and the runtime's JavaScript, ready for a handler module, and the
+/// runtime's entry points. A failure is a bug of ours, described with the engine's words.
+pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String> {
     init_engine();
     let mut runtime = JsRuntime::new(RuntimeOptions {
         create_params: parts
@@ -100,45 +141,92 @@ pub fn new_runtime(parts: RuntimeParts) -> JsRuntime {
         })],
         ..Default::default()
     });
+    let mut last = None;
     for (name, source) in RUNTIME_JS {
-        if let Err(error) = runtime.execute_script(*name, *source) {
-            // The runtime's JavaScript is ours: a failure here is a bug, reported with the
-            // engine's words.
-            tracing::error!("{name} failed: {error}");
+        let value = runtime
+            .execute_script(*name, *source)
+            .map_err(|error| format!("{name} failed: {error}"))?;
+        last = Some(value);
+    }
+    let entry_points = last.ok_or("no runtime JavaScript")?;
+    let internals = {
+        deno_core::scope!(scope, &mut runtime);
+        let object = v8::Local::new(scope, &entry_points);
+        let object = v8::Local::<v8::Object>::try_from(object)
+            .map_err(|_| "the runtime's JavaScript returned no entry points".to_string())?;
+        let function = |name: &str| -> Result<v8::Global<v8::Function>, String> {
+            let key = v8::String::new(scope, name).ok_or("cannot make a string")?;
+            let value = object
+                .get(scope, key.into())
+                .ok_or_else(|| format!("entry point {name} is missing"))?;
+            let function = v8::Local::<v8::Function>::try_from(value)
+                .map_err(|_| format!("entry point {name} is not a function"))?;
+            Ok(v8::Global::new(scope, function))
+        };
+        Internals {
+            dispatch: function("dispatch")?,
+            recover: function("recover")?,
+            set_handler: function("setHandler")?,
+            require_main: function("requireMain")?,
+            compile_common_js: function("compileCommonJs")?,
+            generation_steps: [
+                function("beginGeneration")?,
+                function("commitGeneration")?,
+                function("abortGeneration")?,
+            ],
+        }
+    };
+    Ok((runtime, internals))
+}
+
+impl Internals {
+    /// The function of a reload step.
+    pub fn generation_step(&self, step: GenerationStep) -> &v8::Global<v8::Function> {
+        &self.generation_steps[step as usize]
+    }
+}
+
+/// Calls one of the runtime's functions; an exception it throws comes back as the engine's error
+/// (with its stack, for `file:line:column`).
+pub fn call(
+    runtime: &mut JsRuntime,
+    function: &v8::Global<v8::Function>,
+    args: &[Arg<'_>],
+) -> Result<v8::Global<v8::Value>, Box<JsError>> {
+    deno_core::scope!(scope, runtime);
+    v8::tc_scope!(let scope, scope);
+    let function = v8::Local::new(scope, function);
+    let mut locals = Vec::with_capacity(args.len());
+    for arg in args {
+        let local: v8::Local<v8::Value> = match arg {
+            Arg::Text(text) => match v8::String::new(scope, text) {
+                Some(string) => string.into(),
+                None => v8::undefined(scope).into(),
+            },
+            Arg::Number(number) => v8::Number::new(scope, *number).into(),
+            Arg::Value(value) => v8::Local::new(scope, *value),
+        };
+        locals.push(local);
+    }
+    let undefined = v8::undefined(scope).into();
+    match function.call(scope, undefined, &locals) {
+        Some(value) => Ok(v8::Global::new(scope, value)),
+        None => {
+            let exception = scope
+                .exception()
+                .unwrap_or_else(|| v8::undefined(scope).into());
+            Err(JsError::from_v8_exception(scope, exception))
         }
     }
-    runtime
-}
-
-/// `globalThis.__switchboard[name]` as a function handle.
-pub fn internal_function(
-    runtime: &mut JsRuntime,
-    name: &str,
-) -> Result<v8::Global<v8::Function>, String> {
-    let value = runtime
-        .execute_script(
-            "switchboard:internals",
-            format!("globalThis.__switchboard.{name}"),
-        )
-        .map_err(|e| e.to_string())?;
-    deno_core::scope!(scope, runtime);
-    let local = v8::Local::new(scope, &value);
-    let function = v8::Local::<v8::Function>::try_from(local)
-        .map_err(|_| format!("__switchboard.{name} is not a function"))?;
-    Ok(v8::Global::new(scope, function))
-}
-
-/// Calls `__switchboard[name](argument)`.
-pub fn call_internal(runtime: &mut JsRuntime, name: &str, argument: u64) -> Result<(), String> {
-    let script = format!("globalThis.__switchboard.{name}({argument});");
-    runtime
-        .execute_script("switchboard:internal", script)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// After a handler's heap was freed: collects garbage and gives the memory back to the system.
 pub fn release_freed_memory(runtime: &mut JsRuntime) {
+    // The QuickJS adapter lets go of what a terminated run left behind only when the next script
+    // runs (a function call is not enough): without this empty script, the 64 MiB that a
+    // terminated handler had allocated stayed reachable through the collection below
+    // (tests/integration/hardening.rs, a_heap_hungry_handler_is_terminated_and_memory_returns).
+    let _ = runtime.execute_script("switchboard:release", "undefined");
     runtime.v8_isolate().low_memory_notification();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -156,8 +244,75 @@ pub fn release_freed_memory(runtime: &mut JsRuntime) {
 
 #[cfg(test)]
 mod tests {
-    use super::RUNTIME_JS;
+    use super::*;
     use crate::isolate::error_text::COMMONJS_PREFIX;
+    use crate::isolate::ops::{NoClientHandlers, Services};
+    use crate::workspace::WorkspacePaths;
+
+    /// Every op of ours, called thousands of times with arguments of every kind, straight through
+    /// `Deno.core.ops` (which handler code cannot reach): each call returns or throws a
+    /// JavaScript error. An op that panicked would abort this test process (the engine's callbacks
+    /// cannot unwind).
+    #[test]
+    fn no_op_of_ours_panics_on_any_argument() {
+        let workspace = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(workspace.path().join("p")).unwrap();
+        std::fs::write(workspace.path().join("p/h.js"), "exports.x = 1;").unwrap();
+        let paths = WorkspacePaths::new(workspace.path()).unwrap();
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = tokio.enter();
+        init_engine();
+        let modules = ModuleFiles::new(paths);
+        let mut runtime = JsRuntime::new(RuntimeOptions {
+            module_loader: Some(Rc::new(WorkspaceModuleLoader {
+                modules: modules.clone(),
+            })),
+            extensions: vec![switchboard_api::init(IsolateContext {
+                handler: "p/h.js".into(),
+                modules,
+                services: Services {
+                    connections: Default::default(),
+                    clients: Default::default(),
+                    client_handlers: std::sync::Weak::<NoClientHandlers>::new(),
+                    limits: Default::default(),
+                    stats: Default::default(),
+                },
+                features: Default::default(),
+            })],
+            ..Default::default()
+        });
+        let fuzz = r#"
+            const ops = globalThis.Deno.core.ops;
+            const names = Object.keys(ops).filter((n) => n.startsWith("op_sb_") || n.startsWith("op_ws_"));
+            let seed = 0x9e3779b9;
+            const random = (n) => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; };
+            const { proxy: revoked, revoke } = Proxy.revocable({}, {}); revoke();
+            const pool = () => [
+              undefined, null, true, 0, -1, 1, 7, 1.5, NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 63), 2 ** 64, -0,
+              "", "x", "\uD800", "p/h", "./h", "../x", "ws://127.0.0.1:1/", "{\"decision\":\"accept\"}", "a".repeat(100000),
+              {}, [], [1, 2], ["x", {}], { headers: 1 }, new Uint8Array(5), new ArrayBuffer(3), new Float32Array(2),
+              Symbol("s"), 5n, () => 1, revoked, new Proxy({}, { get() { throw new Error("trap"); } }), new Date(), /x/,
+            ];
+            let calls = 0;
+            for (let round = 0; round < 300; round++) {
+              for (const name of names) {
+                if (name === "op_sb_log") continue;
+                const values = pool();
+                const args = Array.from({ length: random(6) }, () => values[random(values.length)]);
+                calls++;
+                try { ops[name](...args); } catch (_) {}
+              }
+            }
+            `${names.length} ops, ${calls} calls`;
+        "#;
+        let outcome = runtime.execute_script("fuzz", fuzz).unwrap();
+        deno_core::scope!(scope, &mut runtime);
+        let outcome = v8::Local::new(scope, &outcome).to_rust_string_lossy(scope);
+        assert!(outcome.starts_with("29 ops"), "{outcome}");
+    }
 
     #[test]
     fn the_commonjs_prefix_matches_the_runtime_javascript() {

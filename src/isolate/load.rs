@@ -9,7 +9,7 @@ use std::task::Poll;
 
 use deno_core::{v8, JsRuntime, ModuleSpecifier, PollEventLoopOptions};
 
-use super::engine::{internal_function, new_runtime, RuntimeParts};
+use super::engine::{call, new_runtime, Arg, Internals, RuntimeParts};
 use super::error_text::{js_load_error, load_error};
 use super::ops::{start_pending_clients, NoClientHandlers, Services};
 use crate::event::HandlerLoadError;
@@ -46,6 +46,7 @@ impl HandlerModule<'_> {
 /// reload instantiates every module of the graph afresh.
 pub async fn evaluate(
     runtime: &mut JsRuntime,
+    internals: &Internals,
     module: &HandlerModule<'_>,
     generation: u64,
 ) -> Result<(), HandlerLoadError> {
@@ -77,27 +78,20 @@ pub async fn evaluate(
             .await
             .map_err(|e| failed(&e))?;
             let namespace = runtime.get_module_namespace(id).map_err(|e| failed(&e))?;
-            let set_handler = internal_function(runtime, "setHandler").map_err(|reason| {
-                HandlerLoadError::Isolate {
-                    file: module.handler.to_string(),
-                    what: "the runtime's setHandler is missing",
-                    reason,
-                }
-            })?;
-            deno_core::scope!(scope, runtime);
-            let function = v8::Local::new(scope, &set_handler);
-            let namespace: v8::Local<v8::Value> = v8::Local::new(scope, &namespace).into();
-            let undefined = v8::undefined(scope).into();
-            function.call(scope, undefined, &[namespace]);
+            let exports: v8::Global<v8::Value> = {
+                deno_core::scope!(scope, runtime);
+                let namespace: v8::Local<v8::Value> = v8::Local::new(scope, &namespace).into();
+                v8::Global::new(scope, namespace)
+            };
+            call(runtime, &internals.set_handler, &[Arg::Value(&exports)])
+                .map_err(|e| js_load_error(module.handler, &e, module.modules))?;
         }
         ModuleKind::CommonJs | ModuleKind::Json => {
-            let script = format!(
-                "globalThis.__switchboard.setHandler(globalThis.__switchboard.requireMain({}));",
-                serde_json::to_string(url.as_str()).unwrap_or_default()
-            );
-            runtime
-                .execute_script("switchboard:load-handler", script)
-                .map_err(|e| js_load_error(module.handler, &e, module.modules))?;
+            let loaded = |runtime: &mut JsRuntime| {
+                let exports = call(runtime, &internals.require_main, &[Arg::Text(url.as_str())])?;
+                call(runtime, &internals.set_handler, &[Arg::Value(&exports)])
+            };
+            loaded(runtime).map_err(|e| js_load_error(module.handler, &e, module.modules))?;
         }
     }
     Ok(())
@@ -128,13 +122,18 @@ pub fn check_handler(handler_file: &Path, paths: &WorkspacePaths) -> Result<(), 
             limits: Default::default(),
             stats: Default::default(),
         };
-        let mut runtime = new_runtime(RuntimeParts {
+        let (mut runtime, internals) = new_runtime(RuntimeParts {
             handler: handler.clone(),
             modules: modules.clone(),
             services,
             features: Default::default(),
             heap_limit: None,
-        });
+        })
+        .map_err(|reason| HandlerLoadError::Isolate {
+            file: handler.clone(),
+            what: "bootstrap failed",
+            reason,
+        })?;
         let source = std::fs::read_to_string(handler_file).map_err(|e| module.unreadable(e))?;
         let url = module.url()?;
         match ModuleKind::of(handler_file, &source) {
@@ -150,17 +149,13 @@ pub fn check_handler(handler_file: &Path, paths: &WorkspacePaths) -> Result<(), 
                     location: Some(format!("{handler}:{}:{}", e.line(), e.column())),
                     message: e.to_string(),
                 }),
-            ModuleKind::CommonJs => {
-                let script = format!(
-                    "globalThis.__switchboard.compileCommonJs({}, {});",
-                    serde_json::to_string(&source).unwrap_or_default(),
-                    serde_json::to_string(url.as_str()).unwrap_or_default()
-                );
-                runtime
-                    .execute_script("switchboard:check", script)
-                    .map(|_| ())
-                    .map_err(|e| js_load_error(&handler, &e, &modules))
-            }
+            ModuleKind::CommonJs => call(
+                &mut runtime,
+                &internals.compile_common_js,
+                &[Arg::Text(&source), Arg::Text(url.as_str())],
+            )
+            .map(|_| ())
+            .map_err(|e| js_load_error(&handler, &e, &modules)),
         }
     })
 }

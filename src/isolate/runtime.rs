@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::dispatch::{Dispatcher, Watch};
-use super::engine::{call_internal, new_runtime, release_freed_memory, RuntimeParts};
+use super::engine::{
+    call, new_runtime, release_freed_memory, Arg, GenerationStep, Internals, RuntimeParts,
+};
 use super::error_text;
 use super::load::{evaluate, HandlerModule};
 use super::ops::{start_pending_clients, HandlerFeatures, Services};
@@ -104,6 +106,8 @@ struct HandlerRuntime {
     idle: watch::Sender<bool>,
     /// The JavaScript entry points for events.
     dispatcher: Dispatcher,
+    /// The runtime's other entry points (loading, reload steps).
+    internals: Internals,
     /// How many times the handler's code was loaded: a reload is a new generation.
     generation: u64,
     /// Events received after a reload request, waiting for the reload to finish.
@@ -127,19 +131,19 @@ enum Pause {
 impl HandlerRuntime {
     fn new(setup: IsolateSetup) -> Result<Self, HandlerLoadError> {
         let limits = setup.services.limits.clone();
-        let mut runtime = new_runtime(RuntimeParts {
+        let (mut runtime, internals) = new_runtime(RuntimeParts {
             handler: setup.handler.clone(),
             modules: setup.modules.clone(),
             services: setup.services.clone(),
             features: setup.features.clone(),
             heap_limit: Some(limits.isolate_heap),
-        });
-        let dispatcher =
-            Dispatcher::new(&mut runtime).map_err(|reason| HandlerLoadError::Isolate {
-                file: setup.handler.clone(),
-                what: "bootstrap failed",
-                reason,
-            })?;
+        })
+        .map_err(|reason| HandlerLoadError::Isolate {
+            file: setup.handler.clone(),
+            what: "bootstrap failed",
+            reason,
+        })?;
+        let dispatcher = Dispatcher::new(&internals);
         let watched = watchdog::watch(
             runtime.v8_isolate().thread_safe_handle(),
             limits.event_time,
@@ -160,6 +164,7 @@ impl HandlerRuntime {
             services: setup.services,
             idle: setup.idle,
             dispatcher,
+            internals,
             generation: 0,
             pending: Default::default(),
             watched,
@@ -174,14 +179,14 @@ impl HandlerRuntime {
         self.generation += 1;
         let generation = self.generation;
         self.modules.forget_loaded();
-        self.internal("beginGeneration", generation)?;
+        self.generation_step(GenerationStep::Begin, generation)?;
         self.watched.begin();
         let module = HandlerModule {
             handler: &self.handler,
             file: &self.handler_file,
             modules: &self.modules,
         };
-        let mut loaded = evaluate(&mut self.runtime, &module, generation).await;
+        let mut loaded = evaluate(&mut self.runtime, &self.internals, &module, generation).await;
         self.watched.end();
         if let Some(termination) = self.watched.take_termination() {
             self.runtime.v8_isolate().cancel_terminate_execution();
@@ -192,23 +197,32 @@ impl HandlerRuntime {
             });
         }
         let finish = if loaded.is_ok() {
-            "commitGeneration"
+            GenerationStep::Commit
         } else {
-            "abortGeneration"
+            GenerationStep::Abort
         };
-        self.internal(finish, generation)?;
+        self.generation_step(finish, generation)?;
         self.start_pending_clients();
         loaded
     }
 
-    /// Calls one of the runtime's generation steps.
-    fn internal(&mut self, name: &'static str, generation: u64) -> Result<(), HandlerLoadError> {
-        call_internal(&mut self.runtime, name, generation).map_err(|reason| {
-            HandlerLoadError::Isolate {
-                file: self.handler.clone(),
-                what: name,
-                reason,
-            }
+    /// Runs one of the runtime's reload steps for `generation`.
+    fn generation_step(
+        &mut self,
+        step: GenerationStep,
+        generation: u64,
+    ) -> Result<(), HandlerLoadError> {
+        let function = self.internals.generation_step(step);
+        call(
+            &mut self.runtime,
+            function,
+            &[Arg::Number(generation as f64)],
+        )
+        .map(|_| ())
+        .map_err(|error| HandlerLoadError::Isolate {
+            file: self.handler.clone(),
+            what: "a reload step failed",
+            reason: format!("{step:?}: {error}"),
         })
     }
 

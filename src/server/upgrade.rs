@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -47,6 +47,9 @@ pub async fn upgrade(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down".into(),
         );
+    }
+    if let Some(refusal) = not_an_upgrade_request(&request) {
+        return refusal;
     }
     let runtime = &state.runtime;
     let Some(endpoint) = runtime.endpoints.endpoint(&name) else {
@@ -252,6 +255,34 @@ fn describe_request(endpoint: &Endpoint, request: &Request, peer: SocketAddr) ->
         "endpoint": endpoint.name,
     })
     .to_string()
+}
+
+/// RFC 6455 4.1: an opening handshake is a GET request over HTTP/1.1 or later. (The router
+/// sends HEAD requests to the same handler as GET.)
+fn not_an_upgrade_request(request: &Request) -> Option<Response> {
+    if request.method() != Method::GET {
+        let mut response = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "a WebSocket endpoint answers only GET requests (an upgrade), not {}",
+                request.method()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Some(response);
+    }
+    if request.version() < Version::HTTP_11 {
+        return Some(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a WebSocket upgrade needs HTTP/1.1, not {:?}",
+                request.version()
+            ),
+        ));
+    }
+    None
 }
 
 /// Checks that the request is a WebSocket upgrade (RFC 6455 4.2.1) and returns its key.

@@ -9,6 +9,7 @@ mod conformance;
 mod control;
 mod core;
 mod hardening;
+mod hostile;
 mod live;
 mod support;
 mod tls;

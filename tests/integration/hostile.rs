@@ -1,0 +1,292 @@
+//! Hostile clients, careless handlers and odd workspaces (issue 18): each test is one way of
+//! taking the server down, leaking its memory or reading outside the workspace, over real sockets
+//! and a real filesystem.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Sends raw bytes on a fresh connection and returns everything the server answers (until it
+/// closes the connection or `TIMEOUT`).
+async fn raw_exchange(address: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_link_named_index_html_is_not_served_for_its_folder() {
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "top secret\n").unwrap();
+    ws.write("p/page.html", "<p>page</p>")
+        .write("p/sub/other.html", "<p>other</p>");
+    std::os::unix::fs::symlink(&secret, ws.path().join("p/index.html")).unwrap();
+    std::os::unix::fs::symlink(&secret, ws.path().join("p/sub/index.html")).unwrap();
+    let server = Server::start(ws.path());
+    for path in [
+        "/services/web/p/",
+        "/services/web/p/sub/",
+        "/services/web/p/sub",
+        "/services/web/p/index.html",
+    ] {
+        let response = server.get(path).await;
+        assert!(
+            !response.body.contains("top secret"),
+            "{path} served the file outside the workspace"
+        );
+        assert!(
+            response.status == 404 || response.status == 308,
+            "{path}: {}",
+            response.status
+        );
+    }
+    assert_eq!(server.get("/services/web/p/page.html").await.status, 200);
+}
+
+#[tokio::test]
+async fn handler_code_reaches_no_engine_internals() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "probe", "p/h").write(
+        "p/h.js",
+        r#"
+        const attempt = (f) => { try { return f(); } catch (e) { return `${e.name}: ${e.message}`; } };
+        exports.onMessage = () => JSON.stringify({
+          deno: typeof Deno,
+          viaFunction: typeof Function("return this")().Deno,
+          viaGlobal: typeof globalThis.Deno,
+          bootstrap: typeof globalThis.__switchboardBootstrap,
+          public: Object.getOwnPropertyNames(globalThis.__switchboard).sort(),
+          frozen: Object.isFrozen(globalThis.__switchboard),
+          suspicious: Object.getOwnPropertyNames(globalThis).filter((n) => /deno|core|ops|bootstrap|primordials/i.test(n)),
+          symbols: Object.getOwnPropertySymbols(globalThis).map(String).filter((s) => /deno|core|op|bootstrap/i.test(s)),
+          wait: attempt(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)),
+          restore: attempt(() => { Atomics.wait = () => "restored"; return Atomics.wait(); }),
+        });
+        "#,
+    );
+    ws.endpoint("q", "esm", "q/h").write(
+        "q/h.mjs",
+        r#"export async function onMessage() {
+             try { await import("ext:core/ops"); return "imported"; } catch (e) { return `refused: ${e.message}`; }
+           }"#,
+    );
+    let server = Server::start(ws.path());
+    let mut probe = server.connect("probe").await;
+    let seen: serde_json::Value = serde_json::from_str(&ask(&mut probe, "?").await).unwrap();
+    assert_eq!(seen["deno"], "undefined", "{seen}");
+    assert_eq!(seen["viaFunction"], "undefined", "{seen}");
+    assert_eq!(seen["viaGlobal"], "undefined", "{seen}");
+    assert_eq!(seen["bootstrap"], "undefined", "{seen}");
+    assert_eq!(
+        seen["public"],
+        serde_json::json!(["requireFromEsm", "websockets"])
+    );
+    assert_eq!(seen["frozen"], true);
+    assert_eq!(seen["suspicious"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["symbols"], serde_json::json!([]), "{seen}");
+    assert!(
+        seen["wait"]
+            .as_str()
+            .unwrap()
+            .starts_with("TypeError: Atomics.wait is not available to handlers"),
+        "{seen}"
+    );
+    assert!(
+        seen["restore"].as_str().unwrap().starts_with("TypeError"),
+        "{seen}"
+    );
+    let mut esm = server.connect("esm").await;
+    let answer = ask(&mut esm, "?").await;
+    assert!(answer.starts_with("refused: "), "{answer}");
+}
+
+/// Every function of the handler API, called with arguments of every kind, thousands of times:
+/// each call returns or throws a JavaScript error, and the server keeps serving.
+#[tokio::test]
+async fn the_handler_api_survives_random_arguments() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "fuzz", "p/h").write(
+        "p/h.js",
+        r#"
+        const websockets = require("net/websockets");
+        let seed = 0x2545f491;
+        const random = (n) => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; };
+        const hostile = new Proxy({}, { get() { throw new Error("trap"); }, ownKeys() { throw new Error("trap"); } });
+        const { proxy: revoked, revoke } = Proxy.revocable({}, {}); revoke();
+        const pool = () => [
+          undefined, null, true, false, 0, -1, 1, 1.5, -0, NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 63), 2 ** 64,
+          "", "x", "\uD800", "a".repeat(70000), "ws://127.0.0.1:1/", "p/h", "../../etc/passwd", "/etc/passwd",
+          {}, [], [1, "2", null], { except: [1, "x"] }, { headers: { a: 1 } }, { protocols: [1] }, { tls: { ca: 5 } },
+          new Uint8Array(3), new ArrayBuffer(2), new DataView(new ArrayBuffer(4)), new Float64Array(2),
+          Symbol("s"), 10n, () => 1, hostile, revoked, new Date(), /re/, new Map(), new Error("e"),
+        ];
+        const targets = (victim) => {
+          const client = websockets.createWebsocket("ws://127.0.0.1:1/", "p/h");
+          return [
+            ...Object.entries(websockets).map(([name, f]) => [`websockets.${name}`, f]),
+            ...["send", "close", "emit", "subscribe", "unsubscribe"].map((name) => [`conn.${name}`, victim[name].bind(victim)]),
+            ...["send", "close", "terminate"].map((name) => [`client.${name}`, client[name].bind(client)]),
+            ["console.log", console.log], ["setTimeout", (f, ms) => clearTimeout(setTimeout(f, ms))],
+            ["TextEncoder.encode", (v) => new TextEncoder().encode(v)], ["TextDecoder.decode", (v) => new TextDecoder().decode(v)],
+            ["structuredClone", structuredClone], ["require", require],
+          ];
+        };
+        exports.onMessage = (m, conn) => {
+          if (m !== "fuzz") return `alive ${m}`;
+          // Calls that send or close go to a second connection (the victim), not to this one.
+          const victim = websockets.getConnections("fuzz").find((c) => c.id !== conn.id);
+          const list = targets(victim);
+          let calls = 0, threw = 0;
+          for (let round = 0; round < 300; round++) {
+            for (const [name, f] of list) {
+              const values = pool();
+              const args = Array.from({ length: random(5) }, () => values[random(values.length)]);
+              if (name.startsWith("websockets.") && args[0] === conn.id) continue;
+              calls++;
+              try { f(...args); } catch (e) { threw++; if (!(e instanceof Error)) return `a non-Error was thrown by ${name}`; }
+            }
+          }
+          return `calls ${calls}, threw ${threw}`;
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("fuzz").await;
+    let _victim = server.connect("fuzz").await;
+    let answer = ask(&mut client, "fuzz").await;
+    assert!(answer.starts_with("calls "), "{answer}");
+    let mut again = server.connect("fuzz").await;
+    assert_eq!(ask(&mut again, "still").await, "alive still");
+    assert!(!server.stderr.text().contains("panicked"));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_time_whatever_the_handlers_do() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "busy", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => {
+             if (m === "wait") { try { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); } catch (e) { return e.name; } }
+             if (m === "spin") { for (;;) {} }
+             return m;
+           };
+           exports.onClose = () => { for (;;) {} };"#,
+    );
+    let mut server = Server::start_with(
+        ws.path(),
+        &[
+            "--shutdown-timeout-ms",
+            "3000",
+            "--event-timeout-ms",
+            "60000",
+        ],
+    );
+    let mut client = server.connect("busy").await;
+    assert_eq!(ask(&mut client, "wait").await, "TypeError");
+    send_text(&mut client, "spin").await;
+    // The handler's thread is now spinning (its event time limit is a minute).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn only_a_get_over_http_1_1_upgrades() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "e", "p/h")
+        .write("p/h.js", "exports.onMessage = (m) => m;");
+    let server = Server::start(ws.path());
+    let headers = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let head = raw_exchange(
+        &server.address,
+        &format!("HEAD /websockets/v4/service/e HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    let old = raw_exchange(
+        &server.address,
+        &format!("GET /websockets/v4/service/e HTTP/1.0\r\nHost: x\r\n{headers}\r\n"),
+    )
+    .await;
+    assert!(
+        old.starts_with("HTTP/1.0 400") || old.starts_with("HTTP/1.1 400"),
+        "{old}"
+    );
+    assert!(old.contains("HTTP/1.1"), "{old}");
+    let mut client = server.connect("e").await;
+    assert_eq!(ask(&mut client, "still fine").await, "still fine");
+}
+
+#[tokio::test]
+async fn on_upgrade_accepts_only_true_or_connection_data() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "gate", "p/h").write(
+        "p/h.js",
+        r#"const answers = { none: undefined, zero: 0, empty: "", nul: null, one: 1, text: "yes", yes: true, data: { user: "ann" } };
+           exports.onUpgrade = (request) => answers[request.query.answer];
+           exports.onMessage = (m, conn) => `${JSON.stringify(conn.data)} ${m}`;"#,
+    );
+    let server = Server::start(ws.path());
+    for refused in ["none", "zero", "empty", "nul", "one", "text"] {
+        let url = format!("{}?answer={refused}", server.ws_url("gate"));
+        let response = tokio_tungstenite::connect_async(url.as_str()).await;
+        match response {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 403, "{refused}")
+            }
+            other => panic!("{refused}: expected 403, got {other:?}"),
+        }
+    }
+    let mut yes = connect(&format!("{}?answer=yes", server.ws_url("gate"))).await;
+    assert_eq!(ask(&mut yes, "in").await, "{} in");
+    let mut data = connect(&format!("{}?answer=data", server.ws_url("gate"))).await;
+    assert_eq!(ask(&mut data, "in").await, "{\"user\":\"ann\"} in");
+}
+
+#[tokio::test]
+async fn describing_a_hostile_thrown_value_never_fails_and_on_error_always_runs() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "throws", "p/h").write(
+        "p/h.js",
+        r#"
+        const { proxy: revoked, revoke } = Proxy.revocable({}, {}); revoke();
+        const trap = new Proxy({}, { get() { throw new Error("trap"); }, getPrototypeOf() { throw new Error("trap"); } });
+        const badStack = new Error("bad stack");
+        Object.defineProperty(badStack, "stack", { get() { throw new Error("no stack"); } });
+        const badMessage = Object.create(Error.prototype, { message: { get() { throw new Error("no message"); } }, name: { get() { throw new Error("no name"); } } });
+        exports.onMessage = (m) => {
+          if (m === "revoked") throw revoked;
+          if (m === "trap") throw trap;
+          if (m === "stack") throw badStack;
+          if (m === "message") throw badMessage;
+          if (m === "reply") return trap;
+          if (m === "async") return Promise.reject(revoked);
+          return `ok ${m}`;
+        };
+        exports.onError = (error, conn) => conn.send(`onError: ${typeof error}`);
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("throws").await;
+    for hostile in ["revoked", "trap", "stack", "message", "reply", "async"] {
+        assert_eq!(
+            ask(&mut client, hostile).await,
+            "onError: string",
+            "{hostile}"
+        );
+    }
+    assert_eq!(ask(&mut client, "fine").await, "ok fine");
+    assert!(!server.stderr.text().contains("event dispatch failed"));
+}
