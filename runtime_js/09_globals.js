@@ -29,6 +29,13 @@
       generations.loading = generations.serving;
       previous = null;
     },
+    // After the heap limit: the serving code, its module state and its timers go at once, so
+    // their memory can be collected before new code loads.
+    discardGeneration() {
+      cancelTimers(() => true);
+      internals.takeModuleCache();
+      internals.setHandler({});
+    },
   });
 
   const globals = {
@@ -87,5 +94,6 @@
     beginGeneration: internals.beginGeneration,
     commitGeneration: internals.commitGeneration,
     abortGeneration: internals.abortGeneration,
+    discardGeneration: internals.discardGeneration,
   });
 })(globalThis, globalThis.__switchboardBootstrap);

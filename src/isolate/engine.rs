@@ -97,8 +97,9 @@ pub struct Internals {
     pub require_main: v8::Global<v8::Function>,
     /// `compileCommonJs(source, url)`: compiles a CommonJS module without running it (check).
     pub compile_common_js: v8::Global<v8::Function>,
-    /// `beginGeneration(n)`, `commitGeneration(n)`, `abortGeneration(n)`: the steps of a reload.
-    pub generation_steps: [v8::Global<v8::Function>; 3],
+    /// `beginGeneration(n)`, `commitGeneration(n)`, `abortGeneration(n)`, `discardGeneration()`:
+    /// the steps of a reload.
+    pub generation_steps: [v8::Global<v8::Function>; 4],
 }
 
 /// A step of a (re)load of the handler's code.
@@ -110,6 +111,9 @@ pub enum GenerationStep {
     Commit,
     /// It failed: the old code and state are back.
     Abort,
+    /// The code serving is dropped, with its state and timers, before new code loads (after
+    /// the heap limit).
+    Discard,
 }
 
 /// An argument of a call into the runtime's JavaScript.
@@ -173,6 +177,7 @@ pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String
                 function("beginGeneration")?,
                 function("commitGeneration")?,
                 function("abortGeneration")?,
+                function("discardGeneration")?,
             ],
         }
     };

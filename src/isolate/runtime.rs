@@ -32,6 +32,13 @@ use crate::workspace::modules::ModuleFiles;
 /// Events handled per pass before the JS event loop (timers, promise continuations) gets a turn.
 const BATCH: usize = 256;
 
+/// The most a handler's heap may reach once it hit its limit `limit` and is being terminated:
+/// an eighth more (the engine adds its own eighth of headroom on top before it fails an
+/// allocation; README "Limits").
+fn heap_ceiling(limit: usize) -> usize {
+    limit.saturating_add(limit / 8)
+}
+
 /// What a new isolate thread needs.
 pub struct IsolateSetup {
     /// The handler module's canonical file.
@@ -150,10 +157,14 @@ impl HandlerRuntime {
             limits.isolate_heap,
         );
         let on_heap_limit = watched.clone();
+        let ceiling = heap_ceiling(limits.isolate_heap);
         runtime.add_near_heap_limit_callback(move |current, _initial| {
-            // Runs inside the engine's allocator: nothing here may allocate, log or panic.
+            // Runs inside the engine's allocator: nothing here may allocate, log or panic. The
+            // handler is terminated; the limit is raised once, by a fixed margin, so that the
+            // termination can unwind (the engine would otherwise fail the allocations it makes on
+            // the way), and never beyond: what the handler allocates meanwhile fails instead.
             on_heap_limit.out_of_heap();
-            current.saturating_mul(2)
+            current.max(ceiling)
         });
         let failures = setup.services.stats.handler(&setup.handler);
         Ok(Self {
@@ -233,6 +244,14 @@ impl HandlerRuntime {
             match self.serve_until_pause(&mut events).await {
                 Pause::Closed => return,
                 Pause::Reload(done) => {
+                    if done.is_none() {
+                        // After the heap limit: the old code's state goes first (its memory is
+                        // what the new code needs), so the reload starts afresh.
+                        if let Err(error) = self.generation_step(GenerationStep::Discard, 0) {
+                            tracing::error!(target: "handler", "{}: {error}", self.handler);
+                        }
+                        release_freed_memory(&mut self.runtime);
+                    }
                     let result = self.load_module().await;
                     match (&result, done.is_some()) {
                         (Err(error), false) => tracing::error!(target: "handler",
@@ -240,7 +259,6 @@ impl HandlerRuntime {
                         (Ok(()), false) => {
                             tracing::warn!(target: "handler",
                                 "{}: module reloaded after the heap limit: its state starts afresh", self.handler);
-                            release_freed_memory(&mut self.runtime);
                         }
                         (Err(error), true) => {
                             tracing::debug!(handler = %self.handler, "reload failed: {error}")

@@ -290,3 +290,56 @@ async fn describing_a_hostile_thrown_value_never_fails_and_on_error_always_runs(
     assert_eq!(ask(&mut client, "fine").await, "ok fine");
     assert!(!server.stderr.text().contains("event dispatch failed"));
 }
+
+/// The heap limit holds, in an event and in a timer alike: the process's peak resident memory
+/// stays within the limit and its documented margin (an eighth, plus the engine's eighth), where
+/// it used to double at every call of the engine's near-limit callback.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_heap_limit_holds_in_an_event_and_in_a_timer() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "hungry", "p/h").write(
+        "p/h.js",
+        r#"const kept = [];
+           exports.onMessage = (m) => {
+             if (m === "event") { while (true) kept.push(new Array(1000).fill(Math.random())); }
+             if (m === "timer") {
+               setInterval(() => { for (let i = 0; i < 1e7; i++) kept.push(new Array(1000).fill(i)); }, 1);
+               return "started";
+             }
+             return `fine ${kept.length}`;
+           };
+           exports.onError = (e, conn) => conn.send(`onError: ${e}`);"#,
+    );
+    let server = Server::start_with(ws.path(), &["--isolate-heap-mib", "64"]);
+    let mut client = server.connect("hungry").await;
+    assert_eq!(ask(&mut client, "hi").await, "fine 0");
+    let before = server.memory_kib("VmRSS");
+    send_text(&mut client, "event").await;
+    assert_eq!(
+        next_text(&mut client).await,
+        "onError: handler terminated: it used more than the 64 MiB of heap allowed per handler"
+    );
+    server.stderr.wait_for_count("the first reload", 1, |l| {
+        l.contains("module reloaded after the heap limit")
+    });
+    assert_eq!(ask(&mut client, "after the event").await, "fine 0");
+    assert_eq!(ask(&mut client, "timer").await, "started");
+    server.stderr.wait_for_count("the second reload", 2, |l| {
+        l.contains("module reloaded after the heap limit")
+    });
+    assert!(server
+        .stderr
+        .text()
+        .contains("a timer or promise callback was terminated: it used more than the 64 MiB"));
+    assert_eq!(ask(&mut client, "after the timer").await, "fine 0");
+    let peak = server.memory_kib("VmHWM");
+    let grown_mib = (peak.saturating_sub(before)) as f64 / 1024.0;
+    eprintln!(
+        "heap limit 64 MiB: resident {before} KiB before, peak {peak} KiB (+{grown_mib:.1} MiB)"
+    );
+    assert!(
+        grown_mib < 64.0 * 1.5,
+        "the peak grew by {grown_mib:.1} MiB with a 64 MiB heap limit"
+    );
+}

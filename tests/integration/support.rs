@@ -178,6 +178,23 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of the server's `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`: the peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+                rest.trim().strip_suffix("kB")?.trim().parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    }
+
     /// Sends a signal (`TERM`, `INT`) to the server process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
