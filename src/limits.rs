@@ -40,6 +40,10 @@ pub struct Limits {
     pub pong_timeout: Duration,
     /// Graceful shutdown gives up waiting after this long.
     pub shutdown_timeout: Duration,
+    /// How long an HTTP client may take to send a request's headers, counted from when the server
+    /// starts waiting for them: a new connection that stays silent, or one idle between requests
+    /// (before any upgrade), is closed when it runs out.
+    pub header_timeout: Duration,
     /// Origins allowed on every endpoint without `allowedOrigins` (empty: any).
     pub allowed_origins: Vec<String>,
 }
@@ -55,6 +59,7 @@ impl Default for Limits {
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
         }
     }

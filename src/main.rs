@@ -93,6 +93,11 @@ struct LimitArgs {
     /// Milliseconds a graceful shutdown may take at most.
     #[arg(long, default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Milliseconds an HTTP client has to send a request's headers, counted from when the server
+    /// starts waiting: a silent new connection, or one idle between requests before any upgrade,
+    /// is closed then.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
     /// An origin allowed to connect to endpoints without allowedOrigins (repeatable; default:
     /// any origin).
     #[arg(long = "allowed-origin")]
@@ -114,6 +119,7 @@ impl From<LimitArgs> for Limits {
                 .then(|| Duration::from_millis(args.ping_interval_ms)),
             pong_timeout: Duration::from_millis(args.pong_timeout_ms.max(1)),
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+            header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
             allowed_origins: args
                 .allowed_origins
                 .iter()

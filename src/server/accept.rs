@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -25,6 +25,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router(state.clone());
+    let header_timeout = state.runtime.limits.header_timeout;
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -50,11 +51,15 @@ pub async fn run(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_http(stream, peer, router).await,
-                    Err(error) => tracing::debug!(%peer, "TLS handshake failed: {error}"),
-                },
-                None => serve_http(stream, peer, router).await,
+                Some(acceptor) => {
+                    // A TLS handshake that never completes is bounded like a request's headers.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_http(stream, peer, router, header_timeout).await,
+                        Ok(Err(error)) => tracing::debug!(%peer, "TLS handshake failed: {error}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_http(stream, peer, router, header_timeout).await,
             }
         });
     }
@@ -63,8 +68,10 @@ pub async fn run(
     Ok(())
 }
 
-/// One HTTP/1.1 connection, with upgrades.
-async fn serve_http<S>(stream: S, peer: SocketAddr, router: Router)
+/// One HTTP/1.1 connection, with upgrades. A client that does not send a request's headers within
+/// `header_timeout` of the server waiting for them (silent from the start, or idle between
+/// requests) is disconnected.
+async fn serve_http<S>(stream: S, peer: SocketAddr, router: Router, header_timeout: Duration)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -74,6 +81,8 @@ where
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
     if let Err(error) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await

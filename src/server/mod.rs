@@ -4,12 +4,13 @@
 //! - [`state`]: what request handlers share.
 //! - `routes`: which URL is served by what.
 //! - `upgrade` and `connection`: a WebSocket upgrade, and the connection's life after it.
-//! - `pages` and `metrics`: plain HTTP.
+//! - `pages` and `metrics`: plain HTTP; `files`: reading projects' static files, bounded.
 //! - `tls`: the certificate for https and wss.
 //! - `accept`: the accept loop; `shutdown`: graceful shutdown.
 
 mod accept;
 mod connection;
+mod files;
 mod metrics;
 mod pages;
 mod routes;

@@ -6,6 +6,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::files::FileError;
 use super::state::AppState;
 use crate::workspace::Problem;
 
@@ -195,7 +196,7 @@ async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Resp
     let Ok(file) = state.runtime.workspace.project_file(project, path) else {
         return not_found();
     };
-    match tokio::fs::read(&file).await {
+    match state.static_files.read(file.clone()).await {
         Ok(bytes) => {
             let mime = mime_guess::from_path(&file).first_or_octet_stream();
             (
@@ -210,10 +211,19 @@ async fn serve_project_file(state: &AppState, project: &str, path: &str) -> Resp
             )
                 .into_response()
         }
+        Err(FileError::Busy) => text(StatusCode::SERVICE_UNAVAILABLE, FileError::Busy.to_string()),
+        Err(FileError::TooLarge(size)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "{path:?} in project {project:?}: {}",
+                FileError::TooLarge(size)
+            ),
+        ),
         Err(_) => not_found(),
     }
 }
 
+/// `; charset=utf-8` for text types.
 fn charset(mime: &mime_guess::Mime) -> &'static str {
     if mime.type_() == mime_guess::mime::TEXT
         || mime.subtype() == "javascript"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use super::files::StaticFiles;
 use crate::endpoints::Runtime;
 
 /// Everything a request handler needs; cheap to clone.
@@ -16,6 +17,8 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// The WebSocket connection tasks, so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Reads projects' static files, a bounded number at once.
+    pub static_files: StaticFiles,
 }
 
 impl AppState {
@@ -25,6 +28,7 @@ impl AppState {
             runtime,
             shutting_down: Default::default(),
             tasks: Default::default(),
+            static_files: Default::default(),
         }
     }
 }

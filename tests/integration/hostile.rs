@@ -343,3 +343,105 @@ async fn the_heap_limit_holds_in_an_event_and_in_a_timer() {
         "the peak grew by {grown_mib:.1} MiB with a 64 MiB heap limit"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_among_static_files_blocks_nothing() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "e", "p/h")
+        .write("p/h.js", "exports.onMessage = (m) => m;")
+        .write("p/site/page.html", "<p>page</p>");
+    for fifo in ["p/site/pipe.html", "p/site/dir/index.html"] {
+        std::fs::create_dir_all(ws.path().join(fifo).parent().unwrap()).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(ws.path().join(fifo))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let mut server = Server::start_with(ws.path(), &["--shutdown-timeout-ms", "2000"]);
+    // Many requests for the FIFOs at once: each is answered at once, and nothing else waits.
+    let address = server.address.clone();
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let address = address.clone();
+            let path = if i % 2 == 0 {
+                "/services/web/p/site/pipe.html"
+            } else {
+                "/services/web/p/site/dir/"
+            };
+            tokio::spawn(async move { http_get(&address, path).await.status })
+        })
+        .collect();
+    let started = Instant::now();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 404);
+    }
+    let page = server.get("/services/web/p/site/page.html").await;
+    assert_eq!((page.status, page.body.as_str()), (200, "<p>page</p>"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut client = server.connect("e").await;
+    assert_eq!(ask(&mut client, "alive").await, "alive");
+    let stopping = Instant::now();
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn silent_and_idle_http_connections_are_closed_after_the_header_timeout() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "e", "p/h")
+        .write("p/h.js", "exports.onMessage = (m) => m;")
+        .write("p/index.html", "<p>hi</p>");
+    let server = Server::start_with(ws.path(), &["--header-timeout-ms", "500"]);
+    // 300 connections that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(&server.address).await.unwrap());
+    }
+    // One that sent a request, got its answer, and then stays idle (keep-alive).
+    let mut idle = TcpStream::connect(&server.address).await.unwrap();
+    idle.write_all(b"GET /services/web/p/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // One that sends half of a request head and stops.
+    let mut slow = TcpStream::connect(&server.address).await.unwrap();
+    slow.write_all(b"GET /services/web/p/ HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for stream in silent.iter_mut().chain([&mut slow]) {
+        let mut buffer = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut buffer)).await;
+        assert!(
+            read.is_ok(),
+            "a silent connection was still open after {TIMEOUT:?}"
+        );
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(TIMEOUT, idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection was kept open")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Upgraded connections are not affected: they may stay quiet as long as pings are answered.
+    let mut client = server.connect("e").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(ask(&mut client, "still here").await, "still here");
+}
