@@ -77,7 +77,7 @@
         args = [event.params, socket];
       }
     }
-    if (typeof fn !== "function") return undefined;
+    if (typeof fn !== "function") return kind === MESSAGE ? noOnMessage(socket) : undefined;
     const previousKind = currentKind;
     const previousData = currentData;
     currentKind = kind;
@@ -99,9 +99,19 @@
     }
   }
 
+  // A message for code without onMessage is dropped, and the log says so once per load of the
+  // code (a file caught half-written by a reload is one way to get there).
+  let warnedNoOnMessage = false;
+  function noOnMessage(socket) {
+    if (warnedNoOnMessage) return undefined;
+    warnedNoOnMessage = true;
+    op_sb_log("warn", `a message on ${socket[LABEL]} was dropped: the handler exports no onMessage (later ones are dropped too, without a word, until its code changes)`);
+    return undefined;
+  }
+
   function onMessage(socket, message) {
     const fn = handler.onMessage;
-    if (typeof fn !== "function") return undefined;
+    if (typeof fn !== "function") return noOnMessage(socket);
     const previousKind = currentKind;
     const previousData = currentData;
     currentKind = MESSAGE;
@@ -295,6 +305,7 @@
 
   // The handler's exports: an ES module's namespace, or a CommonJS module's `module.exports`.
   function setHandler(exports) {
+    warnedNoOnMessage = false;
     handler = exports !== null && typeof exports === "object" ? exports : {};
     if (typeof exports === "function") handler = exports;
     const names = [];

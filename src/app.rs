@@ -126,22 +126,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .local_addr()
         .context("the listener has no address")?;
     let (runtime, reloader) = start(paths, options.limits).await;
-    let _watcher = if options.watch {
-        let (watcher, mut batches) =
-            workspace::watch::watch(runtime.workspace.root(), options.debounce)
-                .context("cannot watch the workspace (--no-watch serves without watching)")?;
+    if options.watch {
+        let mut watcher = workspace::watch::watch(runtime.workspace.root(), options.debounce)
+            .context("cannot watch the workspace (--no-watch serves without watching)")?;
         tokio::spawn(async move {
-            while let Some(mut paths) = batches.recv().await {
-                while let Ok(more) = batches.try_recv() {
-                    paths.extend(more);
-                }
+            while let Some(paths) = watcher.next_change().await {
                 reloader.apply(&paths).await;
             }
         });
-        Some(watcher)
-    } else {
-        None
-    };
+    }
     announce(&runtime, address, options.watch, tls.is_some());
     server::run(
         listener,

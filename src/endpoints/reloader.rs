@@ -1,7 +1,7 @@
 //! Applying workspace changes to what is served, without a restart: endpoints bound, rebound
 //! and unbound; handler isolates replaced when their code changes, keeping open connections.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,9 +20,6 @@ pub struct Reloader {
     state: Arc<Runtime>,
     /// Serialises reloads: a batch is applied whole before the next one starts.
     lock: tokio::sync::Mutex<()>,
-    /// For each handler whose last reload failed, the text of its changed files then: the same
-    /// broken text is not tried (and reported) again on an unrelated event.
-    failed: parking_lot::Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Reloader {
@@ -31,7 +28,6 @@ impl Reloader {
         Arc::new(Self {
             state,
             lock: tokio::sync::Mutex::new(()),
-            failed: Default::default(),
         })
     }
 
@@ -125,20 +121,39 @@ impl Reloader {
                 report.push(format!("handler {} unloaded", slot.handler));
                 continue;
             }
+            // What the code (or its last failed load) read and has changed since: the same broken
+            // text is not tried again, and a missing file that appears is a change.
             let edited = slot.changed_files();
             if edited.is_empty() {
-                self.failed.lock().remove(&file);
                 continue;
             }
-            let fingerprint = contents_fingerprint(&edited);
-            if self.failed.lock().get(&file) == Some(&fingerprint) {
+            if slot.failure().is_some() {
+                // Never served: there is no old code to unbind or whose clients to close.
+                match state.isolates.reload(&file).await {
+                    Ok(()) => {
+                        state.endpoints.set_handler_error(&file, None);
+                        report.push(format!(
+                            "handler {} loaded, its error is fixed ({} changed)",
+                            slot.handler,
+                            self.names(&edited)
+                        ));
+                    }
+                    Err(error) => {
+                        state
+                            .endpoints
+                            .set_handler_error(&file, Some(error.clone()));
+                        report.push(format!(
+                            "handler {} still fails to load: {error}",
+                            slot.handler
+                        ));
+                    }
+                }
                 continue;
             }
             let previous_clients = state.clients.created_by(&slot.handler);
             state.lifecycle.unbind_handler(&file).await;
             match state.isolates.reload(&file).await {
                 Ok(()) => {
-                    self.failed.lock().remove(&file);
                     state.endpoints.set_handler_error(&file, None);
                     for id in &previous_clients {
                         state.clients.close(
@@ -158,7 +173,6 @@ impl Reloader {
                     ));
                 }
                 Err(error) => {
-                    self.failed.lock().insert(file.clone(), fingerprint);
                     state
                         .endpoints
                         .set_handler_error(&file, Some(error.clone()));
@@ -170,10 +184,10 @@ impl Reloader {
             }
         }
 
-        // Handlers of new endpoints, and handlers that failed before and may be fixed now.
+        // Handlers of new endpoints.
         for file in &referenced {
-            // Running handlers were checked for edits above.
-            if state.isolates.running_slot(file).await.is_some() {
+            // Handlers with an isolate were checked for edits above.
+            if state.isolates.has_isolate(file).await {
                 continue;
             }
             let had_error = state.endpoints.handler_error(file);
@@ -211,7 +225,6 @@ impl Reloader {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!("{error}");
                 self.state
                     .endpoints
                     .set_handler_error(handler_file, Some(error.clone()));
@@ -256,17 +269,6 @@ impl Reloader {
             .collect();
         names.into_iter().collect::<Vec<_>>().join(", ")
     }
-}
-
-/// A hash of the current text of `files`.
-fn contents_fingerprint(files: &[PathBuf]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
-    }
-    hasher.finish()
 }
 
 fn closed_note(closed: usize) -> String {

@@ -53,7 +53,8 @@ impl Dispatcher {
         }
     }
 
-    /// Runs every event of `batch`, in order.
+    /// Runs the events of `batch`, in order; those left in `batch` were not run (the heap limit
+    /// stopped the handler before them).
     pub fn run(
         &self,
         runtime: &mut JsRuntime,
@@ -68,7 +69,8 @@ impl Dispatcher {
         // One clock reading per event: an event's end is the next one's start (which then
         // counts the few microseconds of making its arguments).
         let mut clock = Instant::now();
-        for event in batch.drain(..) {
+        let mut events = std::mem::take(batch).into_iter();
+        for event in events.by_ref() {
             v8::scope!(let scope, scope);
             // The text of a message event: a reply that is the same text is sent from it,
             // without converting the JS string back (echo and relay handlers).
@@ -124,6 +126,11 @@ impl Dispatcher {
                 scope.cancel_terminate_execution();
                 let termination = terminated.unwrap_or(Termination::TooLong(watch.event_time));
                 done.terminations.push((termination, target));
+                if let Termination::OutOfHeap(_) = termination {
+                    // The handler's code is about to be replaced: the events after this one
+                    // wait for the new code (they are left in `batch`).
+                    break;
+                }
                 continue;
             }
             match (result, target) {
@@ -148,6 +155,7 @@ impl Dispatcher {
                 }
             }
         }
+        batch.extend(events);
         done
     }
 

@@ -4,8 +4,8 @@
 use std::rc::Rc;
 use std::sync::{Arc, Once};
 
-use deno_core::error::JsError;
-use deno_core::{v8, JsRuntime, RuntimeOptions};
+use deno_core::error::{CoreError, CoreErrorKind, JsError};
+use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
 
 use super::loader::WorkspaceModuleLoader;
 use super::ops::{switchboard_api, HandlerFeatures, IsolateContext, Services};
@@ -220,9 +220,50 @@ pub fn call(
             let exception = scope
                 .exception()
                 .unwrap_or_else(|| v8::undefined(scope).into());
-            Err(JsError::from_v8_exception(scope, exception))
+            // Describing the exception allocates in the engine, which can fail when the heap is
+            // exhausted (deno_core then panics): that is reported as an error, not a panic.
+            let described = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                JsError::from_v8_exception(scope, exception)
+            }));
+            Err(described.unwrap_or_else(|_| {
+                undescribed_error("the engine could not describe the error (out of memory?)")
+            }))
         }
     }
+}
+
+/// One turn of the runtime's event loop (timers, promise callbacks, ops), with a panic of
+/// deno_core caught: when a handler's heap is exhausted, deno_core can panic while describing the
+/// error that stopped it (it cannot allocate the description). That error then comes back as one
+/// the engine could not describe, instead of ending the isolate's thread.
+pub fn poll_event_loop(
+    runtime: &mut JsRuntime,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<(), CoreError>> {
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+    }));
+    polled.unwrap_or_else(|_| {
+        let error = undescribed_error("the engine could not describe an error (out of memory?)");
+        std::task::Poll::Ready(Err(CoreError(Box::new(CoreErrorKind::Js(error)))))
+    })
+}
+
+/// A JavaScript error the engine could not describe.
+fn undescribed_error(message: &str) -> Box<JsError> {
+    Box::new(JsError {
+        name: Some("Error".into()),
+        message: Some(message.into()),
+        stack: None,
+        cause: None,
+        exception_message: format!("Error: {message}"),
+        frames: Vec::new(),
+        source_line: None,
+        source_line_frame_index: None,
+        aggregated: None,
+        additional_properties: Vec::new(),
+        stack_is_custom: false,
+    })
 }
 
 /// After a handler's heap was freed: collects garbage and gives the memory back to the system.

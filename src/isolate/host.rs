@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::init_engine;
 use super::ops::{ClientHandlers, HandlerFeatures, Services};
-use super::runtime::{run_isolate_thread, IsolateSetup};
+use super::runtime::{run_isolate_thread, IsolateSetup, Started};
 use super::slot::{HandlerIsolate, HandlerSlot};
 use crate::event::{EventSink, HandlerLoadError, IsolateEvent};
 use crate::limits::Limits;
@@ -35,8 +35,9 @@ pub struct IsolateHost {
     services: Services,
     /// The network side's runtime: outbound clients' sockets are driven there.
     network: tokio::runtime::Handle,
-    /// The handlers, by canonical file; a slot stays while its module is loaded.
-    slots: tokio::sync::Mutex<HashMap<PathBuf, Arc<HandlerSlot>>>,
+    /// The handlers, by canonical file; a slot stays until its handler is unloaded. Locked only
+    /// to look a slot up: loads wait on the slot's own lock.
+    slots: Mutex<HashMap<PathBuf, Arc<HandlerSlot>>>,
     /// How many isolate threads are alive (for `/metrics`).
     live: Arc<AtomicUsize>,
     /// The host itself, for the client tasks it spawns.
@@ -79,25 +80,36 @@ impl IsolateHost {
     }
 
     /// The handler `handler_file`, its isolate started (module loaded, top level run) if it is
-    /// not running yet.
+    /// not running yet. A handler whose code failed to load answers with that failure, without
+    /// loading it again, until one of the files its load read (or looked for) changes; then it
+    /// is reloaded in its isolate. Only this handler's load is waited for: other handlers (and
+    /// upgrades to them) never wait on it.
     pub async fn isolate_for(
         &self,
         handler_file: &Path,
     ) -> Result<Arc<HandlerSlot>, HandlerLoadError> {
-        let mut slots = self.slots.lock().await;
-        if let Some(slot) = slots.get(handler_file) {
-            if slot.isolate().is_some() {
-                return Ok(slot.clone());
+        let slot = self.slot_or_new(handler_file);
+        let failure = {
+            let _loading = slot.loading.lock().await;
+            let loaded_now = if slot.isolate().is_none() {
+                self.start(&slot).await;
+                true
+            } else if slot.failure().is_some() && !slot.changed_files().is_empty() {
+                let _ = Self::reload_in_place(&slot).await;
+                true
+            } else {
+                false
+            };
+            let failure = slot.failure();
+            if let (true, Some(error)) = (loaded_now, &failure) {
+                tracing::error!("{error}");
             }
+            failure
+        };
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(slot),
         }
-        let isolate = self.start(handler_file).await?;
-        let slot = Arc::new(HandlerSlot {
-            handler_file: handler_file.to_path_buf(),
-            handler: self.paths.display(handler_file),
-            current: RwLock::new(Some(Arc::new(isolate))),
-        });
-        slots.insert(handler_file.to_path_buf(), slot.clone());
-        Ok(slot)
     }
 
     /// Replaces the code of the handler `handler_file` by the module's current version, in its
@@ -106,51 +118,88 @@ impl IsolateHost {
     /// old code keeps serving and the error is returned. The isolate is kept, not replaced,
     /// because creating an engine context costs memory that the QuickJS engine never gives back.
     pub async fn reload(&self, handler_file: &Path) -> Result<(), HandlerLoadError> {
-        let slot = self.slots.lock().await.get(handler_file).cloned();
-        let Some(slot) = slot else {
-            return self.isolate_for(handler_file).await.map(|_| ());
-        };
-        let (done, result) = oneshot::channel();
-        let gone = || HandlerLoadError::Stopped {
-            file: slot.handler.clone(),
-        };
-        slot.deliver(IsolateEvent::Reload { done })
-            .await
-            .map_err(|_| gone())?;
-        result.await.map_err(|_| gone())?
+        let slot = self.slot_or_new(handler_file);
+        let _loading = slot.loading.lock().await;
+        if slot.isolate().is_none() {
+            self.start(&slot).await;
+            return slot.failure().map_or(Ok(()), Err);
+        }
+        Self::reload_in_place(&slot).await
     }
 
     /// Unloads the handler `handler_file`, if it runs.
     pub async fn stop(&self, handler_file: &Path) {
-        if let Some(slot) = self.slots.lock().await.remove(handler_file) {
+        let removed = self.slots.lock().remove(handler_file);
+        if let Some(slot) = removed {
             slot.retire();
         }
     }
 
-    /// The handlers that have a running isolate.
+    /// The handlers that have an isolate (their code loaded, or failed to).
     pub async fn running(&self) -> Vec<Arc<HandlerSlot>> {
         self.slots
             .lock()
-            .await
             .values()
             .filter(|slot| slot.isolate().is_some())
             .cloned()
             .collect()
     }
 
-    /// The handler `handler_file` if its isolate runs (it is not started).
+    /// The handler `handler_file` if its code is loaded and serving (it is not started).
     pub async fn running_slot(&self, handler_file: &Path) -> Option<Arc<HandlerSlot>> {
         self.slots
             .lock()
-            .await
             .get(handler_file)
-            .filter(|slot| slot.isolate().is_some())
+            .filter(|slot| slot.is_serving())
             .cloned()
+    }
+
+    /// Whether the handler `handler_file` has an isolate (its code loaded, or failed to).
+    pub async fn has_isolate(&self, handler_file: &Path) -> bool {
+        self.slots
+            .lock()
+            .get(handler_file)
+            .is_some_and(|slot| slot.isolate().is_some())
+    }
+
+    /// The slot of `handler_file`, made (without an isolate) if there is none.
+    fn slot_or_new(&self, handler_file: &Path) -> Arc<HandlerSlot> {
+        self.slots
+            .lock()
+            .entry(handler_file.to_path_buf())
+            .or_insert_with(|| {
+                Arc::new(HandlerSlot::new(
+                    handler_file.to_path_buf(),
+                    self.paths.display(handler_file),
+                ))
+            })
+            .clone()
+    }
+
+    /// Loads the current code into the slot's running isolate (under its `loading` lock) and
+    /// records the outcome.
+    async fn reload_in_place(slot: &HandlerSlot) -> Result<(), HandlerLoadError> {
+        let (done, result) = oneshot::channel();
+        let gone = || HandlerLoadError::Stopped {
+            file: slot.handler.clone(),
+        };
+        let outcome = match slot.deliver(IsolateEvent::Reload { done }).await {
+            Err(_) => Err(gone()),
+            Ok(()) => result.await.unwrap_or_else(|_| Err(gone())),
+        };
+        let mut failure = slot.failure.lock();
+        match &outcome {
+            // A failed reload of code that was serving leaves it serving.
+            Err(error) if failure.is_some() => *failure = Some(error.clone()),
+            Err(_) => {}
+            Ok(()) => *failure = None,
+        }
+        outcome
     }
 
     /// Stops every isolate and waits (up to `limit`) for their threads to finish queued events.
     pub async fn shutdown(&self, limit: std::time::Duration) {
-        let slots: Vec<_> = self.slots.lock().await.drain().map(|(_, s)| s).collect();
+        let slots: Vec<_> = self.slots.lock().drain().map(|(_, s)| s).collect();
         let threads: Vec<_> = slots
             .iter()
             .filter_map(|slot| slot.retire())
@@ -170,11 +219,34 @@ impl IsolateHost {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// Starts an isolate thread for `handler_file` and waits until its module has loaded.
-    async fn start(&self, handler_file: &Path) -> Result<HandlerIsolate, HandlerLoadError> {
-        let handler = self.paths.display(handler_file);
+    /// Starts the slot's isolate thread (under its `loading` lock) and waits until the module
+    /// has loaded, or failed to; records the outcome in the slot. If the isolate itself cannot be
+    /// made, the slot stays without one and its failure says why.
+    async fn start(&self, slot: &HandlerSlot) {
+        let handler_file = &slot.handler_file;
+        let handler = slot.handler.clone();
+        let started = self.start_isolate(handler_file, &handler).await;
+        let (isolate, failure) = match started {
+            Ok((isolate, Started::Loaded)) => (Some(isolate), None),
+            Ok((isolate, Started::CodeFailed(error))) => (Some(isolate), Some(error)),
+            Err(error) => (None, Some(error)),
+        };
+        if isolate.is_some() {
+            tracing::debug!(handler, "isolate started");
+        }
+        *slot.current.write() = isolate.map(Arc::new);
+        *slot.failure.lock() = failure;
+    }
+
+    /// Starts an isolate thread for `handler_file`; returns it once its module has loaded (or
+    /// failed to load, which the isolate survives).
+    async fn start_isolate(
+        &self,
+        handler_file: &Path,
+        handler: &str,
+    ) -> Result<(HandlerIsolate, Started), HandlerLoadError> {
         let failed = |what: &'static str, reason: String| HandlerLoadError::Isolate {
-            file: handler.clone(),
+            file: handler.to_string(),
             what,
             reason,
         };
@@ -192,7 +264,7 @@ impl IsolateHost {
             sockets: sockets.clone(),
             features: features.clone(),
             handler_file: handler_file.to_path_buf(),
-            handler: handler.clone(),
+            handler: handler.to_string(),
             modules: modules.clone(),
             services: self.services.clone(),
             idle: idle_sender,
@@ -216,24 +288,25 @@ impl IsolateHost {
                 self.live.fetch_sub(1, Ordering::SeqCst);
                 failed("cannot start a thread", e.to_string())
             })?;
-        match started.await {
-            Ok(Ok(())) => {
-                tracing::debug!(handler, "isolate started");
-                Ok(HandlerIsolate {
-                    events,
-                    idle,
-                    modules,
-                    features,
-                    sockets,
-                    thread: Mutex::new(Some(spawned)),
-                })
+        let outcome = match started.await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(failed(
+                    "the isolate's thread ended during start-up",
+                    "it stopped before reporting".into(),
+                ))
             }
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(failed(
-                "the isolate's thread ended during start-up",
-                "it stopped before reporting".into(),
-            )),
-        }
+        };
+        let isolate = HandlerIsolate {
+            events,
+            idle,
+            modules,
+            features,
+            sockets,
+            thread: Mutex::new(Some(spawned)),
+        };
+        Ok((isolate, outcome))
     }
 }
 

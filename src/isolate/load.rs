@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Weak;
 use std::task::Poll;
 
-use deno_core::{v8, JsRuntime, ModuleSpecifier, PollEventLoopOptions};
+use deno_core::{v8, JsRuntime, ModuleSpecifier};
 
-use super::engine::{call, new_runtime, Arg, Internals, RuntimeParts};
+use super::engine::{call, new_runtime, poll_event_loop, Arg, Internals, RuntimeParts};
 use super::error_text::{js_load_error, load_error};
 use super::ops::{start_pending_clients, NoClientHandlers, Services};
 use crate::event::HandlerLoadError;
-use crate::workspace::modules::{ModuleFiles, ModuleKind};
+use crate::workspace::modules::{ModuleError, ModuleFiles, ModuleKind};
 use crate::workspace::WorkspacePaths;
 
 /// The handler module to load.
@@ -50,7 +50,12 @@ pub async fn evaluate(
     module: &HandlerModule<'_>,
     generation: u64,
 ) -> Result<(), HandlerLoadError> {
-    let source = std::fs::read_to_string(module.file).map_err(|e| module.unreadable(e))?;
+    // Read through the record of module files, so that a handler that cannot be read now is
+    // reloaded once it can.
+    let source = module.modules.read(module.file).map_err(|e| match e {
+        ModuleError::Unreadable { reason, .. } => module.unreadable(reason),
+        other => module.unreadable(other),
+    })?;
     let mut url = module.url()?;
     let failed =
         |error: &deno_core::error::CoreError| load_error(module.handler, error, module.modules);
@@ -68,7 +73,7 @@ pub async fn evaluate(
                 if let Poll::Ready(result) = evaluation.as_mut().poll(cx) {
                     return Poll::Ready(result);
                 }
-                let polled = runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+                let polled = poll_event_loop(runtime, cx);
                 start_pending_clients(&mut runtime.op_state().borrow_mut());
                 if let Poll::Ready(Err(error)) = polled {
                     return Poll::Ready(Err(error));

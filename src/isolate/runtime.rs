@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use deno_core::{JsRuntime, PollEventLoopOptions};
+use deno_core::JsRuntime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::dispatch::{Dispatcher, Watch};
 use super::engine::{
-    call, new_runtime, release_freed_memory, Arg, GenerationStep, Internals, RuntimeParts,
+    call, new_runtime, poll_event_loop, release_freed_memory, Arg, GenerationStep, Internals,
+    RuntimeParts,
 };
 use super::error_text;
 use super::load::{evaluate, HandlerModule};
@@ -39,6 +40,19 @@ fn heap_ceiling(limit: usize) -> usize {
     limit.saturating_add(limit / 8)
 }
 
+/// Watches the runtime's heap: near `limit`, the handler is terminated, and the limit is raised
+/// once, to [`heap_ceiling`], so that the termination can unwind (the engine would otherwise fail
+/// the allocations it makes on the way); what the handler allocates beyond fails instead.
+fn install_heap_limit(runtime: &mut JsRuntime, watched: &Arc<Watched>, limit: usize) {
+    let watched = watched.clone();
+    let ceiling = heap_ceiling(limit);
+    runtime.add_near_heap_limit_callback(move |current, _initial| {
+        // Runs inside the engine's allocator: nothing here may allocate, log or panic.
+        watched.out_of_heap();
+        current.max(ceiling)
+    });
+}
+
 /// What a new isolate thread needs.
 pub struct IsolateSetup {
     /// The handler module's canonical file.
@@ -57,14 +71,24 @@ pub struct IsolateSetup {
     pub sockets: SocketHome,
 }
 
-/// The body of an isolate's thread. Reports start-up on `ready`, then serves until the event
-/// queue's senders are gone; then closes the sockets driven here, giving them the close
-/// handshake's time.
+/// How an isolate's start went, once its thread runs.
+pub enum Started {
+    /// The handler's code loaded.
+    Loaded,
+    /// The isolate runs, but the handler's code failed to load: it serves nothing until a reload
+    /// succeeds (the isolate is kept, since a new engine context costs memory the QuickJS engine
+    /// never gives back).
+    CodeFailed(HandlerLoadError),
+}
+
+/// The body of an isolate's thread. Reports start-up on `ready` (an error only if the isolate
+/// itself could not be made), then serves until the event queue's senders are gone; then closes
+/// the sockets driven here, giving them the close handshake's time.
 pub fn run_isolate_thread(
     tokio: tokio::runtime::Runtime,
     setup: IsolateSetup,
     events: mpsc::Receiver<IsolateEvent>,
-    ready: oneshot::Sender<Result<(), HandlerLoadError>>,
+    ready: oneshot::Sender<Result<Started, HandlerLoadError>>,
 ) {
     let sockets = setup.sockets.clone();
     let connections = setup.services.connections.clone();
@@ -77,11 +101,11 @@ pub fn run_isolate_thread(
                 return;
             }
         };
-        if let Err(error) = isolate.load_module().await {
-            let _ = ready.send(Err(error));
-            return;
-        }
-        if ready.send(Ok(())).is_err() {
+        let started = match isolate.load_module().await {
+            Ok(()) => Started::Loaded,
+            Err(error) => Started::CodeFailed(error),
+        };
+        if ready.send(Ok(started)).is_err() {
             return;
         }
         isolate.serve(events).await;
@@ -125,6 +149,8 @@ struct HandlerRuntime {
     failures: Arc<HandlerFailures>,
     /// Set when the heap ran out: the module is reloaded so that its state is freed.
     reload_for_heap: bool,
+    /// The heap limit, in bytes.
+    heap_limit: usize,
 }
 
 /// Why the event loop paused.
@@ -156,16 +182,7 @@ impl HandlerRuntime {
             limits.event_time,
             limits.isolate_heap,
         );
-        let on_heap_limit = watched.clone();
-        let ceiling = heap_ceiling(limits.isolate_heap);
-        runtime.add_near_heap_limit_callback(move |current, _initial| {
-            // Runs inside the engine's allocator: nothing here may allocate, log or panic. The
-            // handler is terminated; the limit is raised once, by a fixed margin, so that the
-            // termination can unwind (the engine would otherwise fail the allocations it makes on
-            // the way), and never beyond: what the handler allocates meanwhile fails instead.
-            on_heap_limit.out_of_heap();
-            current.max(ceiling)
-        });
+        install_heap_limit(&mut runtime, &watched, limits.isolate_heap);
         let failures = setup.services.stats.handler(&setup.handler);
         Ok(Self {
             runtime,
@@ -181,6 +198,7 @@ impl HandlerRuntime {
             watched,
             failures,
             reload_for_heap: false,
+            heap_limit: limits.isolate_heap,
         })
     }
 
@@ -189,7 +207,7 @@ impl HandlerRuntime {
     async fn load_module(&mut self) -> Result<(), HandlerLoadError> {
         self.generation += 1;
         let generation = self.generation;
-        self.modules.forget_loaded();
+        self.modules.begin_load();
         self.generation_step(GenerationStep::Begin, generation)?;
         self.watched.begin();
         let module = HandlerModule {
@@ -199,22 +217,51 @@ impl HandlerRuntime {
         };
         let mut loaded = evaluate(&mut self.runtime, &self.internals, &module, generation).await;
         self.watched.end();
-        if let Some(termination) = self.watched.take_termination() {
+        let termination = self.watched.take_termination();
+        if let Some(termination) = termination {
             self.runtime.v8_isolate().cancel_terminate_execution();
             self.failures.terminations.fetch_add(1, Ordering::Relaxed);
+            if let Termination::OutOfHeap(_) = termination {
+                self.open_heap_for_cleanup();
+            }
             loaded = Err(HandlerLoadError::Terminated {
                 file: self.handler.clone(),
                 reason: termination.to_string(),
             });
         }
         let finish = if loaded.is_ok() {
+            self.modules.load_succeeded();
             GenerationStep::Commit
         } else {
+            self.modules.load_failed();
             GenerationStep::Abort
         };
-        self.generation_step(finish, generation)?;
+        let stepped = self.generation_step(finish, generation);
+        if let Some(Termination::OutOfHeap(_)) = termination {
+            release_freed_memory(&mut self.runtime);
+            self.close_heap_after_cleanup();
+        }
+        stepped?;
         self.start_pending_clients();
         loaded
+    }
+
+    /// After the heap limit stopped the handler: the termination left no room to run any
+    /// JavaScript (not even the recovery, or dropping the old state), so the heap may grow to
+    /// twice its limit until [`Self::close_heap_after_cleanup`].
+    fn open_heap_for_cleanup(&mut self) {
+        self.runtime
+            .remove_near_heap_limit_callback(self.heap_limit.saturating_mul(2));
+    }
+
+    /// The old state is dropped and collected: the heap limit is back where it was.
+    fn close_heap_after_cleanup(&mut self) {
+        // Removing the callback with a limit is how the engine's API sets the limit back; the
+        // callback is then installed again.
+        install_heap_limit(&mut self.runtime, &self.watched, self.heap_limit);
+        self.runtime
+            .remove_near_heap_limit_callback(self.heap_limit);
+        install_heap_limit(&mut self.runtime, &self.watched, self.heap_limit);
     }
 
     /// Runs one of the runtime's reload steps for `generation`.
@@ -251,6 +298,7 @@ impl HandlerRuntime {
                             tracing::error!(target: "handler", "{}: {error}", self.handler);
                         }
                         release_freed_memory(&mut self.runtime);
+                        self.close_heap_after_cleanup();
                     }
                     let result = self.load_module().await;
                     match (&result, done.is_some()) {
@@ -302,10 +350,14 @@ impl HandlerRuntime {
                 }
                 self.dispatch_batch(&mut batch);
             }
+            if self.reload_for_heap && reload.is_none() {
+                // The old code runs nothing more (no timer, no promise callback) before the
+                // reload frees its state.
+                self.reload_for_heap = false;
+                return Poll::Ready(Pause::Reload(None));
+            }
             self.watched.begin();
-            let polled = self
-                .runtime
-                .poll_event_loop(cx, PollEventLoopOptions::default());
+            let polled = poll_event_loop(&mut self.runtime, cx);
             self.watched.end();
             let idle = match polled {
                 Poll::Ready(Err(error)) => {
@@ -359,6 +411,11 @@ impl HandlerRuntime {
         for (target, message) in done.replies {
             self.reply(target, message);
         }
+        // Events the dispatcher did not reach (it stops at the heap limit) run after the reload,
+        // before anything received later.
+        for event in batch.drain(..).rev() {
+            self.pending.push_front(event);
+        }
     }
 
     /// Sends a handler's reply to the connection or client whose event it answered.
@@ -389,6 +446,7 @@ impl HandlerRuntime {
             Termination::TooLong(_) => "its module state is kept",
             Termination::OutOfHeap(_) => {
                 self.reload_for_heap = true;
+                self.open_heap_for_cleanup();
                 "its module will be reloaded"
             }
         };

@@ -1,5 +1,6 @@
 //! One handler module as connections and clients see it: a [`HandlerSlot`] delivers events to
-//! whichever isolate runs the module's current code.
+//! whichever isolate runs the module's current code, and remembers why that code failed to load,
+//! if it did.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ops::HandlerFeatures;
-use crate::event::{EventSink, IsolateEvent, IsolateGone, ServiceCall, UpgradeDecision};
+use crate::event::{
+    EventSink, HandlerLoadError, IsolateEvent, IsolateGone, ServiceCall, UpgradeDecision,
+};
 use crate::net::home::SocketHome;
 use crate::workspace::modules::ModuleFiles;
 
@@ -37,8 +40,15 @@ pub struct HandlerSlot {
     pub handler_file: PathBuf,
     /// The handler's path relative to the workspace, as shown in logs.
     pub handler: String,
-    /// The isolate running the module; `None` once the handler is unloaded.
+    /// The isolate running the module; `None` before it starts and once the handler is unloaded.
     pub(super) current: RwLock<Option<Arc<HandlerIsolate>>>,
+    /// Why the module's code failed to load, while its last load failed. The isolate is kept
+    /// (its code exports nothing); upgrades are refused with this error until a file it read, or
+    /// failed to read, changes.
+    pub(super) failure: Mutex<Option<HandlerLoadError>>,
+    /// Held while the isolate starts or the code reloads: one load at a time per handler, and no
+    /// lock that another handler's connections need.
+    pub(super) loading: tokio::sync::Mutex<()>,
 }
 
 impl EventSink for HandlerSlot {
@@ -61,9 +71,30 @@ impl EventSink for HandlerSlot {
 }
 
 impl HandlerSlot {
+    /// A slot for `handler_file`, with no isolate yet.
+    pub(super) fn new(handler_file: PathBuf, handler: String) -> Self {
+        Self {
+            handler_file,
+            handler,
+            current: RwLock::new(None),
+            failure: Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// The isolate running the module's current code.
     pub(super) fn isolate(&self) -> Option<Arc<HandlerIsolate>> {
         self.current.read().clone()
+    }
+
+    /// Why the handler's code failed to load, if its last load failed.
+    pub fn failure(&self) -> Option<HandlerLoadError> {
+        self.failure.lock().clone()
+    }
+
+    /// Whether the handler's code is loaded and serving.
+    pub fn is_serving(&self) -> bool {
+        self.current.read().is_some() && self.failure.lock().is_none()
     }
 
     /// Where sockets of this handler are best driven: its isolate's thread, while it runs.
@@ -117,7 +148,7 @@ impl HandlerSlot {
         self.isolate().is_none_or(|isolate| *isolate.idle.borrow())
     }
 
-    /// Module files of the running code that changed on disk since they were loaded.
+    /// Files the code depends on (or its last failed load did) that changed since they were read.
     pub fn changed_files(&self) -> Vec<PathBuf> {
         self.isolate()
             .map(|isolate| isolate.modules.changed_files())

@@ -179,7 +179,11 @@ pub fn resolve_handler(handler: &str, paths: &WorkspacePaths) -> Result<PathBuf,
         PathError::Unresolvable { reason, .. } => outside(format!("cannot be resolved: {reason}")),
         PathError::NotFound { tried, .. } => DescriptorError::HandlerNotFound {
             handler: handler.to_string(),
-            tried: tried.join(", "),
+            tried: tried
+                .iter()
+                .map(|path| paths.display(path))
+                .collect::<Vec<_>>()
+                .join(", "),
         },
         PathError::NoProject(project) => DescriptorError::HandlerNotFound {
             handler: handler.to_string(),

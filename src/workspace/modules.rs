@@ -164,14 +164,24 @@ pub enum Importer<'a> {
     Named(&'a str),
 }
 
-/// The module files one isolate reads, found through the workspace's resolver, with a hash of the
-/// text it read from each: the isolate's code must be reloaded when one of them changes.
+/// The module files one isolate reads, found through the workspace's resolver, with what it
+/// found in each: the isolate's code must be reloaded when one of them changes.
 #[derive(Debug, Clone)]
 pub struct ModuleFiles {
     /// The workspace.
     paths: WorkspacePaths,
-    /// Every module file read since the code was last (re)loaded, with a hash of its text.
-    loaded: Arc<Mutex<BTreeMap<PathBuf, u64>>>,
+    /// What the last load read, and what the load before it read.
+    record: Arc<Mutex<Record>>,
+}
+
+/// The files a load of a handler's code depended on.
+#[derive(Debug, Default)]
+struct Record {
+    /// Each file the load read (with a hash of its text), or looked for and found missing or
+    /// unreadable (`None`): creating, fixing or editing any of them is a change.
+    files: BTreeMap<PathBuf, Option<u64>>,
+    /// The record of the code that served before the load under way, kept until that load ends.
+    before: Option<BTreeMap<PathBuf, Option<u64>>>,
 }
 
 impl ModuleFiles {
@@ -179,7 +189,7 @@ impl ModuleFiles {
     pub fn new(paths: WorkspacePaths) -> Self {
         Self {
             paths,
-            loaded: Arc::default(),
+            record: Arc::default(),
         }
     }
 
@@ -247,46 +257,83 @@ impl ModuleFiles {
                         .join(", ")
                 ),
             },
-            PathError::NotFound { base, .. } => ModuleError::NotFound {
-                specifier: specifier.to_string(),
-                from: from.clone(),
-                reason: format!("no file {base} (tried .js, .mjs, .cjs, .json and index.js)"),
-            },
+            PathError::NotFound { base, tried } => {
+                // Any of these appearing later must be noticed as a change.
+                let mut record = self.record.lock();
+                for candidate in tried {
+                    record.files.entry(candidate).or_insert(None);
+                }
+                ModuleError::NotFound {
+                    specifier: specifier.to_string(),
+                    from: from.clone(),
+                    reason: format!(
+                        "no file {} (tried .js, .mjs, .cjs, .json and index.js)",
+                        self.display(&base)
+                    ),
+                }
+            }
             PathError::Unresolvable { path, reason } => ModuleError::Unreadable { path, reason },
         })
     }
 
-    /// Reads a resolved module's text, and records what was read.
+    /// Reads a resolved module's text, and records what was read (or that it could not be).
     pub fn read(&self, file: &Path) -> Result<String, ModuleError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ModuleError::Unreadable {
+        let text = std::fs::read_to_string(file);
+        self.record
+            .lock()
+            .files
+            .insert(file.to_path_buf(), text.as_deref().ok().map(text_hash));
+        text.map_err(|e| ModuleError::Unreadable {
             path: self.display(file),
             reason: e.to_string(),
-        })?;
-        self.loaded
-            .lock()
-            .insert(file.to_path_buf(), text_hash(&text));
-        Ok(text)
+        })
     }
 
-    /// Files read so far whose text on disk has changed (or that are gone).
+    /// Files the code depends on that are not as they were when it was loaded (edited, created,
+    /// removed, made readable or unreadable).
     pub fn changed_files(&self) -> Vec<PathBuf> {
-        self.loaded
+        self.record
             .lock()
+            .files
             .iter()
-            .filter(|(path, hash)| {
-                std::fs::read_to_string(path)
-                    .map(|text| text_hash(&text))
-                    .ok()
-                    != Some(**hash)
-            })
+            .filter(|(path, hash)| file_state(path) != **hash)
             .map(|(path, _)| path.clone())
             .collect()
     }
 
-    /// Starts a new record of files read (before a module graph is loaded again).
-    pub fn forget_loaded(&self) {
-        self.loaded.lock().clear();
+    /// A load of the module graph begins: what it reads is recorded afresh, and the record of the
+    /// code serving now is kept until the load ends.
+    pub fn begin_load(&self) {
+        let mut record = self.record.lock();
+        let before = std::mem::take(&mut record.files);
+        record.before = Some(before);
     }
+
+    /// The load succeeded: its record is the code's.
+    pub fn load_succeeded(&self) {
+        self.record.lock().before = None;
+    }
+
+    /// The load failed: the old code keeps serving, but only a change made after this attempt
+    /// calls for another: to what the attempt read (a file it could not read or find, once
+    /// fixed, included), or to a file of the old code that the attempt did not reach (recorded
+    /// as it is now).
+    pub fn load_failed(&self) {
+        let mut record = self.record.lock();
+        if let Some(before) = record.before.take() {
+            for path in before.into_keys() {
+                record
+                    .files
+                    .entry(path)
+                    .or_insert_with_key(|path| file_state(path));
+            }
+        }
+    }
+}
+
+/// What a module file holds now: a hash of its text, or `None` if it cannot be read.
+fn file_state(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok().as_deref().map(text_hash)
 }
 
 /// A hash of a module's text, to tell when it changed.
@@ -362,12 +409,54 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("p")).unwrap();
         std::fs::write(dir.path().join("p/a.js"), "1").unwrap();
         let files = ModuleFiles::new(WorkspacePaths::new(dir.path()).unwrap());
+        files.begin_load();
         let file = files.resolve("p/a", None, Importer::Workspace).unwrap();
         assert_eq!(files.read(&file).unwrap(), "1");
+        files.load_succeeded();
         assert!(files.changed_files().is_empty());
         std::fs::write(&file, "2").unwrap();
-        assert_eq!(files.changed_files(), vec![file]);
-        files.forget_loaded();
+        assert_eq!(files.changed_files(), vec![file.clone()]);
+        files.begin_load();
+        files.read(&file).unwrap();
+        files.load_succeeded();
         assert!(files.changed_files().is_empty());
+    }
+
+    /// A failed load leaves a record of what it could not read or find: fixing it is a change.
+    #[test]
+    fn a_failed_load_is_retried_once_what_it_missed_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/h.js"), "good").unwrap();
+        let files = ModuleFiles::new(WorkspacePaths::new(dir.path()).unwrap());
+        let handler = dir.path().canonicalize().unwrap().join("p/h.js");
+        files.begin_load();
+        files.read(&handler).unwrap();
+        files.load_succeeded();
+        // The handler now imports a missing module, then becomes unreadable.
+        std::fs::write(&handler, "imports ./lib").unwrap();
+        assert_eq!(files.changed_files(), vec![handler.clone()]);
+        files.begin_load();
+        files.read(&handler).unwrap();
+        let importer = Importer::File(&handler);
+        assert!(files.resolve("./lib", None, importer).is_err());
+        files.load_failed();
+        assert!(
+            files.changed_files().is_empty(),
+            "nothing changed since the failed attempt"
+        );
+        std::fs::write(dir.path().join("p/lib.js"), "").unwrap();
+        assert_eq!(
+            files.changed_files().len(),
+            1,
+            "the missing module appeared"
+        );
+        std::fs::write(&handler, [0xff, 0xfe]).unwrap();
+        files.begin_load();
+        assert!(files.read(&handler).is_err());
+        files.load_failed();
+        assert!(files.changed_files().is_empty());
+        std::fs::write(&handler, "fixed").unwrap();
+        assert_eq!(files.changed_files(), vec![handler]);
     }
 }

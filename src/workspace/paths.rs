@@ -57,12 +57,12 @@ pub enum PathError {
     #[error("no project {0:?}")]
     NoProject(String),
     /// None of the candidate files exists.
-    #[error("no file {base}")]
+    #[error("no file {}", base.display())]
     NotFound {
-        /// The name, relative to the workspace, without the extensions tried.
-        base: String,
-        /// Every candidate tried, relative to the workspace, in order.
-        tried: Vec<String>,
+        /// The name, without the extensions tried.
+        base: PathBuf,
+        /// Every candidate tried, in order.
+        tried: Vec<PathBuf>,
     },
     /// The file found is a symbolic link (or under one) that leads out of the boundary.
     #[error("{link} is a link to {}, outside", target.display())]
@@ -220,8 +220,8 @@ impl WorkspacePaths {
         };
         let Some(found) = found else {
             return Err(PathError::NotFound {
-                base: self.display(&base),
-                tried: candidates.iter().map(|c| self.display(c)).collect(),
+                base,
+                tried: candidates.iter().map(|c| normalize(c)).collect(),
             });
         };
         let canonical = found.canonicalize().map_err(|e| PathError::Unresolvable {
@@ -326,18 +326,14 @@ mod tests {
         assert_eq!(paths.handler("../x"), Err(PathError::ParentComponent));
         assert_eq!(paths.handler("/etc/passwd"), Err(PathError::Absolute));
         assert_eq!(paths.handler(""), Err(PathError::Empty));
-        assert_eq!(
-            paths.handler("p/nope"),
-            Err(PathError::NotFound {
-                base: "p/nope".into(),
-                tried: vec![
-                    "p/nope".into(),
-                    "p/nope.js".into(),
-                    "p/nope.mjs".into(),
-                    "p/nope.cjs".into()
-                ]
-            })
-        );
+        match paths.handler("p/nope") {
+            Err(PathError::NotFound { base, tried }) => {
+                assert_eq!(paths.display(&base), "p/nope");
+                let tried: Vec<String> = tried.iter().map(|t| paths.display(t)).collect();
+                assert_eq!(tried, ["p/nope", "p/nope.js", "p/nope.mjs", "p/nope.cjs"]);
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
     }
 
     #[test]

@@ -445,3 +445,195 @@ async fn silent_and_idle_http_connections_are_closed_after_the_header_timeout() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(ask(&mut client, "still here").await, "still here");
 }
+
+/// A handler whose top level spins is terminated once, its failure is then answered from the
+/// record (500, at once) until its file changes, and its loads never hold up other endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_to_load_holds_up_no_other_endpoint() {
+    let ws = Workspace::new();
+    ws.endpoint("slow", "slow", "slow/h")
+        .write("slow/h.js", "while (true) {}\n")
+        .endpoint("fast", "fast", "fast/h")
+        .write("fast/h.js", "exports.onMessage = (m) => `fast ${m}`;");
+    let server = Server::start_with(ws.path(), &["--no-watch", "--event-timeout-ms", "1500"]);
+    // Loads, as the log reports them (refused upgrades quote the recorded error too).
+    let terminated = |server: &Server| {
+        server.stderr.count(|l| {
+            l.contains("slow/h.js: its top level was terminated") && !l.contains("upgrade refused")
+        })
+    };
+    assert_eq!(terminated(&server), 1, "the start-up load");
+    let refused = |server: &Server| {
+        let url = server.ws_url("slow");
+        async move {
+            let started = Instant::now();
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    (response.status().as_u16(), started.elapsed())
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    // The recorded failure answers at once, without loading the handler again.
+    for _ in 0..3 {
+        let (status, took) = refused(&server).await;
+        assert_eq!(status, 500);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+    assert_eq!(terminated(&server), 1, "no load per upgrade");
+    // The file changes (still spinning): the next upgrades load it again, once, in its own
+    // isolate; an upgrade to another endpoint meanwhile is not held up.
+    ws.write("slow/h.js", "while (true) { /* still */ }\n");
+    let upgrades: Vec<_> = (0..3).map(|_| tokio::spawn(refused(&server))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut fast = server.connect("fast").await;
+    assert_eq!(ask(&mut fast, "hi").await, "fast hi");
+    let fast_took = started.elapsed();
+    for upgrade in upgrades {
+        assert_eq!(upgrade.await.unwrap().0, 500);
+    }
+    eprintln!("an upgrade to another endpoint during the load took {fast_took:?}");
+    assert!(fast_took < Duration::from_millis(700), "{fast_took:?}");
+    assert_eq!(terminated(&server), 2, "one load for the changed file");
+}
+
+/// Upgrades to a handler with a syntax error do not start an engine each (the QuickJS adapter
+/// never gives an engine context's memory back): resident memory stays flat.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn upgrades_to_a_broken_handler_leak_no_memory() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "broken", "p/h")
+        .write("p/h.js", "exports.onMessage = (m) => { return m +; };\n");
+    let server = Server::start_with(ws.path(), &["--no-watch"]);
+    let refuse = || async {
+        let response = tokio_tungstenite::connect_async(server.ws_url("broken")).await;
+        assert!(
+            matches!(&response, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 500),
+            "{response:?}"
+        );
+    };
+    for _ in 0..20 {
+        refuse().await;
+    }
+    let before = server.memory_kib("VmRSS");
+    for _ in 0..500 {
+        refuse().await;
+    }
+    let grown_mib = server.memory_kib("VmRSS").saturating_sub(before) as f64 / 1024.0;
+    eprintln!("500 upgrades to a broken handler: resident memory +{grown_mib:.1} MiB");
+    assert!(
+        grown_mib < 20.0,
+        "resident memory grew by {grown_mib:.1} MiB"
+    );
+}
+
+/// After a reload fails because the handler could not be read, or because a module it imports
+/// was deleted, fixing the file is picked up.
+#[tokio::test]
+async fn a_fixed_file_is_always_picked_up_after_a_failed_reload() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "e", "p/h")
+        .write(
+            "p/h.js",
+            "const lib = require(\"./lib\");\nexports.onMessage = (m) => `${lib.v} ${m}`;\n",
+        )
+        .write("p/lib.js", "exports.v = 'v1';\n");
+    let server = Server::start_with(ws.path(), &["--watch-debounce-ms", "50"]);
+    let reloads = |what: &'static str| move |l: &str| l.contains("reload in ") && l.contains(what);
+    let mut client = server.connect("e").await;
+    assert_eq!(ask(&mut client, "a").await, "v1 a");
+    // The imported module is deleted: the reload fails, the old code keeps serving.
+    std::fs::remove_file(ws.path().join("p/lib.js")).unwrap();
+    server
+        .stderr
+        .wait_for("the failed reload", reloads("NOT reloaded"));
+    assert_eq!(ask(&mut client, "b").await, "v1 b");
+    // It comes back, with new content.
+    ws.write("p/lib.js", "exports.v = 'v2';\n");
+    server
+        .stderr
+        .wait_for("the reload", reloads("handler p/h.js reloaded"));
+    assert_eq!(ask(&mut client, "c").await, "v2 c");
+    // The handler itself cannot be read (not UTF-8): the reload fails; fixing it is picked up.
+    std::fs::write(ws.path().join("p/h.js"), [0xff, 0xfe, 0xfd]).unwrap();
+    server
+        .stderr
+        .wait_for_count("the second failed reload", 2, reloads("NOT reloaded"));
+    assert_eq!(ask(&mut client, "d").await, "v2 d");
+    ws.write("p/h.js", "exports.onMessage = (m) => `v3 ${m}`;\n");
+    server
+        .stderr
+        .wait_for_count("the second reload", 2, reloads("handler p/h.js reloaded"));
+    assert_eq!(ask(&mut client, "e").await, "v3 e");
+}
+
+/// A handler file rewritten in place (truncated, then written) again and again while messages
+/// flow: no message is lost, and the reload waits until the file has settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_a_handler_while_messages_flow_loses_none() {
+    let ws = Workspace::new();
+    let code = |n: usize| format!("// version {n}\nexports.onMessage = (m) => `v{n} ${{m}}`;\n");
+    ws.endpoint("p", "e", "p/h").write("p/h.js", &code(0));
+    let server = Server::start_with(ws.path(), &["--watch-debounce-ms", "150"]);
+    let file = ws.path().join("p/h.js");
+    let writer = {
+        let file = file.clone();
+        tokio::spawn(async move {
+            for n in 1..=40 {
+                let handle = std::fs::File::create(&file).unwrap(); // truncates
+                drop(handle);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                std::fs::write(&file, code(n)).unwrap();
+                tokio::time::sleep(Duration::from_millis(35)).await;
+            }
+        })
+    };
+    let mut client = server.connect("e").await;
+    let mut answered = 0;
+    while !writer.is_finished() {
+        let reply = ask(&mut client, &format!("m{answered}")).await;
+        assert!(reply.ends_with(&format!(" m{answered}")), "{reply}");
+        answered += 1;
+    }
+    writer.await.unwrap();
+    server.stderr.wait_for("the reload", |l| {
+        l.contains("reload in ") && l.contains("p/h.js")
+    });
+    let last = ask(&mut client, "last").await;
+    assert_eq!(last, "v40 last");
+    let reloads = server.stderr.count(|l| l.contains("reload in "));
+    assert!(answered > 20, "{answered}");
+    assert!(
+        reloads <= 2,
+        "{reloads} reloads while the file was being rewritten"
+    );
+    assert!(!server.stderr.text().contains("dropped"));
+}
+
+/// Code that exports no onMessage (here, a half-written file) is told about in the log, once.
+#[tokio::test]
+async fn a_message_for_code_without_on_message_is_logged_once() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "e", "p/h").write(
+        "p/h.js",
+        "exports.onOpen = (conn) => conn.send(\"open\");\n",
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("e").await;
+    assert_eq!(next_text(&mut client).await, "open");
+    for n in 0..3 {
+        send_text(&mut client, &format!("m{n}")).await;
+    }
+    server.stderr.wait_for("the warning", |l| {
+        l.contains("was dropped: the handler exports no onMessage")
+    });
+    let mut other = server.connect("e").await;
+    assert_eq!(next_text(&mut other).await, "open");
+    assert_eq!(
+        server.stderr.count(|l| l.contains("exports no onMessage")),
+        1
+    );
+}

@@ -124,9 +124,12 @@ impl Output {
     }
 }
 
-/// The switchboard binary.
+/// The switchboard binary: this build's, or the one `SWITCHBOARD_TEST_BINARY` names (to run the
+/// black-box tests against another build, such as an earlier one for a before/after figure).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
+    std::env::var_os("SWITCHBOARD_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard")))
 }
 
 /// A running `switchboard serve`, killed when dropped.
