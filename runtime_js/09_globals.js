@@ -90,7 +90,6 @@
     recover: internals.recover,
     setHandler: internals.setHandler,
     requireMain: internals.requireMain,
-    compileCommonJs: internals.compileCommonJs,
     beginGeneration: internals.beginGeneration,
     commitGeneration: internals.commitGeneration,
     abortGeneration: internals.abortGeneration,

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 use crate::endpoints::{Reloader, Runtime};
-use crate::isolate::{check_handler, ENGINE_NAME};
+use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
 use crate::server::{self, AppState};
 use crate::workspace::{self, WorkspacePaths, WorkspaceScan};
@@ -185,8 +185,13 @@ fn announce(runtime: &Runtime, address: SocketAddr, watching: bool, tls: bool) {
     println!("Switchboard is listening: open {http}://{address}/");
 }
 
-/// `switchboard check`: every problem of the workspace as `file: problem`. Returns how many.
-pub fn check(workspace_path: &Path) -> anyhow::Result<usize> {
+/// How long `check` waits for the handlers it loaded to stop.
+const CHECK_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// `switchboard check`: every problem of the workspace as `file: problem`. Handlers are loaded as
+/// `serve` loads them (top level included, with the same limits), so what passes here starts
+/// there. Returns how many problems there are.
+pub async fn check(workspace_path: &Path, limits: Limits) -> anyhow::Result<usize> {
     let paths = WorkspacePaths::new(workspace_path)?;
     let scan = workspace::scan(&paths);
     let mut problems = 0;
@@ -198,12 +203,15 @@ pub fn check(workspace_path: &Path) -> anyhow::Result<usize> {
         println!("{}: warning: {}", warning.file, warning.message);
     }
     let handlers: BTreeSet<&PathBuf> = scan.endpoints.values().map(|e| &e.handler_file).collect();
+    let runtime = Runtime::new(paths, limits);
     for handler_file in handlers {
-        if let Err(error) = check_handler(handler_file, &paths) {
+        if let Err(error) = runtime.isolates.isolate_for(handler_file).await {
             println!("{error}");
             problems += 1;
         }
     }
+    runtime.clients.close_all(1001, "switchboard check is done");
+    runtime.isolates.shutdown(CHECK_DRAIN_LIMIT).await;
     println!(
         "{} endpoint(s), {problems} problem(s) in {}",
         scan.endpoints.len(),

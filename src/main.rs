@@ -59,6 +59,9 @@ enum Command {
         /// The workspace: a folder of project folders.
         #[arg(default_value = "./projects")]
         workspace: PathBuf,
+        /// The limits handlers load with, as for `serve`.
+        #[command(flatten)]
+        limits: LimitArgs,
     },
 }
 
@@ -130,15 +133,20 @@ impl From<LimitArgs> for Limits {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `check` reports its findings on stdout; its log says only what went wrong besides.
+    let default_filter = match cli.command {
+        Command::Check { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve {
             workspace,
@@ -157,14 +165,18 @@ fn main() -> ExitCode {
             tls: tls_cert.zip(tls_key),
         })),
         Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
-        Command::Check { workspace } => match app::check(&workspace) {
-            Ok(0) => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("switchboard: {error:#}");
-                ExitCode::from(2)
+        Command::Check { workspace, limits } => {
+            let problems = std::cell::Cell::new(0);
+            let checked = block_on(async {
+                problems.set(app::check(&workspace, limits.into()).await?);
+                Ok(())
+            });
+            match (checked, problems.get()) {
+                (ExitCode::SUCCESS, 0) => ExitCode::SUCCESS,
+                (ExitCode::SUCCESS, _) => ExitCode::FAILURE,
+                _ => ExitCode::from(2),
             }
-        },
+        }
     }
 }
 

@@ -225,6 +225,7 @@ impl Reloader {
                 Ok(())
             }
             Err(error) => {
+                tracing::error!("{error}");
                 self.state
                     .endpoints
                     .set_handler_error(handler_file, Some(error.clone()));

@@ -95,8 +95,6 @@ pub struct Internals {
     pub set_handler: v8::Global<v8::Function>,
     /// `requireMain(url)`: loads a CommonJS (or JSON) handler module; returns its exports.
     pub require_main: v8::Global<v8::Function>,
-    /// `compileCommonJs(source, url)`: compiles a CommonJS module without running it (check).
-    pub compile_common_js: v8::Global<v8::Function>,
     /// `beginGeneration(n)`, `commitGeneration(n)`, `abortGeneration(n)`, `discardGeneration()`:
     /// the steps of a reload.
     pub generation_steps: [v8::Global<v8::Function>; 4],
@@ -172,7 +170,6 @@ pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String
             recover: function("recover")?,
             set_handler: function("setHandler")?,
             require_main: function("requireMain")?,
-            compile_common_js: function("compileCommonJs")?,
             generation_steps: [
                 function("beginGeneration")?,
                 function("commitGeneration")?,

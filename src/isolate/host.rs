@@ -91,20 +91,12 @@ impl IsolateHost {
         let slot = self.slot_or_new(handler_file);
         let failure = {
             let _loading = slot.loading.lock().await;
-            let loaded_now = if slot.isolate().is_none() {
+            if slot.isolate().is_none() {
                 self.start(&slot).await;
-                true
             } else if slot.failure().is_some() && !slot.changed_files().is_empty() {
                 let _ = Self::reload_in_place(&slot).await;
-                true
-            } else {
-                false
-            };
-            let failure = slot.failure();
-            if let (true, Some(error)) = (loaded_now, &failure) {
-                tracing::error!("{error}");
             }
-            failure
+            slot.failure()
         };
         match failure {
             Some(error) => Err(error),

@@ -1,20 +1,17 @@
 //! Loading a handler module into a runtime: an ES module graph through the module loader, or a
-//! CommonJS (or JSON) module through the runtime's `require`; and `switchboard check`, which
-//! parses a handler without running it.
+//! CommonJS (or JSON) module through the runtime's `require`.
 
 use std::future::{poll_fn, Future};
 use std::path::Path;
-use std::sync::Weak;
 use std::task::Poll;
 
 use deno_core::{v8, JsRuntime, ModuleSpecifier};
 
-use super::engine::{call, new_runtime, poll_event_loop, Arg, Internals, RuntimeParts};
+use super::engine::{call, poll_event_loop, Arg, Internals};
 use super::error_text::{js_load_error, load_error};
-use super::ops::{start_pending_clients, NoClientHandlers, Services};
+use super::ops::start_pending_clients;
 use crate::event::HandlerLoadError;
 use crate::workspace::modules::{ModuleError, ModuleFiles, ModuleKind};
-use crate::workspace::WorkspacePaths;
 
 /// The handler module to load.
 pub struct HandlerModule<'a> {
@@ -100,67 +97,4 @@ pub async fn evaluate(
         }
     }
     Ok(())
-}
-
-/// Parses a handler (and, for ES modules, everything it imports) without running it.
-pub fn check_handler(handler_file: &Path, paths: &WorkspacePaths) -> Result<(), HandlerLoadError> {
-    let modules = ModuleFiles::new(paths.clone());
-    let handler = paths.display(handler_file);
-    let module = HandlerModule {
-        handler: &handler,
-        file: handler_file,
-        modules: &modules,
-    };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HandlerLoadError::Isolate {
-            file: handler.clone(),
-            what: "cannot start the isolate's runtime",
-            reason: e.to_string(),
-        })?;
-    tokio.block_on(async {
-        let services = Services {
-            connections: Default::default(),
-            clients: Default::default(),
-            client_handlers: Weak::<NoClientHandlers>::new(),
-            limits: Default::default(),
-            stats: Default::default(),
-        };
-        let (mut runtime, internals) = new_runtime(RuntimeParts {
-            handler: handler.clone(),
-            modules: modules.clone(),
-            services,
-            features: Default::default(),
-            heap_limit: None,
-        })
-        .map_err(|reason| HandlerLoadError::Isolate {
-            file: handler.clone(),
-            what: "bootstrap failed",
-            reason,
-        })?;
-        let source = std::fs::read_to_string(handler_file).map_err(|e| module.unreadable(e))?;
-        let url = module.url()?;
-        match ModuleKind::of(handler_file, &source) {
-            ModuleKind::EsModule => runtime
-                .load_side_es_module(&url)
-                .await
-                .map(|_| ())
-                .map_err(|e| load_error(&handler, &e, &modules)),
-            ModuleKind::Json => serde_json::from_str::<serde_json::Value>(&source)
-                .map(|_| ())
-                .map_err(|e| HandlerLoadError::Code {
-                    file: handler.clone(),
-                    location: Some(format!("{handler}:{}:{}", e.line(), e.column())),
-                    message: e.to_string(),
-                }),
-            ModuleKind::CommonJs => call(
-                &mut runtime,
-                &internals.compile_common_js,
-                &[Arg::Text(&source), Arg::Text(url.as_str())],
-            )
-            .map(|_| ())
-            .map_err(|e| js_load_error(&handler, &e, &modules)),
-        }
-    })
 }

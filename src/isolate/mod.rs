@@ -28,5 +28,4 @@ pub mod watchdog;
 
 pub use engine::{init_engine, ENGINE_NAME};
 pub use host::IsolateHost;
-pub use load::check_handler;
 pub use slot::HandlerSlot;

@@ -102,13 +102,29 @@ fn descriptor_files(paths: &WorkspacePaths, problems: &mut Vec<Problem>) -> Vec<
         match entry {
             Ok(entry) => {
                 let path = entry.path();
-                if entry.file_type().is_file()
-                    && path
-                        .extension()
-                        .is_some_and(|ext| ext == DESCRIPTOR_EXTENSION)
+                if path
+                    .extension()
+                    .is_none_or(|ext| ext != DESCRIPTOR_EXTENSION)
                 {
-                    files.push(path.to_path_buf());
+                    continue;
                 }
+                let kind = entry.file_type();
+                let not_read = if kind.is_file() {
+                    files.push(path.to_path_buf());
+                    continue;
+                } else if kind.is_symlink() {
+                    "is a symbolic link: descriptors must be regular files (links are not \
+                     followed, so that nothing outside the workspace is read); copy the file here"
+                } else if kind.is_dir() {
+                    "is a folder: descriptors must be regular files"
+                } else {
+                    "is not a regular file (a FIFO, socket or device): descriptors must be \
+                     regular files"
+                };
+                problems.push(Problem {
+                    file: paths.display(path),
+                    message: not_read.into(),
+                });
             }
             Err(error) => problems.push(Problem {
                 file: error

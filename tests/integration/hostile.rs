@@ -456,13 +456,9 @@ async fn a_handler_that_fails_to_load_holds_up_no_other_endpoint() {
         .endpoint("fast", "fast", "fast/h")
         .write("fast/h.js", "exports.onMessage = (m) => `fast ${m}`;");
     let server = Server::start_with(ws.path(), &["--no-watch", "--event-timeout-ms", "1500"]);
-    // Loads, as the log reports them (refused upgrades quote the recorded error too).
-    let terminated = |server: &Server| {
-        server.stderr.count(|l| {
-            l.contains("slow/h.js: its top level was terminated") && !l.contains("upgrade refused")
-        })
-    };
-    assert_eq!(terminated(&server), 1, "the start-up load");
+    // Each load of the spinning handler is one termination.
+    let loads = "switchboard_handler_terminations_total{handler=\"slow/h.js\"}";
+    assert_eq!(server.metric(loads).await, 1.0, "the start-up load");
     let refused = |server: &Server| {
         let url = server.ws_url("slow");
         async move {
@@ -481,7 +477,7 @@ async fn a_handler_that_fails_to_load_holds_up_no_other_endpoint() {
         assert_eq!(status, 500);
         assert!(took < Duration::from_millis(500), "{took:?}");
     }
-    assert_eq!(terminated(&server), 1, "no load per upgrade");
+    assert_eq!(server.metric(loads).await, 1.0, "no load per upgrade");
     // The file changes (still spinning): the next upgrades load it again, once, in its own
     // isolate; an upgrade to another endpoint meanwhile is not held up.
     ws.write("slow/h.js", "while (true) { /* still */ }\n");
@@ -496,7 +492,11 @@ async fn a_handler_that_fails_to_load_holds_up_no_other_endpoint() {
     }
     eprintln!("an upgrade to another endpoint during the load took {fast_took:?}");
     assert!(fast_took < Duration::from_millis(700), "{fast_took:?}");
-    assert_eq!(terminated(&server), 2, "one load for the changed file");
+    assert_eq!(
+        server.metric(loads).await,
+        2.0,
+        "one load for the changed file"
+    );
 }
 
 /// Upgrades to a handler with a syntax error do not start an engine each (the QuickJS adapter
@@ -636,4 +636,50 @@ async fn a_message_for_code_without_on_message_is_logged_once() {
         server.stderr.count(|l| l.contains("exports no onMessage")),
         1
     );
+}
+
+/// `switchboard check` loads handlers as `serve` does (a top level that throws or spins fails
+/// there too) and reports descriptors it cannot read as descriptors.
+#[cfg(unix)]
+#[test]
+fn check_loads_handlers_as_serve_does_and_reports_odd_descriptors() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "good", "p/good")
+        .write("p/good.js", "exports.onMessage = (m) => m;\n")
+        .endpoint("p", "throws", "p/throws")
+        .write(
+            "p/throws.js",
+            "const config = require(\"./config.json\");\nif (!config.ready) throw new Error(\"not configured\");\n",
+        )
+        .write("p/config.json", "{\"ready\": false}")
+        .endpoint("p", "spins", "p/spins")
+        .write("p/spins.js", "while (true) {}\n");
+    std::os::unix::fs::symlink(
+        ws.path().join("p/good.websocket"),
+        ws.path().join("p/link.websocket"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.path().join("p/folder.websocket")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(ws.path().join("p/pipe.websocket"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let output = std::process::Command::new(binary())
+        .args(["check", "--event-timeout-ms", "1000"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "p/folder.websocket: is a folder: descriptors must be regular files",
+        "p/link.websocket: is a symbolic link: descriptors must be regular files",
+        "p/pipe.websocket: is not a regular file (a FIFO, socket or device)",
+        "p/spins.js: its top level was terminated: it ran longer than the 1000 ms allowed per event",
+        "p/throws.js:2:26: Error: not configured",
+        "3 endpoint(s), 5 problem(s)",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
 }
