@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | what it owns |
 //! | --- | --- | --- |
-//! | 0 | [`event`], [`limits`], [`stats`] | the vocabulary the layers share; limits; counters |
+//! | 0 | [`event`], [`limits`], [`stats`], [`memory`] | the vocabulary the layers share; limits; counters; the process's memory |
 //! | 1 | [`workspace`] | files: scan, descriptors, the one path resolver, the registry, the watcher |
 //! | 1 | [`net`] | sockets and frames: pump, outbox, direct writes, connections, clients (no engine) |
 //! | 2 | [`isolate::ops`] | the ops behind the JavaScript API |
@@ -30,6 +30,7 @@ pub mod endpoints;
 pub mod event;
 pub mod isolate;
 pub mod limits;
+pub mod memory;
 pub mod net;
 pub mod server;
 pub mod stats;

@@ -9,6 +9,7 @@ use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
 
 use super::loader::WorkspaceModuleLoader;
 use super::ops::{switchboard_api, HandlerFeatures, IsolateContext, Services};
+use crate::memory::give_back_free_memory;
 use crate::workspace::modules::ModuleFiles;
 
 /// The engine handler code runs on, for logs.
@@ -271,18 +272,7 @@ pub fn release_freed_memory(runtime: &mut JsRuntime) {
     // (tests/integration/hardening.rs, a_heap_hungry_handler_is_terminated_and_memory_returns).
     let _ = runtime.execute_script("switchboard:release", "undefined");
     runtime.v8_isolate().low_memory_notification();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's malloc_trim takes any pad value and only returns free memory of its
-        // own heaps to the system; it touches no memory it has handed out (this block is
-        // compiled only for glibc targets, where the symbol exists).
-        unsafe {
-            malloc_trim(0);
-        }
-    }
+    give_back_free_memory();
 }
 
 #[cfg(test)]

@@ -342,10 +342,17 @@ impl ConnectionRegistry {
             .count()
     }
 
+    /// How many connections are open.
     pub fn len(&self) -> usize {
         self.connections.read().by_id.len()
     }
 
+    /// How many connections were ever registered.
+    pub fn registered(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed) - 1
+    }
+
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

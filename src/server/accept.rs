@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use super::routes::router;
 use super::shutdown::shut_down;
 use super::state::AppState;
+use super::trim::give_back_memory_after_storms;
 
 /// Serves until `shutdown` resolves, then shuts down gracefully: no new connections; every open
 /// connection gets 1001 "server shutting down" after the messages already queued for it; outbound
@@ -26,6 +27,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let router = router(state.clone());
     let header_timeout = state.runtime.limits.header_timeout;
+    let trimming = tokio::spawn(give_back_memory_after_storms(state.runtime.clone()));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -64,6 +66,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    trimming.abort();
     shut_down(&state).await;
     Ok(())
 }

@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::state::AppState;
+use crate::memory::resident_bytes;
 use crate::stats::{HandlerFailures, Traffic, LATENCY_BUCKETS};
 
 /// `GET /metrics`.
@@ -35,7 +36,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Workspace changes applied since start.",
         state.runtime.reloads.load(Ordering::Relaxed) as f64,
     );
-    if let Some(bytes) = resident_memory_bytes() {
+    if let Some(bytes) = resident_bytes() {
         gauge(
             "process_resident_memory_bytes",
             "Resident memory of the process.",
@@ -153,11 +154,4 @@ fn label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Resident set size from /proc (Linux); None elsewhere.
-pub fn resident_memory_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }

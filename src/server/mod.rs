@@ -6,7 +6,8 @@
 //! - `upgrade` and `connection`: a WebSocket upgrade, and the connection's life after it.
 //! - `pages` and `metrics`: plain HTTP; `files`: reading projects' static files, bounded.
 //! - `tls`: the certificate for https and wss.
-//! - `accept`: the accept loop; `shutdown`: graceful shutdown.
+//! - `accept`: the accept loop; `shutdown`: graceful shutdown; `trim`: memory given back after
+//!   a storm of sockets.
 
 mod accept;
 mod connection;
@@ -17,10 +18,10 @@ mod routes;
 mod shutdown;
 pub mod state;
 mod tls;
+mod trim;
 mod upgrade;
 
 pub use accept::run;
-pub use metrics::resident_memory_bytes;
 pub use routes::router;
 pub use shutdown::shutdown_signal;
 pub use state::AppState;

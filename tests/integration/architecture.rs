@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("event", 0, "vocabulary"),
     ("limits", 0, "vocabulary"),
     ("stats", 0, "vocabulary"),
+    ("memory", 0, "vocabulary"),
     ("workspace", 1, "workspace"),
     ("net", 1, "net"),
     ("isolate::ops", 2, "ops"),

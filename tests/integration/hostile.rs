@@ -605,6 +605,9 @@ async fn rewriting_a_handler_while_messages_flow_loses_none() {
     let last = ask(&mut client, "last").await;
     assert_eq!(last, "v40 last");
     let reloads = server.stderr.count(|l| l.contains("reload in "));
+    eprintln!(
+        "{answered} messages answered while the file was rewritten 40 times; {reloads} reload(s)"
+    );
     assert!(answered > 20, "{answered}");
     assert!(
         reloads <= 2,
@@ -681,5 +684,118 @@ fn check_loads_handlers_as_serve_does_and_reports_odd_descriptors() {
         "3 endpoint(s), 5 problem(s)",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+/// A workspace folder that is deleted and created again is watched again: its endpoints go, and
+/// come back with it.
+#[tokio::test]
+async fn a_workspace_deleted_and_created_again_is_watched_again() {
+    let ws = Workspace::new();
+    let write_project = |version: &str| {
+        ws.endpoint("p", "e", "p/h").write(
+            "p/h.js",
+            &format!("exports.onMessage = (m) => `{version} ${{m}}`;"),
+        );
+    };
+    write_project("v1");
+    let server = Server::start_with(ws.path(), &["--watch-debounce-ms", "50"]);
+    let mut client = server.connect("e").await;
+    assert_eq!(ask(&mut client, "a").await, "v1 a");
+    std::fs::remove_dir_all(ws.path()).unwrap();
+    server
+        .stderr
+        .wait_for("the folder to be missed", |l| l.contains("is gone"));
+    server
+        .stderr
+        .wait_for("the endpoint to go", |l| l.contains("endpoint e removed"));
+    std::fs::create_dir(ws.path()).unwrap();
+    server
+        .stderr
+        .wait_for("the folder to be back", |l| l.contains("is back"));
+    write_project("v2");
+    server.stderr.wait_for("the endpoint to come back", |l| {
+        l.contains("reload in ") && l.contains("endpoint e bound")
+    });
+    let mut again = server.connect("e").await;
+    assert_eq!(ask(&mut again, "b").await, "v2 b");
+    // Later edits are seen too.
+    write_project("v3");
+    server
+        .stderr
+        .wait_for("the edit", |l| l.contains("handler p/h.js reloaded"));
+    assert_eq!(ask(&mut again, "c").await, "v3 c");
+}
+
+/// Memory comes back after storms of outbound clients (a handler opening and closing thousands
+/// of them against this server's own endpoint): resident memory returns near where it started,
+/// storm after storm.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_comes_back_after_storms_of_clients() {
+    // Each client is two sockets here (the client, and the connection it makes to this server).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_cur = limit.rlim_max.min(20_000);
+    // SAFETY: as above; the soft limit stays within the hard one.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let clients = ((limit.rlim_cur as usize).saturating_sub(500) / 2).min(4_000);
+    assert!(
+        clients >= 1_000,
+        "too few file descriptors for the test: {}",
+        limit.rlim_cur
+    );
+    let ws = Workspace::new();
+    ws.endpoint("echo", "echo", "echo/h")
+        .write("echo/h.js", "exports.onMessage = (m) => m;")
+        .endpoint("storm", "storm", "storm/h")
+        .write(
+            "storm/h.js",
+            r#"const websockets = require("net/websockets");
+               let state = null;
+               const next = () => {
+                 if (state.started >= state.target) return;
+                 state.started++;
+                 websockets.createWebsocket(state.url, "storm/h");
+               };
+               exports.onMessage = (m, conn) => {
+                 const [url, count] = m.split(" ");
+                 state = { url, target: Number(count), started: 0, closed: 0, conn };
+                 for (let i = 0; i < state.target; i++) next();
+               };
+               exports.onOpen = (socket) => { if (socket.uri) socket.close(); };
+               exports.onClose = (socket) => {
+                 if (!socket.uri || !state) return;
+                 if (++state.closed === state.target) state.conn.send(`done ${state.closed}`);
+               };"#,
+        );
+    let server = Server::start_with(ws.path(), &["--max-connections", "20000"]);
+    let mut control = server.connect("storm").await;
+    let start = server.memory_kib("VmRSS");
+    for storm in 1..=2 {
+        let order = format!("{} {clients}", server.ws_url("echo"));
+        assert_eq!(ask(&mut control, &order).await, format!("done {clients}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let settled = loop {
+            let now = server.memory_kib("VmRSS");
+            if now < start + 25 * 1024 || Instant::now() > deadline {
+                break now;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        eprintln!(
+            "storm {storm} of {clients} clients: resident {} MiB at the start, {} MiB after",
+            start / 1024,
+            settled / 1024
+        );
+        assert!(
+            settled < start + 25 * 1024,
+            "resident memory stayed {} MiB above the start after storm {storm}",
+            (settled - start) / 1024
+        );
     }
 }

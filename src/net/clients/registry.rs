@@ -223,6 +223,11 @@ impl ClientRegistry {
         self.clients.read().get(&id).cloned()
     }
 
+    /// How many clients were ever created.
+    pub fn created(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed) - 1
+    }
+
     /// How many clients are live.
     pub fn len(&self) -> usize {
         self.clients.read().len()
