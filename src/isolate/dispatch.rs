@@ -1,7 +1,7 @@
 //! Pushing events into JavaScript: every event of a batch becomes one direct call of the
-//! runtime's dispatcher (`dispatch(kind, id, a, b, c, endpoint)`, `runtime_js/06_dispatch.js`), whose return
-//! value is the reply. A direct call costs far less than an awaited op on this engine
-//! (`../ENGINE.md` in the notes; ~0.6 µs against ~4.7 µs).
+//! runtime's dispatcher (`dispatch(kind, id, a, b, c, endpoint)` in `runtime_js/06_dispatch.js`),
+//! whose return value is the reply. A direct call costs far less than an awaited op on this
+//! engine (measured on QuickJS: ~0.6 µs a call against ~4.7 µs an awaited op).
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! Every open inbound connection, by id: the one place where isolates find a socket to send to.
 //!
 //! Sockets belong to the server; an isolate only ever holds connection ids. Sending goes through
-//! the connection's bounded outbound queue (or straight to the socket, see `direct` and `batch`), so a
-//! handler's `send` never waits for the network.
+//! the connection's bounded outbound queue (or straight to the socket, see `direct` and `batch`),
+//! so a handler's `send` never waits for the network.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The one path resolver of the workspace. Every file Switchboard opens on a user's behalf is
-//! found here: a descriptor's handler ([`WorkspacePaths::handler`]), a module a handler imports or
-//! requires ([`WorkspacePaths::module`]), a project's static file ([`WorkspacePaths::project_file`]).
+//! found here: a descriptor's handler ([`WorkspacePaths::handler`]), a module a handler imports
+//! or requires ([`WorkspacePaths::module`]), a project's static file
+//! ([`WorkspacePaths::project_file`]).
 //! Each kind has its own way of naming files, but every one passes the same checks in
 //! [`WorkspacePaths::find`]: the name, taken from its starting folder with `.` and `..` removed,
 //! stays inside its boundary (the workspace, or the project for static files); and the file found

@@ -3,10 +3,10 @@
 //! batching whatever is waiting into one flush. Reading and writing happen in this one task, so a
 //! message and its reply cost no hand-over between tasks.
 //!
-//! A socket's life is a `Phase` (`phase.rs`): open; closing (the peer's close frame arrived, or it stopped
-//! answering pings); read failed (a protocol error: our close frame with its code is the last
-//! thing written); close sent (only the peer's answer is awaited, for a bounded time). `io.rs`
-//! holds the socket side: reads, batched writes, close frames.
+//! A socket's life is a `Phase` (`phase.rs`): open; closing (the peer's close frame arrived, or
+//! it stopped answering pings); read failed (a protocol error: our close frame with its code is
+//! the last thing written); close sent (only the peer's answer is awaited, for a bounded time).
+//! `io.rs` holds the socket side: reads, batched writes, close frames.
 
 mod io;
 mod phase;
