@@ -17,6 +17,8 @@ const STORM: u64 = 1_000;
 
 /// Runs for the life of the server.
 pub async fn give_back_memory_after_storms(runtime: Arc<Runtime>) {
+    // Closed = ever opened - open now (read one after the other, so it can be off by a socket
+    // opening meanwhile: hence the saturating arithmetic).
     let closed = |runtime: &Runtime| {
         let ever = runtime.connections.registered() + runtime.clients.created();
         let open = (runtime.connections.len() + runtime.clients.len()) as u64;
@@ -28,7 +30,7 @@ pub async fn give_back_memory_after_storms(runtime: Arc<Runtime>) {
     loop {
         checks.tick().await;
         let closed_now = closed(&runtime);
-        if closed_now - closed_at_last_trim < STORM {
+        if closed_now.saturating_sub(closed_at_last_trim) < STORM {
             continue;
         }
         closed_at_last_trim = closed_now;
