@@ -4,21 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-/// How long the file-system events of one file are gathered before they are reported (an
-/// editor's save by rename is a few events within milliseconds); settling is ours, see
-/// [`WorkspaceWatcher::next_change`].
-const EVENT_GATHERING: Duration = Duration::from_millis(50);
 
 /// How often the workspace folder itself is checked: the file system's events stop with the
 /// folder, so its disappearance and return are noticed this way.
 const FOLDER_CHECK: Duration = Duration::from_millis(500);
 
 /// The file system's watch of one folder.
-type FolderWatch = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+type FolderWatch = RecommendedWatcher;
 
 /// Watches a workspace; dropping it stops watching.
 pub struct WorkspaceWatcher {
@@ -40,7 +34,7 @@ pub struct WorkspaceWatcher {
 /// editing it.
 pub fn watch(root: &Path, settle: Duration) -> Result<WorkspaceWatcher, notify::Error> {
     let (sender, batches) = mpsc::unbounded_channel();
-    let watch = watch_folder(root, settle, sender.clone())?;
+    let watch = watch_folder(root, sender.clone())?;
     Ok(WorkspaceWatcher {
         root: root.to_path_buf(),
         watch: Some(watch),
@@ -51,37 +45,24 @@ pub fn watch(root: &Path, settle: Duration) -> Result<WorkspaceWatcher, notify::
     })
 }
 
-/// The file system's watch of `root`, sending batches of changed paths to `sender`.
+/// The file system's watch of `root`, sending the paths of each change to `sender` as it happens
+/// (settling them is [`WorkspaceWatcher::next_change`]'s).
 fn watch_folder(
     root: &Path,
-    settle: Duration,
     sender: mpsc::UnboundedSender<Vec<PathBuf>>,
 ) -> Result<FolderWatch, notify::Error> {
-    let gathering = EVENT_GATHERING.min(settle);
-    let tick = (gathering / 4).max(Duration::from_millis(5));
-    let mut debouncer = new_debouncer(
-        gathering,
-        Some(tick),
-        move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                let paths: Vec<PathBuf> = events
-                    .into_iter()
-                    .filter(|event| !event.kind.is_access())
-                    .flat_map(|event| event.event.paths)
-                    .collect();
-                if !paths.is_empty() {
-                    let _ = sender.send(paths);
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if event.kind.is_access() => {}
+            Ok(event) => {
+                if !event.paths.is_empty() {
+                    let _ = sender.send(event.paths);
                 }
             }
-            Err(errors) => {
-                for error in errors {
-                    tracing::warn!("watching the workspace: {error}");
-                }
-            }
-        },
-    )?;
-    debouncer.watch(root, RecursiveMode::Recursive)?;
-    Ok(debouncer)
+            Err(error) => tracing::warn!("watching the workspace: {error}"),
+        })?;
+    watcher.watch(root, RecursiveMode::Recursive)?;
+    Ok(watcher)
 }
 
 /// The folder at `path` (device and inode), if there is one.
@@ -141,7 +122,7 @@ impl WorkspaceWatcher {
                 "the workspace {root} is gone: its endpoints are removed; it is watched again when it comes back"
             );
         } else {
-            match watch_folder(&self.root, self.settle, self.sender.clone()) {
+            match watch_folder(&self.root, self.sender.clone()) {
                 Ok(watch) => {
                     self.watch = Some(watch);
                     tracing::info!("the workspace {root} is back: watching it again");
