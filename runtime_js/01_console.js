@@ -3,7 +3,7 @@
 "use strict";
 
 ((internals) => {
-  const { op_sb_log } = internals.ops;
+  const { op_sb_log, op_sb_error_location } = internals.ops;
 
   // Describing a value must never throw, whatever the value is (a revoked Proxy, an object whose
   // getters throw): every description falls back to a plainer one, down to a fixed text.
@@ -88,9 +88,18 @@
   function describeError(error) {
     return errorText(error, true);
   }
-  // For onError and close reasons: name and message.
+  // For onError: name and message, and where in the workspace it was thrown (`p/h.ts:5:11`, in
+  // the TypeScript text for TypeScript), when its stack says.
   function errorMessage(error) {
-    return errorText(error, false);
+    const text = errorText(error, false);
+    try {
+      if (!(error instanceof Error)) return text;
+      const stack = error.stack;
+      const location = typeof stack === "string" ? op_sb_error_location(stack) : null;
+      return location ? `${text} (at ${location})` : text;
+    } catch (_) {
+      return text;
+    }
   }
 
   Object.assign(internals, { console, formatValue, describeError, errorMessage, isThenable });

@@ -99,8 +99,5 @@ fn relative_url(url: &str, modules: &ModuleFiles) -> String {
 
 /// Engine messages name modules by `file://` URL; users know them by workspace path.
 fn relative_urls_in(text: &str, modules: &ModuleFiles) -> String {
-    match ModuleSpecifier::from_directory_path(modules.paths().root()) {
-        Ok(root) => text.replace(root.as_str(), ""),
-        Err(()) => text.to_string(),
-    }
+    modules.relative_urls(text)
 }

@@ -37,6 +37,23 @@ impl HandlerModule<'_> {
     }
 }
 
+/// A TypeScript syntax error as a load error: `file.ts:line:column`, and the parser's words.
+fn syntax_error(module: &HandlerModule<'_>, error: ModuleError) -> HandlerLoadError {
+    match error {
+        ModuleError::Syntax {
+            path,
+            line,
+            column,
+            message,
+        } => HandlerLoadError::Code {
+            file: module.handler.to_string(),
+            location: Some(format!("{path}:{line}:{column}")),
+            message: format!("SyntaxError: {message}"),
+        },
+        other => module.unreadable(other),
+    }
+}
+
 /// Loads the handler's code as generation `generation` and runs its top level (an ES module's
 /// async top level included, while the runtime's event loop turns), then hands its exports to the
 /// dispatcher. The first generation is the main module; later ones get URLs of their own, so a
@@ -49,14 +66,31 @@ pub async fn evaluate(
 ) -> Result<(), HandlerLoadError> {
     // Read through the record of module files, so that a handler that cannot be read now is
     // reloaded once it can.
-    let source = module.modules.read(module.file).map_err(|e| match e {
+    let code = module.modules.read_code(module.file).map_err(|e| match e {
         ModuleError::Unreadable { reason, .. } => module.unreadable(reason),
+        ModuleError::Syntax { .. } => syntax_error(module, e),
         other => module.unreadable(other),
     })?;
     let mut url = module.url()?;
-    let failed =
-        |error: &deno_core::error::CoreError| load_error(module.handler, error, module.modules);
-    match ModuleKind::of(module.file, &source) {
+    // A TypeScript syntax error is reported with its place in the TypeScript text, whatever the
+    // engine made of the loader's refusal (if the failure is that error, not one a handler caught).
+    let syntax = |text: String| {
+        module
+            .modules
+            .take_syntax_error()
+            .filter(|e| matches!(e, ModuleError::Syntax { message, .. } if text.contains(message.as_str())))
+            .map(|e| syntax_error(module, e))
+    };
+    let failed = |error: &deno_core::error::CoreError| {
+        syntax(error.to_string())
+            .unwrap_or_else(|| load_error(module.handler, error, module.modules))
+    };
+    let js_failed = |error: &deno_core::error::JsError| {
+        syntax(error.exception_message.clone())
+            .unwrap_or_else(|| js_load_error(module.handler, error, module.modules))
+    };
+    module.modules.take_syntax_error();
+    match code.kind {
         ModuleKind::EsModule => {
             let id = if generation == 1 {
                 runtime.load_main_es_module(&url).await
@@ -86,14 +120,14 @@ pub async fn evaluate(
                 v8::Global::new(scope, namespace)
             };
             call(runtime, &internals.set_handler, &[Arg::Value(&exports)])
-                .map_err(|e| js_load_error(module.handler, &e, module.modules))?;
+                .map_err(|e| js_failed(&e))?;
         }
         ModuleKind::CommonJs | ModuleKind::Json => {
             let loaded = |runtime: &mut JsRuntime| {
                 let exports = call(runtime, &internals.require_main, &[Arg::Text(url.as_str())])?;
                 call(runtime, &internals.set_handler, &[Arg::Value(&exports)])
             };
-            loaded(runtime).map_err(|e| js_load_error(module.handler, &e, module.modules))?;
+            loaded(runtime).map_err(|e| js_failed(&e))?;
         }
     }
     Ok(())

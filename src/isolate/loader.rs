@@ -7,6 +7,7 @@ use deno_core::{
     ModuleSourceCode, ModuleSpecifier, ModuleType, ResolutionKind,
 };
 use deno_error::JsErrorBox;
+use std::borrow::Cow;
 
 use super::ops::{resolve_module, ModuleOpError};
 use crate::workspace::modules::{BuiltinModule, ModuleError, ModuleFiles, ModuleKind};
@@ -80,6 +81,17 @@ impl ModuleLoader for WorkspaceModuleLoader {
     ) -> ModuleLoadResponse {
         ModuleLoadResponse::Sync(self.load_sync(specifier).map_err(js_error))
     }
+
+    /// The source map of a TypeScript module (ES module or CommonJS), so that stack traces and
+    /// error positions name the TypeScript text.
+    fn get_source_map(&self, file_name: &str) -> Option<Cow<'_, [u8]>> {
+        let path = ModuleSpecifier::parse(file_name)
+            .ok()?
+            .to_file_path()
+            .ok()?;
+        let map = self.modules.source_map(&path)?;
+        Some(Cow::Owned(map.to_vec()))
+    }
 }
 
 impl WorkspaceModuleLoader {
@@ -96,9 +108,9 @@ impl WorkspaceModuleLoader {
             return Ok(javascript(builtin_source(module).to_string(), specifier));
         }
         let module = resolve_module(&self.modules, specifier.as_str(), "")?;
-        let source = self.modules.read(&module.path)?;
-        let code = match ModuleKind::of(&module.path, &source) {
-            ModuleKind::EsModule => source,
+        let loaded = self.modules.read_code(&module.path)?;
+        let code = match loaded.kind {
+            ModuleKind::EsModule => loaded.code.to_string(),
             // A CommonJS or JSON module imported from an ES module is its `module.exports`.
             ModuleKind::CommonJs | ModuleKind::Json => format!(
                 "export default globalThis.__switchboard.requireFromEsm({});\n",

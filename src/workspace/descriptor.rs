@@ -413,7 +413,7 @@ mod tests {
         assert!(err(r#"{"handler":"/etc/passwd","endpoint":"e"}"#).contains("absolute path"));
         assert_eq!(
             err(r#"{"handler":"p/nope","endpoint":"e"}"#),
-            "handler \"p/nope\" not found: tried p/nope, p/nope.js, p/nope.mjs, p/nope.cjs"
+            "handler \"p/nope\" not found: tried p/nope, p/nope.js, p/nope.mjs, p/nope.cjs, p/nope.ts, p/nope.mts, p/nope.cts"
         );
     }
 

@@ -2,6 +2,7 @@
 //!
 //! From the bottom up:
 //! - [`paths`]: the one resolver every file the runtime opens for a user goes through.
+//! - [`typescript`]: TypeScript modules transpiled (types removed, decorators), cached.
 //! - [`modules`]: module kinds, built-in module names, the record of module files an isolate read.
 //! - [`descriptor`]: one `*.websocket` file, parsed and checked.
 //! - [`endpoint`]: what a scan finds: endpoints and problems.
@@ -15,6 +16,7 @@ pub mod modules;
 pub mod paths;
 pub mod registry;
 pub mod scan;
+pub mod typescript;
 pub mod watch;
 
 pub use descriptor::{resolve_handler, EndpointOptions};

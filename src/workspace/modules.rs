@@ -10,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::paths::{PathError, WorkspacePaths};
+use super::typescript::{is_typescript, text_hash, transpile, Transpiled};
 
 /// The built-in API modules, by every name handlers import them with: listed here once; the
 /// isolate gives each [`BuiltinModule`] its code.
@@ -69,12 +70,12 @@ impl ModuleKind {
         }
     }
 
-    /// `.mjs` and `.cjs` say it; a `.js` file is an ES module when it has top-level
-    /// `import`/`export` statements, as users of Dirigible write both styles in `.js` files.
+    /// `.mjs`/`.mts` and `.cjs`/`.cts` say it; a `.js` or `.ts` file is an ES module when it has
+    /// top-level `import`/`export` statements, as users of Dirigible write both styles.
     pub fn of(path: &Path, source: &str) -> ModuleKind {
         match path.extension().and_then(|e| e.to_str()) {
-            Some("mjs") => ModuleKind::EsModule,
-            Some("cjs") => ModuleKind::CommonJs,
+            Some("mjs" | "mts") => ModuleKind::EsModule,
+            Some("cjs" | "cts") => ModuleKind::CommonJs,
             Some("json") => ModuleKind::Json,
             _ if has_module_syntax(source) => ModuleKind::EsModule,
             _ => ModuleKind::CommonJs,
@@ -143,6 +144,18 @@ pub enum ModuleError {
         /// What was tried.
         reason: String,
     },
+    /// A TypeScript module that does not parse.
+    #[error("{path}:{line}:{column}: SyntaxError: {message}")]
+    Syntax {
+        /// The file, relative to the workspace.
+        path: String,
+        /// Line, from 1.
+        line: usize,
+        /// Column, from 1.
+        column: usize,
+        /// What the parser says.
+        message: String,
+    },
     /// The file exists but could not be read.
     #[error("cannot read module {path}: {reason}")]
     Unreadable {
@@ -172,6 +185,25 @@ pub struct ModuleFiles {
     paths: WorkspacePaths,
     /// What the last load read, and what the load before it read.
     record: Arc<Mutex<Record>>,
+    /// The TypeScript modules read, as transpiled last: their source maps.
+    typescript: Arc<Mutex<BTreeMap<PathBuf, Arc<Transpiled>>>>,
+    /// The last TypeScript syntax error met, for the load that met it to report with its place.
+    syntax_error: Arc<Mutex<Option<ModuleError>>>,
+    /// The workspace folder's `file:` URL (with its final `/`), as engine messages and stack
+    /// traces begin the URLs of its modules.
+    root_url: Option<Arc<str>>,
+}
+
+/// A module's code, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct ModuleCode {
+    /// JavaScript (TypeScript transpiled).
+    pub code: Arc<str>,
+    /// How it is evaluated.
+    pub kind: ModuleKind,
+    /// For TypeScript, a hash of its text: a version of the module, for URLs that must change
+    /// with it (the engine caches source maps by URL).
+    pub typescript: Option<u64>,
 }
 
 /// The files a load of a handler's code depended on.
@@ -188,8 +220,13 @@ impl ModuleFiles {
     /// A new, empty record for the workspace `paths`.
     pub fn new(paths: WorkspacePaths) -> Self {
         Self {
-            paths,
             record: Arc::default(),
+            typescript: Arc::default(),
+            syntax_error: Arc::default(),
+            root_url: url::Url::from_directory_path(paths.root())
+                .ok()
+                .map(|url| url.as_str().into()),
+            paths,
         }
     }
 
@@ -201,6 +238,54 @@ impl ModuleFiles {
     /// `file` relative to the workspace, for messages and `__filename`.
     pub fn display(&self, file: &Path) -> String {
         self.paths.display(file)
+    }
+
+    /// `text` with the `file:` URLs of workspace modules written as the workspace paths users know
+    /// their files by, without the version queries reloads add (`file:///w/p/h.ts?generation=2:5:11`
+    /// becomes `p/h.ts:5:11`).
+    pub fn relative_urls(&self, text: &str) -> String {
+        let Some(root) = self.root_url.as_deref() else {
+            return text.to_string();
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(root) {
+            out.push_str(&rest[..at]);
+            rest = &rest[at + root.len()..];
+            let ends = |c: char| matches!(c, '?' | ':' | ')' | '"' | '\'') || c.is_whitespace();
+            let path_end = rest.find(ends).unwrap_or(rest.len());
+            let path = &rest[..path_end];
+            // Percent-encoded characters (a space in a file name) are written as they are.
+            let decoded = url::Url::parse(&format!("{root}{path}"))
+                .ok()
+                .and_then(|url| url.to_file_path().ok())
+                .map(|file| self.display(&file));
+            out.push_str(decoded.as_deref().unwrap_or(path));
+            rest = &rest[path_end..];
+            if rest.starts_with('?') {
+                let query_end = rest[1..]
+                    .find(|c: char| matches!(c, ':' | ')') || c.is_whitespace())
+                    .map_or(rest.len(), |end| end + 1);
+                rest = &rest[query_end..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Where a stack trace's first frame in a workspace module is, as `p/h.ts:5:11`.
+    pub fn first_location(&self, stack: &str) -> Option<String> {
+        let root = self.root_url.as_deref()?;
+        stack.lines().find_map(|line| {
+            let frame = &line[line.find(root)?..];
+            let frame = frame.split(')').next().unwrap_or(frame);
+            let location = self.relative_urls(frame);
+            let mut parts = location.rsplitn(3, ':');
+            let column = parts.next()?;
+            let line_number = parts.next()?;
+            let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (numeric(column) && numeric(line_number) && parts.next().is_some()).then_some(location)
+        })
     }
 
     /// " from p/a.js" (or " from net/websockets"), for messages about an import.
@@ -267,7 +352,7 @@ impl ModuleFiles {
                     specifier: specifier.to_string(),
                     from: from.clone(),
                     reason: format!(
-                        "no file {} (tried .js, .mjs, .cjs, .json and index.js)",
+                        "no file {} (tried .js, .mjs, .cjs, .ts, .mts, .cts, .json and index files)",
                         self.display(&base)
                     ),
                 }
@@ -287,6 +372,54 @@ impl ModuleFiles {
             path: self.display(file),
             reason: e.to_string(),
         })
+    }
+
+    /// A module's code, ready for the engine: its text (recorded as read), and for TypeScript the
+    /// transpiled JavaScript.
+    pub fn read_code(&self, file: &Path) -> Result<ModuleCode, ModuleError> {
+        let source = self.read(file)?;
+        let kind = ModuleKind::of(file, &source);
+        if kind == ModuleKind::Json || !is_typescript(file) {
+            return Ok(ModuleCode {
+                code: source.into(),
+                kind,
+                typescript: None,
+            });
+        }
+        match transpile(file, &source, kind == ModuleKind::EsModule) {
+            Ok(transpiled) => {
+                let code = ModuleCode {
+                    code: transpiled.code.clone(),
+                    kind,
+                    typescript: Some(transpiled.source_hash),
+                };
+                self.typescript
+                    .lock()
+                    .insert(file.to_path_buf(), transpiled);
+                Ok(code)
+            }
+            Err(error) => {
+                let error = ModuleError::Syntax {
+                    path: self.display(file),
+                    line: error.line,
+                    column: error.column,
+                    message: error.message,
+                };
+                *self.syntax_error.lock() = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// The source map of a TypeScript module, as last transpiled.
+    pub fn source_map(&self, file: &Path) -> Option<Arc<[u8]>> {
+        self.typescript.lock().get(file)?.source_map.clone()
+    }
+
+    /// The TypeScript syntax error met since the last call, if any (a load that failed on one
+    /// reports it with its place, whatever the engine made of it).
+    pub fn take_syntax_error(&self) -> Option<ModuleError> {
+        self.syntax_error.lock().take()
     }
 
     /// Files the code depends on that are not as they were when it was loaded (edited, created,
@@ -334,14 +467,6 @@ impl ModuleFiles {
 /// What a module file holds now: a hash of its text, or `None` if it cannot be read.
 fn file_state(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok().as_deref().map(text_hash)
-}
-
-/// A hash of a module's text, to tell when it changed.
-fn text_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]
@@ -399,7 +524,7 @@ mod tests {
         assert!(error("lodash").starts_with("cannot find module \"lodash\" from p/a.js: it is neither a built-in module (net/websockets"));
         assert_eq!(
             error("./nope"),
-            "cannot find module \"./nope\" from p/a.js: no file p/nope (tried .js, .mjs, .cjs, .json and index.js)"
+            "cannot find module \"./nope\" from p/a.js: no file p/nope (tried .js, .mjs, .cjs, .ts, .mts, .cts, .json and index files)"
         );
     }
 

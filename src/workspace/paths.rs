@@ -27,13 +27,13 @@ pub enum WorkspaceError {
 }
 
 /// Extensions tried, in order, when a descriptor's `handler` has none.
-pub const HANDLER_EXTENSIONS: &[&str] = &["js", "mjs", "cjs"];
+pub const HANDLER_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts", "mts", "cts"];
 
 /// Extensions tried, in order, after a module specifier's own name (`./a` -> `./a.js`, ...).
-pub const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "json"];
+pub const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts", "mts", "cts", "json"];
 
 /// Index files tried in a folder a module specifier names.
-pub const MODULE_INDEX_FILES: &[&str] = &["index.js", "index.mjs"];
+pub const MODULE_INDEX_FILES: &[&str] = &["index.js", "index.mjs", "index.ts", "index.mts"];
 
 /// The index file served for a project folder.
 pub const PAGE_INDEX_FILE: &str = "index.html";
@@ -331,7 +331,18 @@ mod tests {
             Err(PathError::NotFound { base, tried }) => {
                 assert_eq!(paths.display(&base), "p/nope");
                 let tried: Vec<String> = tried.iter().map(|t| paths.display(t)).collect();
-                assert_eq!(tried, ["p/nope", "p/nope.js", "p/nope.mjs", "p/nope.cjs"]);
+                assert_eq!(
+                    tried,
+                    [
+                        "p/nope",
+                        "p/nope.js",
+                        "p/nope.mjs",
+                        "p/nope.cjs",
+                        "p/nope.ts",
+                        "p/nope.mts",
+                        "p/nope.cts"
+                    ]
+                );
             }
             other => panic!("expected NotFound, got {other:?}"),
         }

@@ -91,7 +91,7 @@ fn check_reports_every_kind_of_problem_exactly() {
         "bad/badname.websocket: invalid endpoint \"a b\": use 1-255 characters of A-Z a-z 0-9 _ . -",
         "bad/escape.websocket: handler \"../etc/passwd\" uses \"..\": it may not leave the workspace",
         "bad/json.websocket: invalid JSON at line 1, column 13: EOF while parsing a value",
-        "bad/missing.websocket: handler \"bad/missing\" not found: tried bad/missing, bad/missing.js, bad/missing.mjs, bad/missing.cjs",
+        "bad/missing.websocket: handler \"bad/missing\" not found: tried bad/missing, bad/missing.js, bad/missing.mjs, bad/missing.cjs, bad/missing.ts, bad/missing.mts, bad/missing.cts",
         "bad/noendpoint.websocket: missing required field \"endpoint\"",
         "bad/nohandler.websocket: missing required field \"handler\"",
         "bad/number.websocket: field \"handler\" must be a string",
@@ -104,7 +104,7 @@ fn check_reports_every_kind_of_problem_exactly() {
         "zz/dup.websocket: duplicate endpoint \"good\": already defined by good/good.websocket; this descriptor is skipped",
         "good/warn.websocket: warning: unknown field \"colour\" ignored",
         "bad/esyntax.mjs:3:13: SyntaxError: unexpected token in expression: ';'",
-        "bad/import.mjs: cannot find module \"./nope.mjs\" from bad/import.mjs: no file bad/nope.mjs (tried .js, .mjs, .cjs, .json and index.js)",
+        "bad/import.mjs: cannot find module \"./nope.mjs\" from bad/import.mjs: no file bad/nope.mjs (tried .js, .mjs, .cjs, .ts, .mts, .cts, .json and index files)",
         "bad/remote.mjs: cannot import \"https://example.com/x.js\" from bad/remote.mjs: remote modules are not allowed; copy the code into the workspace",
         "bad/syntax.js:2:13: SyntaxError: unexpected token in expression: ';'",
     ]);

@@ -476,7 +476,7 @@ async fn bad_arguments_throw_clear_errors() {
         ),
         (
             r#"websockets.createWebsocket("ws://127.0.0.1:1/", "t/none")"#,
-            r#"TypeError: createWebsocket: handler "t/none" not found: tried t/none, t/none.js, t/none.mjs, t/none.cjs"#,
+            r#"TypeError: createWebsocket: handler "t/none" not found: tried t/none, t/none.js, t/none.mjs, t/none.cjs, t/none.ts, t/none.mts, t/none.cts"#,
         ),
         (
             r#"websockets.createWebsocket("ws://127.0.0.1:1/", "../x")"#,

@@ -297,7 +297,8 @@ async fn event_context_functions_inside_and_outside_events() {
     let error: serde_json::Value = serde_json::from_str(&ask(&mut client, "fail").await).unwrap();
     assert_eq!(error["method"], "onerror");
     assert_eq!(error["err"], true);
-    assert_eq!(error["error"], "Error: asked to fail");
+    // Where it was thrown: the handler's line and column.
+    assert_eq!(error["error"], "Error: asked to fail (at p/h.js:11:41)");
 }
 
 #[tokio::test]
@@ -406,12 +407,12 @@ async fn a_throwing_handler_keeps_the_connection_and_calls_on_error() {
     let mut client = server.connect("throws").await;
     assert_eq!(
         ask(&mut client, "throw").await,
-        "onError: TypeError: bad input"
+        "onError: TypeError: bad input (at p/h.js:3:36)"
     );
     assert_eq!(ask(&mut client, "still here").await, "ok still here");
     assert_eq!(
         ask(&mut client, "reject").await,
-        "onError: Error: async failure"
+        "onError: Error: async failure (at p/h.js:4:53)"
     );
     assert_eq!(ask(&mut client, "again").await, "ok again");
     let log = server
@@ -603,11 +604,11 @@ async fn a_handler_closes_with_a_code_and_reason_and_bad_codes_are_range_errors(
     let mut client = server.connect("closer").await;
     assert_eq!(
         ask(&mut client, "bad code").await,
-        "onError: RangeError: close: code must be 1000 or 3000-4999, got 1001"
+        "onError: RangeError: close: code must be 1000 or 3000-4999, got 1001 (at p/h.js:3:38)"
     );
     assert_eq!(
         ask(&mut client, "long reason").await,
-        "onError: RangeError: close: reason must be at most 123 bytes of UTF-8, got 124"
+        "onError: RangeError: close: reason must be at most 123 bytes of UTF-8, got 124 (at p/h.js:4:41)"
     );
     // The close is queued before the return value, so nothing follows the close frame.
     send_text(&mut client, "bye").await;

@@ -7,7 +7,16 @@ use super::context::IsolateContext;
 
 #[op2(fast)]
 pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &str) {
-    let handler = state.borrow::<IsolateContext>().handler.as_str();
+    let context = state.borrow::<IsolateContext>();
+    let handler = context.handler.as_str();
+    // Stack traces name modules by `file:` URL; the log names them as users know them.
+    let relative;
+    let text = if text.contains("file://") {
+        relative = context.modules.relative_urls(text);
+        relative.as_str()
+    } else {
+        text
+    };
     match level {
         "error" => tracing::error!(target: "handler", "{handler}: {text}"),
         "warn" => tracing::warn!(target: "handler", "{handler}: {text}"),
@@ -15,6 +24,17 @@ pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &st
         "trace" => tracing::trace!(target: "handler", "{handler}: {text}"),
         _ => tracing::info!(target: "handler", "{handler}: {text}"),
     }
+}
+
+/// Where an error's stack says it was thrown in the workspace (`p/h.ts:5:11`, source-mapped for
+/// TypeScript), for the message `onError` hears.
+#[op2]
+#[string]
+pub fn op_sb_error_location(state: &mut OpState, #[string] stack: &str) -> Option<String> {
+    state
+        .borrow::<IsolateContext>()
+        .modules
+        .first_location(stack)
 }
 
 /// Counts a handler event that threw or rejected, for `/metrics`.

@@ -24,6 +24,7 @@ deno_core::extension!(
         bootstrap::op_sb_builtin_modules,
         console::op_sb_log,
         console::op_sb_count_error,
+        console::op_sb_error_location,
         modules::op_sb_read_module,
         modules::op_sb_handler_exports,
         answers::op_ws_upgrade_decide,

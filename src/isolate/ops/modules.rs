@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use deno_core::{op2, ModuleSpecifier, OpState};
 
 use super::context::IsolateContext;
-use crate::workspace::modules::{Importer, ModuleError, ModuleFiles, ModuleKind};
+use crate::workspace::modules::{Importer, ModuleError, ModuleFiles};
 
 /// A module file found inside the workspace.
 #[derive(Debug, Clone)]
@@ -66,6 +66,10 @@ pub enum ModuleOpError {
     #[class(type)]
     #[error(transparent)]
     Refused(ModuleError),
+    /// A TypeScript module that does not parse.
+    #[class(syntax)]
+    #[error(transparent)]
+    Syntax(ModuleError),
     /// Found but unreadable.
     #[class(generic)]
     #[error(transparent)]
@@ -76,6 +80,7 @@ impl From<ModuleError> for ModuleOpError {
     fn from(error: ModuleError) -> Self {
         match error {
             ModuleError::Unreadable { .. } => ModuleOpError::Unreadable(error),
+            ModuleError::Syntax { .. } => ModuleOpError::Syntax(error),
             _ => ModuleOpError::Refused(error),
         }
     }
@@ -90,14 +95,17 @@ pub fn op_sb_read_module(
     #[string] referrer: String,
 ) -> Result<(String, String, String, &'static str), ModuleOpError> {
     let files = &state.borrow::<IsolateContext>().modules;
-    let module = resolve_module(files, &specifier, &referrer)?;
-    let source = files.read(&module.path)?;
-    let kind = ModuleKind::of(&module.path, &source);
+    let mut module = resolve_module(files, &specifier, &referrer)?;
+    let loaded = files.read_code(&module.path)?;
+    if let Some(version) = loaded.typescript {
+        // The engine keeps a source map per URL: each version of a TypeScript module gets its own.
+        module.url.set_query(Some(&format!("ts={version:x}")));
+    }
     Ok((
         files.display(&module.path),
         module.url.to_string(),
-        source,
-        kind.as_str(),
+        loaded.code.to_string(),
+        loaded.kind.as_str(),
     ))
 }
 
