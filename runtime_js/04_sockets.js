@@ -125,6 +125,11 @@
     get [LABEL]() {
       return `connection ${this.#id} (${this.#endpoint})`;
     }
+    // Dirigible's handlers get a sender's name as `onMessage`'s second argument and put it in
+    // text (`from: ${from}`); a connection says which it is.
+    toString() {
+      return this[LABEL];
+    }
   }
   Object.defineProperty(Connection.prototype, Symbol.toStringTag, { value: "Connection" });
 
@@ -207,6 +212,9 @@
     }
     get [LABEL]() {
       return `client ${this.#id} (${this.#uri})`;
+    }
+    toString() {
+      return this[LABEL];
     }
   }
   Object.defineProperty(WebsocketClient.prototype, Symbol.toStringTag, { value: "WebsocketClient" });

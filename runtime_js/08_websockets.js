@@ -1,5 +1,6 @@
-// The `net/websockets` API (also `net/v4/websockets`, and `websockets` in `sdk/net`):
-// Dirigible's functions, over the internals the files before it set up.
+// The `net/websockets` API (also `net/v4/websockets`), and Dirigible's SDK module `@aerokit/sdk/net`
+// (also `sdk/net`): the `Websockets` class of static methods, the `@Websocket` decorator and the
+// `decorators` namespace, over the internals the files before it set up.
 "use strict";
 
 ((internals) => {
@@ -81,7 +82,7 @@
     return JSON.stringify(options);
   }
 
-  const websockets = {
+  const api = {
     // Dirigible's event-context functions: meaningful inside a handler's event, null/false outside.
     getMessage: context.getMessage,
     getError: context.getError,
@@ -160,10 +161,59 @@
     },
   };
 
-  Object.freeze(websockets);
-  internals.websockets = websockets;
+  // Dirigible's `Websockets` (v10 and later) is a class of static methods, and its CommonJS form
+  // (`require("net/websockets")`) is the class itself; the classic functions are the same
+  // methods. They do not use `this`, so `const { getMethod } = Websockets` works too.
+  class Websockets {
+    constructor() {
+      throw new TypeError("Websockets is a class of static methods: call Websockets.getMethod() and the like, without new");
+    }
+  }
+  for (const [name, fn] of Object.entries(api)) {
+    Object.defineProperty(Websockets, name, { value: fn, enumerable: true });
+  }
+  Object.freeze(Websockets);
+
+  // Where `@Websocket` records its options on the class, under the key Dirigible's decorator
+  // uses (a registered symbol here, so that code outside this file can read it).
+  const WEBSOCKET_METADATA = Symbol.for("websocket:metadata");
+
+  // Dirigible's TC39 class decorator: `@Websocket({ name, endpoint })` on a class in a file whose
+  // name ends in `websocket.ts` declares an endpoint (the workspace scan reads it from the text;
+  // the endpoint's handler is the file's exported onOpen/onMessage/onError/onClose). At run time
+  // it records its options on the class.
+  function Websocket(options) {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`@Websocket: expected options { name, endpoint }, got ${describe(options)}`);
+    }
+    for (const field of ["name", "endpoint"]) {
+      if (typeof options[field] !== "string") {
+        throw new TypeError(`@Websocket: options.${field} must be a string, got ${describe(options[field])}`);
+      }
+    }
+    const metadata = Object.freeze({ name: options.name, endpoint: options.endpoint });
+    return function websocketDecorator(target, context) {
+      if (context !== undefined && context?.kind !== "class") {
+        throw new TypeError(`@Websocket can only decorate a class, not a ${context?.kind ?? describe(context)}`);
+      }
+      if (typeof target !== "function") {
+        throw new TypeError(`@Websocket can only decorate a class, got ${describe(target)}`);
+      }
+      Object.defineProperty(target, WEBSOCKET_METADATA, {
+        value: metadata,
+        writable: false,
+        configurable: false,
+        enumerable: true,
+      });
+    };
+  }
+
+  const decorators = Object.freeze({ Websocket });
+  const sdkNet = Object.freeze({ Websockets, websockets: Websockets, Websocket, decorators });
+  internals.websockets = Websockets;
+  internals.sdkNet = sdkNet;
   // Every name of every built-in module, from the one list on the Rust side (workspace/modules.rs).
-  const modules = { websockets, "sdk/net": Object.freeze({ websockets }) };
+  const modules = { websockets: Websockets, "sdk/net": sdkNet };
   for (const [name, module] of internals.ops.op_sb_builtin_modules()) {
     internals.builtinModules.set(name, modules[module]);
   }

@@ -73,6 +73,7 @@
   Object.defineProperty(globalThis, "__switchboard", {
     value: Object.freeze({
       websockets: internals.websockets,
+      sdkNet: internals.sdkNet,
       requireFromEsm: internals.requireFromEsm,
     }),
     writable: false,

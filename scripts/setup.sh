@@ -2,7 +2,8 @@
 # Installs what building and testing Switchboard needs, when it is missing (Debian/Ubuntu).
 #   scripts/setup.sh          build tools: cmake and simde headers (QuickJS engine), a C compiler
 #   scripts/setup.sh --test   also Chromium (browser tests), Python's websockets (interop tests),
-#                             kosoku (Autobahn conformance cases) and curl (CI's vendor check)
+#                             kosoku (Autobahn conformance cases), curl (CI's vendor check), and
+#                             Node with the packages of tests/node (the TypeScript compiler)
 set -euo pipefail
 
 want_test=false
@@ -22,6 +23,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 if $want_test; then
   command -v "${CHROMIUM:-/usr/bin/chromium}" >/dev/null || missing+=(chromium)
   command -v curl >/dev/null || missing+=(curl ca-certificates)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
 fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
@@ -58,5 +61,15 @@ if $want_test; then
   if ! python3 -c "import kosoku" 2>/dev/null; then
     echo "setup: installing kosoku (the Autobahn|Testsuite conformance cases)" >&2
     pip_install kosoku
+  fi
+fi
+
+if $want_test; then
+  # The tests' Node packages, as locked; installed again whenever the lock file changes.
+  node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/node"
+  if ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.installed-lock.json"; then
+    echo "setup: installing the tests' Node packages (tests/node)" >&2
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$node_dir/package-lock.json" "$node_dir/node_modules/.installed-lock.json"
   fi
 fi

@@ -63,6 +63,12 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Write the handler API's TypeScript declarations (switchboard.d.ts) into a project folder,
+    /// and a tsconfig.json if it has none, for editors and `tsc --noEmit`.
+    Types {
+        /// The project folder.
+        project: PathBuf,
+    },
 }
 
 /// Limits; the defaults suit production. Descriptors can set some per endpoint.
@@ -164,6 +170,18 @@ fn main() -> ExitCode {
             limits: limits.into(),
             tls: tls_cert.zip(tls_key),
         })),
+        Command::Types { project } => match app::write_types(&project) {
+            Ok(written) => {
+                for file in written {
+                    println!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("switchboard: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
         Command::Check { workspace, limits } => {
             let problems = std::cell::Cell::new(0);

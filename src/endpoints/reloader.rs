@@ -80,7 +80,7 @@ impl Reloader {
             report.push(format!(
                 "endpoint {} removed ({}{})",
                 endpoint.name,
-                endpoint.descriptor_file,
+                endpoint.declared_in,
                 closed_note(closed)
             ));
         }
@@ -97,7 +97,7 @@ impl Reloader {
             report.push(format!(
                 "endpoint {} rebound ({} -> {}{})",
                 new.name,
-                new.descriptor_file,
+                new.declared_in,
                 self.state.workspace.display(&new.handler_file),
                 closed_note(closed)
             ));
@@ -106,7 +106,7 @@ impl Reloader {
             report.push(format!(
                 "endpoint {} bound ({} -> {})",
                 endpoint.name,
-                endpoint.descriptor_file,
+                endpoint.declared_in,
                 self.state.workspace.display(&endpoint.handler_file)
             ));
         }

@@ -21,14 +21,16 @@ fn builtin_source(module: BuiltinModule) -> &'static str {
         BuiltinModule::Websockets => {
             "const websockets = globalThis.__switchboard.websockets;
 export default websockets;
+export { websockets as Websockets };
 export const { createWebsocket, getClients, getClient, getClientByHandler, getMessage, getError,
   getMethod, isOnOpen, isOnMessage, isOnError, isOnClose, getConnections, getConnection, send,
   disconnect, broadcast, publish } = websockets;
 "
         }
         BuiltinModule::SdkNet => {
-            "export const websockets = globalThis.__switchboard.websockets;
-export default { websockets };
+            "const net = globalThis.__switchboard.sdkNet;
+export default net;
+export const { Websockets, websockets, Websocket, decorators } = net;
 "
         }
     }

@@ -43,7 +43,7 @@ fn endpoint_infos(state: &AppState) -> Vec<EndpointInfo> {
             description: e.description.clone(),
             handler: e.handler.clone(),
             project: e.project.clone(),
-            descriptor: e.descriptor_file.clone(),
+            descriptor: e.declared_in.clone(),
             path: format!("/websockets/v4/service/{}", e.name),
             connections: counts.get(&e.name).copied().unwrap_or(0),
             error: state

@@ -16,6 +16,10 @@ const KNOWN_FIELDS: &[&str] = &[
     "maxConnections",
     "allowedOrigins",
     "service",
+    // Written by Dirigible itself into the descriptors it generates: normal, and ignored.
+    "location",
+    "createdBy",
+    "createdAt",
 ];
 
 /// The largest `maxMessageSize` a descriptor may ask for.
@@ -423,6 +427,13 @@ mod tests {
         let d =
             parse_descriptor(r#"{"handler":"p/h","endpoint":"e","colour":"red"}"#, &paths).unwrap();
         assert_eq!(d.warnings, vec!["unknown field \"colour\" ignored"]);
+        let dirigible = parse_descriptor(
+            r#"{"handler":"p/h","endpoint":"e","location":"/p/e.websocket",
+                "createdBy":"admin","createdAt":1733131200000}"#,
+            &paths,
+        )
+        .unwrap();
+        assert_eq!(dirigible.warnings, Vec::<String>::new());
     }
 
     #[test]

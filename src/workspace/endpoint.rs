@@ -4,20 +4,21 @@ use std::path::PathBuf;
 
 use super::descriptor::EndpointOptions;
 
-/// One endpoint to serve, as a descriptor defined it.
+/// One endpoint to serve, as a descriptor or a `@Websocket` class declared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// The endpoint's name, as in `/websockets/v4/service/{name}`.
     pub name: String,
-    /// The top-level project folder the descriptor is in.
+    /// The top-level project folder the declaring file is in.
     pub project: String,
-    /// The descriptor's path relative to the workspace root, for logs and listings.
-    pub descriptor_file: String,
-    /// The handler as the descriptor wrote it.
+    /// The file that declares it, relative to the workspace root, for logs and listings: a
+    /// `*.websocket` descriptor, or a `*websocket.ts` module with a `@Websocket` class.
+    pub declared_in: String,
+    /// The handler as the descriptor wrote it (for a `@Websocket` class, its module's path).
     pub handler: String,
     /// The handler module's canonical file.
     pub handler_file: PathBuf,
-    /// The descriptor's description.
+    /// The descriptor's description (for a `@Websocket` class, its `description` or `name`).
     pub description: String,
     /// Per-endpoint limits and services.
     pub options: EndpointOptions,

@@ -634,10 +634,21 @@ websockets.getClientByHandler(handler).close();
                 setTimeout(() => {{ c.send("after a timer"); c.close(); }}, 50);"#,
                 server.ws_url("rec")
             ),
+        )
+        .write(
+            "my-project/typed.ts",
+            &format!(
+                r#"import {{ Websockets, type WebsocketClient }} from "@aerokit/sdk/net";
+                const client: WebsocketClient = Websockets.createWebsocket("{}", "my-project/ws-handler");
+                client.send("from TypeScript" as string);
+                client.close();"#,
+                server.ws_url("rec")
+            ),
         );
     for (script, expected) in [
         ("client.js", "rec got hello"),
         ("later.mjs", "rec got after a timer"),
+        ("typed.ts", "rec got from TypeScript"),
     ] {
         let output = tokio::task::spawn_blocking({
             let file = scripts.path().join("my-project").join(script);

@@ -87,7 +87,7 @@ async fn handler_code_reaches_no_engine_internals() {
     assert_eq!(seen["bootstrap"], "undefined", "{seen}");
     assert_eq!(
         seen["public"],
-        serde_json::json!(["requireFromEsm", "websockets"])
+        serde_json::json!(["requireFromEsm", "sdkNet", "websockets"])
     );
     assert_eq!(seen["frozen"], true);
     assert_eq!(seen["suspicious"], serde_json::json!([]), "{seen}");

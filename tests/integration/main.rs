@@ -13,3 +13,4 @@ mod hostile;
 mod live;
 mod support;
 mod tls;
+mod typescript;
