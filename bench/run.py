@@ -6,10 +6,15 @@ same warm-up. Results go to bench/results/: RESULTS.md (a table with each figure
 ratio to Switchboard), one PNG chart per scenario, and results.json. Called by bench/run.sh, which
 builds the binaries and installs the peers first.
 
-  bench/run.py [--smoke] [--only NAME,...] [--baseline PATH]
+  bench/run.py [--smoke] [--only NAME,...] [--baseline PATH] [--typescript]
 
 --baseline PATH adds "baseline": another switchboard binary (an earlier build), measured with the
 same workspace and options in every round, interleaved with the others: a before/after comparison.
+
+--only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
+module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
+1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
+in JavaScript.
 """
 import argparse
 import json
@@ -64,6 +69,7 @@ class Servers:
         """name -> None if runnable, else why not."""
         why = {}
         why["switchboard"] = None if self.switchboard.exists() else f"{self.switchboard} not built"
+        why["switchboard-ts"] = why["switchboard"]
         if self.baseline is not None:
             why["baseline"] = None if self.baseline.exists() else f"{self.baseline} does not exist"
         why["rust-echo"] = None if self.rust_echo.exists() else f"{self.rust_echo} not built"
@@ -79,10 +85,11 @@ class Servers:
 
     def command(self, name, port, broadcast):
         mode = ["broadcast"] if broadcast else []
-        if name in ("switchboard", "baseline"):
-            binary = self.switchboard if name == "switchboard" else self.baseline
+        if name in ("switchboard", "baseline", "switchboard-ts"):
+            binary = self.baseline if name == "baseline" else self.switchboard
+            echo = "echo-ts" if name == "switchboard-ts" else "echo"
             return [str(binary), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
-                    "--no-watch", "--max-connections", "20000"], "/websockets/v4/service/" + ("broadcast" if broadcast else "echo")
+                    "--no-watch", "--max-connections", "20000"], "/websockets/v4/service/" + ("broadcast" if broadcast else echo)
         if name == "rust-echo":
             return [str(self.rust_echo), f"127.0.0.1:{port}"] + (["--broadcast"] if broadcast else []), "/"
         if name == "node-ws":
@@ -154,6 +161,91 @@ def cold_start(servers, timeout=30):
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+def typescript_source(version, typed, blocks=125):
+    """A 1,000-line handler (8 lines a block): interfaces, enums, generic classes and functions,
+    with its types (`typed`) or without them (the same program in JavaScript). `version` goes into
+    the reply, so that each edit is a new text."""
+    lines = []
+    for i in range(blocks):
+        if typed:
+            lines += [f"interface Row{i} {{ id: number; name: string; tags: string[] }}",
+                      f"enum Kind{i} {{ A = {i}, B, C }}",
+                      f"export class Store{i}<T extends Row{i}> {{",
+                      "  private items: T[] = [];",
+                      f"  add(item: T): number {{ this.items.push(item); return this.items.length + Kind{i}.B; }}",
+                      "}",
+                      f"export function handle{i}(value: string): string {{ return `${{value}}:{i}`; }}",
+                      ""]
+        else:
+            lines += [f"// Row{i}: id, name, tags",
+                      f"const Kind{i} = Object.freeze({{ A: {i}, B: {i + 1}, C: {i + 2} }});",
+                      f"export class Store{i} {{",
+                      "  items = [];",
+                      f"  add(item) {{ this.items.push(item); return this.items.length + Kind{i}.B; }}",
+                      "}",
+                      f"export function handle{i}(value) {{ return `${{value}}:{i}`; }}",
+                      ""]
+    signature = "(message: string): string" if typed else "(message)"
+    lines[-1] = f"export function onMessage{signature} {{ return `{version} ${{handle0(message)}}`; }}"
+    return "\n".join(lines) + "\n"
+
+
+def typescript_load(servers, rounds=7, timeout=30):
+    """Milliseconds a reload of a 1,000-line handler takes (the server's own "reload in" figure):
+    TypeScript transpiled afresh (new text), TypeScript from the transpile cache (a text seen
+    before), and the same program in JavaScript."""
+    import re
+    workspace = Path(tempfile.mkdtemp(prefix="sb-tsload-"))
+    project = workspace / "load"
+    project.mkdir()
+    for name, typed in (("big-ts.ts", True), ("big-js.mjs", False)):
+        (project / name).write_text(typescript_source("v0", typed))
+        endpoint = name.split(".")[0]
+        (project / f"{endpoint}.websocket").write_text(f'{{"handler": "load/{name}", "endpoint": "{endpoint}"}}')
+    port = free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="sb-tsload-log-")) / "server.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(["taskset", "-c", "0", str(servers.switchboard), "serve", str(workspace),
+                                "--listen", f"127.0.0.1:{port}", "--watch-debounce-ms", "20"],
+                               stdout=subprocess.PIPE, stderr=log, env=dict(os.environ, RUST_LOG="info"), text=True)
+    pattern = re.compile(r"reload in (\d+(?:\.\d+)?) ms: handler load/(\S+) reloaded")
+    seen = [0]
+
+    def reload(name, text):
+        (project / name).write_text(text)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = pattern.findall(log_path.read_text())
+            if len(found) > seen[0]:
+                seen[0] = len(found)
+                milliseconds, handler = found[-1]
+                if handler != name:
+                    raise RuntimeError(f"reloaded {handler}, expected {name}")
+                return float(milliseconds)
+            time.sleep(0.005)
+        raise RuntimeError(f"no reload of {name} within {timeout} s; the log:\n{log_path.read_text()}")
+
+    try:
+        # The port listens before the handlers have loaded; an edit before then is not a reload.
+        for line in process.stdout:
+            if "Switchboard is listening" in line:
+                break
+        fresh, cached, javascript = [], [], []
+        for n in range(1, rounds + 1):
+            fresh.append(reload("big-ts.ts", typescript_source(f"v{n}", True)))
+            cached.append(reload("big-ts.ts", typescript_source(f"v{n - 1}", True)))
+            javascript.append(reload("big-js.mjs", typescript_source(f"v{n}", False)))
+        median = lambda values: sorted(values)[len(values) // 2]
+        return {"mode": "tsload", "lines": typescript_source("v0", True).count("\n"),
+                "fresh_ms": median(fresh), "cached_ms": median(cached), "javascript_ms": median(javascript),
+                "runs": {"fresh": fresh, "cached": cached, "javascript": javascript}}
+    finally:
+        stop(process)
+        log.close()
+        shutil.rmtree(workspace, ignore_errors=True)
+        shutil.rmtree(log_path.parent, ignore_errors=True)
+
+
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
@@ -172,6 +264,8 @@ def main():
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--typescript", action="store_true",
+                        help="only the reload time of a 1,000-line TypeScript handler (fresh, cached) and its JavaScript twin")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -179,13 +273,17 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     servers = Servers("debug" if options.smoke else "release", options.baseline)
+    if options.typescript:
+        print(json.dumps(typescript_load(servers, rounds=2 if options.smoke else 7), indent=1))
+        return
     loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:
         order = ["switchboard", "rust-echo"] + (["baseline"] if options.baseline else [])
         options.duration, options.warmup, options.idle, options.repeat = 1.0, 0.3, 200, 1
     if options.only:
-        order = [n for n in order if n in options.only.split(",")]
+        # The TypeScript echo is measured only when asked for by name.
+        order = [n for n in order + ["switchboard-ts"] if n in options.only.split(",")]
     available = servers.available()
     skipped = {name: why for name, why in available.items() if why and name in order}
     names = [n for n in order if n not in skipped]
@@ -294,6 +392,8 @@ def figure(result):
         return result["bytes_per_connection"] / 1024, "KiB/conn (lower is better)"
     if mode == "cold":
         return result["milliseconds"], "ms (lower is better)"
+    if mode == "tsload":
+        return result["fresh_ms"], "ms (lower is better)"
     return None, ""
 
 

@@ -125,10 +125,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
+    // Watching begins before the first scan, so that a file changed while the handlers start is
+    // applied once they have (the watcher keeps what it saw until then).
+    let watcher = match options.watch {
+        true => Some(
+            workspace::watch::watch(paths.root(), options.debounce)
+                .context("cannot watch the workspace (--no-watch serves without watching)")?,
+        ),
+        false => None,
+    };
     let (runtime, reloader) = start(paths, options.limits).await;
-    if options.watch {
-        let mut watcher = workspace::watch::watch(runtime.workspace.root(), options.debounce)
-            .context("cannot watch the workspace (--no-watch serves without watching)")?;
+    if let Some(mut watcher) = watcher {
         tokio::spawn(async move {
             while let Some(paths) = watcher.next_change().await {
                 reloader.apply(&paths).await;

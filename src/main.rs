@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use switchboard::app::{self, ServeOptions};
 use switchboard::limits::{Limits, QueueBounds};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Switchboard: WebSocket endpoints from *.websocket descriptors, handled by JavaScript modules.
 #[derive(Parser)]
@@ -145,13 +147,22 @@ fn main() -> ExitCode {
         Command::Check { .. } => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
+    // The TypeScript transpiler (swc) logs its own workings at debug level; a user's
+    // RUST_LOG=debug is about Switchboard and handlers, so swc says only warnings and errors.
+    let not_transpiler_detail = tracing_subscriber::filter::filter_fn(|event| {
+        !event.target().starts_with("swc") || *event.level() <= tracing::Level::WARN
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
+        .with(not_transpiler_detail)
         .init();
     match cli.command {
         Command::Serve {

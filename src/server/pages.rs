@@ -17,11 +17,12 @@ pub struct EndpointInfo {
     pub endpoint: String,
     /// Its description.
     pub description: String,
-    /// Its handler, as the descriptor wrote it.
+    /// Its handler, as the descriptor wrote it (for a `@Websocket` class, its module).
     pub handler: String,
-    /// The project folder of its descriptor.
+    /// The project folder of the file that declares it.
     pub project: String,
-    /// Its descriptor, relative to the workspace.
+    /// The file that declares it, relative to the workspace: its `*.websocket` descriptor, or
+    /// the `*websocket.ts` module of its `@Websocket` class (the key keeps Dirigible's name).
     pub descriptor: String,
     /// The URL path to connect to.
     pub path: String,
@@ -95,7 +96,9 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
     let infos = endpoint_infos(&state);
     if infos.is_empty() {
         page.push_str(
-            "<p>No endpoints: add a <code>*.websocket</code> descriptor to a project.</p>\n",
+            "<p>No endpoints: add a <code>*.websocket</code> descriptor, or a \
+             <code>*Websocket.ts</code> module with a <code>@Websocket</code> class, to a \
+             project.</p>\n",
         );
     } else {
         page.push_str(
