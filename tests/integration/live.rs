@@ -5,11 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The reload log line for `what` (one line per applied change).
-fn reloaded(what: &str) -> impl Fn(&str) -> bool + '_ {
-    move |line: &str| line.contains("reload in ") && line.contains(what)
-}
-
 #[tokio::test]
 async fn a_project_dropped_in_serves_at_once() {
     let ws = Workspace::new();

@@ -357,6 +357,11 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The reload log line for `what` (one line per applied change).
+pub fn reloaded(what: &str) -> impl Fn(&str) -> bool + '_ {
+    move |line: &str| line.contains("reload in ") && line.contains(what)
+}
+
 /// Runs `switchboard check` on `workspace`: (exit code, stdout).
 pub fn run_check(workspace: &Path) -> (i32, String) {
     let output = Command::new(binary())

@@ -53,11 +53,6 @@ export function onClose() {
 }
 "#;
 
-/// The reload log line for `what`.
-fn reloaded(what: &str) -> impl Fn(&str) -> bool + '_ {
-    move |line: &str| line.contains("reload in ") && line.contains(what)
-}
-
 /// The endpoint `name` in the `GET /websockets/v4/service` listing.
 async fn listed(server: &Server, name: &str) -> Value {
     let listing: Value =
