@@ -11,6 +11,7 @@
 //! - [`home`]: a handler's thread as the place its connections' sockets are driven.
 //! - [`pump`]: one socket's task: frames in as events, the outbox out.
 //! - [`clients`]: outbound clients (`createWebsocket`): options, connecting, their registry.
+//! - [`stomp`]: STOMP frames, read from and written to WebSocket messages.
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -21,6 +22,7 @@ pub mod direct;
 pub mod home;
 pub mod outbox;
 pub mod pump;
+pub mod stomp;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
