@@ -22,12 +22,13 @@
     runService,
     decideUpgrade,
   } = internals;
-  const { op_sb_log, op_sb_count_error, op_ws_connection_endpoint, op_sb_handler_exports } = internals.ops;
+  const { op_sb_log, op_sb_count_error, op_ws_connection_endpoint, op_sb_handler_exports, op_sb_request_answer } =
+    internals.ops;
 
   // --------------------------------------------------------- event context
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
-  const { OPEN, MESSAGE, ERROR, CLOSE, CLIENT_OPEN: CLIENT_KINDS, UPGRADE, SERVICE } = internals.kinds;
+  const { OPEN, MESSAGE, ERROR, CLOSE, CLIENT_OPEN: CLIENT_KINDS, UPGRADE, SERVICE, REQUEST } = internals.kinds;
   // The event being handled (null outside events): kind and message/error text. Two variables,
   // not an object, so that no object is made per event.
   let currentKind = null;
@@ -127,6 +128,88 @@
       currentData = previousData;
     }
     return settle(socket, MESSAGE, result);
+  }
+
+  // A STOMP session's message (Dirigible's SEND /ws/stomp/{endpoint} with {from, text}):
+  // onMessage(text, from), where `from` is the sender's nickname. Its return value (or the text of
+  // what it threw) is answered to the session, which sends it to the sender's reply queue.
+  let warnedNoOnMessageForStomp = false;
+  function runRequest(token, text, from, unreadable, endpoint) {
+    if (unreadable) return runRequestError(token, text, endpoint);
+    const fn = handler.onMessage;
+    if (typeof fn !== "function") {
+      if (!warnedNoOnMessageForStomp) {
+        warnedNoOnMessageForStomp = true;
+        op_sb_log("warn", `a STOMP message to ${endpoint} was dropped: the handler exports no onMessage`);
+      }
+      op_sb_request_answer(token, true, undefined);
+      return undefined;
+    }
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = MESSAGE;
+    currentData = text;
+    let result;
+    try {
+      result = fn.call(handler, text, from);
+    } catch (error) {
+      requestFailed(token, endpoint, from, error);
+      return undefined;
+    } finally {
+      currentKind = previousKind;
+      currentData = previousData;
+    }
+    if (isThenable(result)) {
+      Promise.resolve(result).then(
+        (value) => answerRequest(token, endpoint, value),
+        (error) => requestFailed(token, endpoint, from, error),
+      );
+    } else {
+      answerRequest(token, endpoint, result);
+    }
+    return undefined;
+  }
+
+  // A STOMP message that could not be read: onError(reason), with no connection to pass.
+  function runRequestError(token, reason, endpoint) {
+    const fn = handler.onError;
+    if (typeof fn === "function") {
+      const previousKind = currentKind;
+      const previousData = currentData;
+      currentKind = ERROR;
+      currentData = reason;
+      try {
+        const result = fn.call(handler, reason);
+        if (isThenable(result)) Promise.resolve(result).catch((error) => requestFailed(token, endpoint, "", error));
+      } catch (error) {
+        op_sb_count_error();
+        op_sb_log("error", `onError failed on a STOMP message to ${endpoint}: ${describeError(error)}`);
+      } finally {
+        currentKind = previousKind;
+        currentData = previousData;
+      }
+    }
+    op_sb_request_answer(token, true, undefined);
+    return undefined;
+  }
+
+  function answerRequest(token, endpoint, value) {
+    if (value === undefined || value === null) return op_sb_request_answer(token, true, undefined);
+    let text;
+    try {
+      const wire = toWire(value, "onMessage's return value");
+      text = typeof wire === "string" ? wire : core.decode(wire);
+    } catch (error) {
+      op_sb_log("error", `onMessage's return value for a STOMP message to ${endpoint}: ${describeError(error)}`);
+      return op_sb_request_answer(token, false, errorMessage(error));
+    }
+    op_sb_request_answer(token, true, text);
+  }
+
+  function requestFailed(token, endpoint, from, error) {
+    op_sb_count_error();
+    op_sb_log("error", `onMessage failed on a STOMP message to ${endpoint} from ${formatValue(from)}: ${describeError(error)}`);
+    op_sb_request_answer(token, false, errorMessage(error));
   }
 
   function reportFailure(socket, kind, error) {
@@ -254,6 +337,7 @@
     }
     if (kind === UPGRADE) return decideUpgrade(handler, id, a);
     if (kind === SERVICE) return runService(handler, id, a, b);
+    if (kind === REQUEST) return runRequest(id, a, b, c, endpointOfClosed);
     let socket;
     if (kind >= CLIENT_KINDS) {
       kind -= CLIENT_KINDS;
@@ -306,6 +390,7 @@
   // The handler's exports: an ES module's namespace, or a CommonJS module's `module.exports`.
   function setHandler(exports) {
     warnedNoOnMessage = false;
+    warnedNoOnMessageForStomp = false;
     handler = exports !== null && typeof exports === "object" ? exports : {};
     if (typeof exports === "function") handler = exports;
     const names = [];

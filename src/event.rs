@@ -103,6 +103,21 @@ pub enum IsolateEvent {
         /// Answered once the call has finished.
         done: oneshot::Sender<()>,
     },
+    /// A message sent to an endpoint from a STOMP session (Dirigible's `SEND
+    /// /ws/stomp/{endpoint}`): `onMessage(text, from)`, whose outcome is answered, not sent.
+    Request {
+        /// The endpoint it was sent to.
+        endpoint: Arc<str>,
+        /// The message's text.
+        text: String,
+        /// Who sent it, as the sender wrote it (Dirigible's `from`, a nickname).
+        from: String,
+        /// The message could not be read (its body was not Dirigible's JSON): `onError(text)`
+        /// runs instead, `text` being the reason.
+        unreadable: bool,
+        /// Answered with the return value (as text), or the error's text.
+        answer: oneshot::Sender<RequestAnswer>,
+    },
     /// Replace the handler's code by the module's current version. It travels in the same
     /// queue as the events, so every event before it runs the old code, every event after it
     /// the new code.
@@ -111,6 +126,10 @@ pub enum IsolateEvent {
         done: oneshot::Sender<Result<(), HandlerLoadError>>,
     },
 }
+
+/// What a handler made of a [`IsolateEvent::Request`]: its return value as text (`None` when it
+/// returned nothing), or the text of the error it threw.
+pub type RequestAnswer = Result<Option<String>, String>;
 
 /// The lifecycle and periodic exports of a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,11 +259,13 @@ pub enum EventKind {
     Upgrade = 8,
     /// `onStart`, `onTick` or `onStop`.
     Service = 9,
+    /// `onMessage(text, from)` for a STOMP session's message, answered.
+    Request = 10,
 }
 
 impl EventKind {
     /// Every kind with the name the JavaScript side knows it by.
-    pub const ALL: [(&'static str, EventKind); 10] = [
+    pub const ALL: [(&'static str, EventKind); 11] = [
         ("OPEN", EventKind::Open),
         ("MESSAGE", EventKind::Message),
         ("ERROR", EventKind::Error),
@@ -255,6 +276,7 @@ impl EventKind {
         ("CLIENT_CLOSE", EventKind::ClientClose),
         ("UPGRADE", EventKind::Upgrade),
         ("SERVICE", EventKind::Service),
+        ("REQUEST", EventKind::Request),
     ];
 
     /// The kind of a socket event for `target`: a client's kinds follow the connection's.
@@ -291,7 +313,10 @@ mod tests {
             assert_eq!(kind.for_target(Target::Connection(1)), kind);
         }
         let numbers: Vec<u8> = EventKind::ALL.iter().map(|(_, k)| *k as u8).collect();
-        assert_eq!(numbers, (0..10).collect::<Vec<u8>>());
+        assert_eq!(
+            numbers,
+            (0..EventKind::ALL.len() as u8).collect::<Vec<u8>>()
+        );
     }
 
     #[test]

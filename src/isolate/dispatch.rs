@@ -9,7 +9,7 @@ use deno_core::{v8, JsRuntime};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::engine::Internals;
-use super::ops::{await_service_call, await_upgrade_decision};
+use super::ops::{await_request, await_service_call, await_upgrade_decision, fail_request};
 use super::watchdog::{Termination, Watched};
 use crate::event::{EventKind, IsolateEvent, Target};
 use crate::stats::LatencyHistogram;
@@ -75,7 +75,28 @@ impl Dispatcher {
             // The text of a message event: a reply that is the same text is sent from it,
             // without converting the JS string back (echo and relay handlers).
             let mut received_text = None;
+            // A STOMP message's answer token: a terminated event is answered here.
+            let mut request_token = None;
             let (target, args) = match event {
+                IsolateEvent::Request {
+                    endpoint,
+                    text,
+                    from,
+                    unreadable,
+                    answer,
+                } => {
+                    let token = await_request(&mut op_state.borrow_mut(), answer);
+                    request_token = Some(token);
+                    let args = [
+                        number(scope, EventKind::Request.number()),
+                        number(scope, token as f64),
+                        string(scope, &text),
+                        string(scope, &from),
+                        v8::Boolean::new(scope, unreadable).into(),
+                        string(scope, &endpoint),
+                    ];
+                    (None, args)
+                }
                 IsolateEvent::Upgrade { request, decision } => {
                     let token = await_upgrade_decision(&mut op_state.borrow_mut(), decision);
                     let request = string(scope, &request);
@@ -125,6 +146,10 @@ impl Dispatcher {
             if terminated.is_some() || scope.has_terminated() {
                 scope.cancel_terminate_execution();
                 let termination = terminated.unwrap_or(Termination::TooLong(watch.event_time));
+                if let Some(token) = request_token {
+                    let error = format!("handler terminated: {termination}");
+                    fail_request(&mut op_state.borrow_mut(), token, error);
+                }
                 done.terminations.push((termination, target));
                 if let Termination::OutOfHeap(_) = termination {
                     // The handler's code is about to be replaced: the events after this one
@@ -201,7 +226,8 @@ fn event_arguments<'s>(
     let (target, kind, a, b, c) = match event {
         IsolateEvent::Reload { .. }
         | IsolateEvent::Upgrade { .. }
-        | IsolateEvent::Service { .. } => return None,
+        | IsolateEvent::Service { .. }
+        | IsolateEvent::Request { .. } => return None,
         IsolateEvent::Open {
             target,
             endpoint,

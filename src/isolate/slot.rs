@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ops::HandlerFeatures;
 use crate::event::{
-    EventSink, HandlerLoadError, IsolateEvent, IsolateGone, ServiceCall, UpgradeDecision,
+    EventSink, HandlerLoadError, IsolateEvent, IsolateGone, RequestAnswer, ServiceCall,
+    UpgradeDecision,
 };
 use crate::net::home::SocketHome;
 use crate::workspace::modules::ModuleFiles;
@@ -133,6 +134,28 @@ impl HandlerSlot {
             .await
             .ok()?;
         answer.await.ok()
+    }
+
+    /// Queues `onMessage(text, from)` for a STOMP session's message to `endpoint` (or, for an
+    /// `unreadable` one, `onError(text)`); the answer comes on the returned receiver (which
+    /// fails if the handler goes away first).
+    pub async fn request(
+        &self,
+        endpoint: Arc<str>,
+        text: String,
+        from: String,
+        unreadable: bool,
+    ) -> Result<oneshot::Receiver<RequestAnswer>, IsolateGone> {
+        let (answer, answered) = oneshot::channel();
+        self.deliver(IsolateEvent::Request {
+            endpoint,
+            text,
+            from,
+            unreadable,
+            answer,
+        })
+        .await?;
+        Ok(answered)
     }
 
     /// Resolves once the isolate has nothing left to do: no timers, no pending promises.

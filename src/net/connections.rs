@@ -116,6 +116,14 @@ struct Open {
     by_endpoint: HashMap<Arc<str>, IndexMap<ConnectionId, OutboxHandle>>,
 }
 
+/// Subscribers of topics that are not connections of the registry (STOMP sessions subscribed to
+/// `/topic/{topic}`): a publish reaches them too. The server implements it; the registry knows
+/// only this trait.
+pub trait TopicRelay: Send + Sync + std::fmt::Debug {
+    /// Delivers `message` to the relay's subscribers of `topic`; returns how many got it.
+    fn publish(&self, topic: &str, message: &Message) -> usize;
+}
+
 /// All open inbound connections.
 #[derive(Debug)]
 pub struct ConnectionRegistry {
@@ -127,6 +135,8 @@ pub struct ConnectionRegistry {
     counts: Mutex<(usize, HashMap<String, usize>)>,
     /// Subscribers of each topic.
     topics: RwLock<HashMap<String, std::collections::BTreeSet<ConnectionId>>>,
+    /// Where publishes also go (STOMP subscribers), once set.
+    relay: std::sync::OnceLock<Arc<dyn TopicRelay>>,
 }
 
 impl Default for ConnectionRegistry {
@@ -136,6 +146,7 @@ impl Default for ConnectionRegistry {
             next_id: AtomicU64::new(1),
             counts: Mutex::default(),
             topics: RwLock::default(),
+            relay: std::sync::OnceLock::new(),
         }
     }
 }
@@ -328,18 +339,33 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Sends one message (built once) to every subscriber of `topic`; returns how many got it.
+    /// Publishes also reach `relay`'s subscribers (set once, by the server).
+    pub fn set_relay(&self, relay: Arc<dyn TopicRelay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Sends one message (built once) to every subscriber of `topic`, the relay's included;
+    /// returns how many got it.
     pub fn publish(&self, topic: &str, message: Message) -> usize {
-        let topics = self.topics.read();
-        let Some(subscribers) = topics.get(topic) else {
-            return 0;
+        let delivered = {
+            let topics = self.topics.read();
+            match topics.get(topic) {
+                Some(subscribers) => {
+                    let open = self.connections.read();
+                    subscribers
+                        .iter()
+                        .filter_map(|id| open.by_id.get(id))
+                        .filter(|entry| entry.outbox.push_copy(&message).is_ok())
+                        .count()
+                }
+                None => 0,
+            }
         };
-        let open = self.connections.read();
-        subscribers
-            .iter()
-            .filter_map(|id| open.by_id.get(id))
-            .filter(|entry| entry.outbox.push_copy(&message).is_ok())
-            .count()
+        delivered
+            + self
+                .relay
+                .get()
+                .map_or(0, |relay| relay.publish(topic, &message))
     }
 
     /// How many connections are open.

@@ -5,6 +5,7 @@
 //! - `routes`: which URL is served by what.
 //! - `upgrade` and `connection`: a WebSocket upgrade, and the connection's life after it.
 //! - `pages` and `metrics`: plain HTTP; `files`: reading projects' static files, bounded.
+//! - `stomp`: Dirigible's STOMP broker at `/stomp` (and SockJS) for browser pages.
 //! - `tls`: the certificate for https and wss.
 //! - `accept`: the accept loop; `shutdown`: graceful shutdown; `trim`: memory given back after
 //!   a storm of sockets.
@@ -17,6 +18,7 @@ mod pages;
 mod routes;
 mod shutdown;
 pub mod state;
+mod stomp;
 mod tls;
 mod trim;
 mod upgrade;

@@ -4,7 +4,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::state::AppState;
-use super::{metrics, pages, upgrade};
+use super::{metrics, pages, stomp, upgrade};
 
 /// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
 pub fn router(state: AppState) -> Router {
@@ -17,6 +17,17 @@ pub fn router(state: AppState) -> Router {
         .route("/websockets/v4/service/", get(pages::endpoint_list))
         .route("/websockets/v4/service/{endpoint}", get(upgrade::upgrade))
         .route("/websockets/service/{endpoint}", get(upgrade::upgrade))
+        .route("/stomp", get(stomp::upgrade))
+        .route("/stomp/info", get(stomp::sockjs_info))
+        .route(
+            "/stomp/{server}/{session}/websocket",
+            get(stomp::sockjs_upgrade),
+        )
+        .route(
+            "/webjars/stomp__stompjs/esm6/index.js",
+            get(stomp::client_library),
+        )
+        .route("/switchboard/stomp.js", get(stomp::client_library))
         .route("/services/web/{project}", get(pages::project_root))
         .route("/services/web/{project}/", get(pages::project_root))
         .route("/services/web/{project}/{*path}", get(pages::static_file))

@@ -16,8 +16,9 @@ pub(super) async fn shut_down(state: &AppState) {
     state.shutting_down.store(true, Ordering::SeqCst);
     let connections = runtime.connections.close_all(1001, "server shutting down");
     let clients = runtime.clients.close_all(1001, "server shutting down");
+    let sessions = state.stomp.close_all(1001, "server shutting down");
     tracing::info!(
-        "shutting down: closing {connections} connection(s) and {clients} client(s) (at most {} s)",
+        "shutting down: closing {connections} connection(s), {sessions} STOMP session(s) and {clients} client(s) (at most {} s)",
         limit.as_secs_f64()
     );
     state.tasks.close();

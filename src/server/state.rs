@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use super::files::StaticFiles;
+use super::stomp::broker::StompBroker;
 use crate::endpoints::Runtime;
 
 /// Everything a request handler needs; cheap to clone.
@@ -19,16 +20,22 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Reads projects' static files, a bounded number at once.
     pub static_files: StaticFiles,
+    /// STOMP sessions and their broker subscriptions.
+    pub stomp: Arc<StompBroker>,
 }
 
 impl AppState {
     /// The server's state over `runtime`.
     pub fn new(runtime: Arc<Runtime>) -> Self {
+        let stomp = Arc::new(StompBroker::default());
+        // A handler's publish(topic) reaches STOMP subscribers of /topic/{topic} too.
+        runtime.connections.set_relay(stomp.clone());
         Self {
             runtime,
             shutting_down: Default::default(),
             tasks: Default::default(),
             static_files: Default::default(),
+            stomp,
         }
     }
 }

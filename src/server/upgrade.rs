@@ -24,7 +24,7 @@ use crate::net::websocket_config;
 use crate::workspace::Endpoint;
 
 /// A refusal: the status with a plain-text reason.
-fn refuse(status: StatusCode, reason: String) -> Response {
+pub(super) fn refuse(status: StatusCode, reason: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -169,7 +169,7 @@ pub async fn upgrade(
 }
 
 /// An upgraded connection, ready for the WebSocket protocol.
-enum UpgradedSocket {
+pub(super) enum UpgradedSocket {
     /// Plain TCP, moved to the current thread's reactor, with the bytes the HTTP server read
     /// past the upgrade request.
     Tcp(tokio::net::TcpStream, Vec<u8>),
@@ -179,7 +179,9 @@ enum UpgradedSocket {
 
 /// Moves a plain TCP connection from the network runtime's reactor to the current one, so that
 /// the thread running the connection's task is also the one its socket wakes.
-fn adopt_upgraded(upgraded: hyper::upgrade::Upgraded) -> std::io::Result<UpgradedSocket> {
+pub(super) fn adopt_upgraded(
+    upgraded: hyper::upgrade::Upgraded,
+) -> std::io::Result<UpgradedSocket> {
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => return Ok(UpgradedSocket::Other(upgraded)),
@@ -215,8 +217,16 @@ async fn decide(
     }
 }
 
-/// The request as `onUpgrade` sees it: method, path, query, headers, cookies, remote address.
+/// The request as `onUpgrade` sees it: method, path, query, headers, cookies, remote address,
+/// and the endpoint asked for.
 fn describe_request(endpoint: &Endpoint, request: &Request, peer: SocketAddr) -> String {
+    let mut description = describe_upgrade(request, peer);
+    description["endpoint"] = endpoint.name.clone().into();
+    description.to_string()
+}
+
+/// An upgrade request as `onUpgrade` sees it, but for its endpoint.
+pub(super) fn describe_upgrade(request: &Request, peer: SocketAddr) -> serde_json::Value {
     let uri = request.uri();
     let query: BTreeMap<String, String> =
         form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
@@ -252,14 +262,12 @@ fn describe_request(endpoint: &Endpoint, request: &Request, peer: SocketAddr) ->
         "headers": headers,
         "cookies": cookies,
         "remoteAddress": peer.to_string(),
-        "endpoint": endpoint.name,
     })
-    .to_string()
 }
 
 /// RFC 6455 4.1: an opening handshake is a GET request over HTTP/1.1 or later. (The router
 /// sends HEAD requests to the same handler as GET.)
-fn not_an_upgrade_request(request: &Request) -> Option<Response> {
+pub(super) fn not_an_upgrade_request(request: &Request) -> Option<Response> {
     if request.method() != Method::GET {
         let mut response = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -286,7 +294,7 @@ fn not_an_upgrade_request(request: &Request) -> Option<Response> {
 }
 
 /// Checks that the request is a WebSocket upgrade (RFC 6455 4.2.1) and returns its key.
-fn websocket_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
+pub(super) fn websocket_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value

@@ -12,7 +12,7 @@ mod context;
 mod control;
 mod modules;
 
-pub use answers::{await_service_call, await_upgrade_decision};
+pub use answers::{await_request, await_service_call, await_upgrade_decision, fail_request};
 pub use clients::start_pending_clients;
 pub use context::{ClientHandlers, HandlerFeatures, IsolateContext, NoClientHandlers, Services};
 pub use modules::{resolve_module, ModuleOpError, ResolvedModule};
@@ -29,6 +29,7 @@ deno_core::extension!(
         modules::op_sb_handler_exports,
         answers::op_ws_upgrade_decide,
         answers::op_sb_service_done,
+        answers::op_sb_request_answer,
         control::op_ws_connections_list,
         control::op_ws_connection_info,
         control::op_ws_broadcast_text,

@@ -1,0 +1,363 @@
+//! Dirigible's browser pages (v8 and later): STOMP over a WebSocket at `/stomp`, and over SockJS
+//! (`/stomp/info`, `/stomp/{server}/{session}/websocket`) for older pages; and the STOMP client
+//! module those pages import (`/webjars/stomp__stompjs/esm6/index.js`).
+//!
+//! - [`outlet`]: writing frames to a session's socket (plain or SockJS framing).
+//! - [`replies`]: Dirigible's reply envelope.
+//! - [`broker`]: `/topic/...` and `/queue/...` subscriptions, shared with raw topics; the open
+//!   sessions.
+//! - [`link`]: a session subscribed to an endpoint's replies, as a connection of that endpoint.
+//! - [`session`]: one session: frames in, handlers asked, replies out.
+
+pub mod broker;
+pub mod link;
+pub mod outlet;
+pub mod replies;
+pub mod session;
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Sink, Stream};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use self::outlet::{Framing, Outlet};
+use self::session::{Peer, Session};
+use super::state::AppState;
+use super::upgrade::{
+    adopt_upgraded, describe_upgrade, not_an_upgrade_request, refuse, websocket_key, UpgradedSocket,
+};
+use crate::event::{EventSink, IsolateEvent, IsolateGone, Target};
+use crate::limits::Limits;
+use crate::net::connections::Reservation;
+use crate::net::outbox::{outbox, Outbox, OutboxReader};
+use crate::net::pump::{pump, Peer as PumpPeer, PumpOptions, TcpUnder};
+use crate::net::stomp::Version;
+use crate::net::websocket_config;
+
+/// How STOMP sockets are counted in the server's connection limit (not an endpoint name: those
+/// cannot hold a `/`).
+const STOMP_SOCKETS: &str = "/stomp";
+
+/// SockJS's heart-beat interval (its servers' default).
+const SOCKJS_HEART_BEAT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `GET /stomp`: a STOMP session over a WebSocket, with the subprotocol `v12.stomp`,
+/// `v11.stomp` or `v10.stomp` echoed when the client offers one.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    accept(state, peer, request, Framing::Plain)
+}
+
+/// `GET /stomp/{server}/{session}/websocket`: SockJS's WebSocket transport.
+pub async fn sockjs_upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    accept(state, peer, request, Framing::SockJs)
+}
+
+/// `GET /stomp/info`: what a SockJS client asks first. Only the WebSocket transport is offered.
+pub async fn sockjs_info(headers: HeaderMap) -> Response {
+    let entropy = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32;
+    let body = serde_json::json!({
+        "websocket": true,
+        "cookie_needed": false,
+        "origins": ["*:*"],
+        "entropy": entropy,
+    });
+    let origin = headers
+        .get(header::ORIGIN)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("*"));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=UTF-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(
+                    "no-store, no-cache, no-transform, must-revalidate, max-age=0",
+                ),
+            ),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+            (
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /webjars/stomp__stompjs/esm6/index.js` (and `/switchboard/stomp.js`): our STOMP client
+/// module, with the `Client` of @stomp/stompjs that Dirigible's pages use.
+pub async fn client_library() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../runtime_js/stomp-client.js"),
+    )
+        .into_response()
+}
+
+/// Checks the upgrade (as for any endpoint: shutdown, method, version, key, the server-wide
+/// origins and connection limit), answers 101 and starts the session.
+fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Framing) -> Response {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        );
+    }
+    if let Some(refusal) = not_an_upgrade_request(&request) {
+        return refusal;
+    }
+    let key = match websocket_key(request.headers()) {
+        Ok(key) => key,
+        Err(refusal) => return *refusal,
+    };
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limits = &state.runtime.limits;
+    if let Some(origin) = &origin {
+        if !limits.allowed_origins.is_empty()
+            && !Limits::origin_allowed(&limits.allowed_origins, origin)
+        {
+            tracing::warn!(%peer, origin, "STOMP upgrade refused: origin not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed to connect"),
+            );
+        }
+    }
+    let slot =
+        match state
+            .runtime
+            .connections
+            .reserve(&STOMP_SOCKETS.into(), limits.max_connections, None)
+        {
+            Ok(slot) => slot,
+            Err(full) => return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string()),
+        };
+    let protocol = match framing {
+        Framing::Plain => chosen_subprotocol(request.headers()),
+        Framing::SockJs => None,
+    };
+    let session_peer = Peer {
+        address: peer,
+        origin,
+        request: describe_upgrade(&request, peer),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = Some(websocket_config(limits.max_message_size));
+    let task_state = state.clone();
+    let task = state.tasks.track_future(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%peer, "STOMP upgrade failed: {error}");
+                return;
+            }
+        };
+        let started = Started {
+            state: task_state,
+            peer: session_peer,
+            framing,
+            _slot: slot,
+        };
+        match adopt_upgraded(upgraded) {
+            Ok(UpgradedSocket::Tcp(stream, already_read)) => {
+                let socket = WebSocketStream::from_partially_read(
+                    stream,
+                    already_read,
+                    Role::Server,
+                    config,
+                )
+                .await;
+                serve(socket, started).await
+            }
+            Ok(UpgradedSocket::Other(upgraded)) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                        .await;
+                serve(socket, started).await
+            }
+            Err(error) => tracing::warn!(%peer, "STOMP connection lost after its upgrade: {error}"),
+        }
+    });
+    tokio::spawn(task);
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
+}
+
+/// The newest STOMP subprotocol the client offers (`v12.stomp` first).
+fn chosen_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    Version::NEWEST_FIRST
+        .into_iter()
+        .map(Version::subprotocol)
+        .find(|p| offered.iter().any(|o| o == p))
+}
+
+/// A session whose socket is about to be served.
+struct Started {
+    /// The server's state.
+    state: AppState,
+    /// Who connected.
+    peer: Peer,
+    /// Plain or SockJS.
+    framing: Framing,
+    /// The socket's place in the server's connection limit.
+    _slot: Reservation,
+}
+
+/// Serves one STOMP socket until it closes.
+async fn serve<S>(socket: S, started: Started)
+where
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + TcpUnder
+        + Unpin
+        + Send
+        + 'static,
+{
+    let Started {
+        state,
+        peer,
+        framing,
+        _slot,
+    } = started;
+    let (sender, reader): (Outbox, OutboxReader) = outbox(state.runtime.limits.send_queue);
+    let number = state.stomp.next_session();
+    let outlet = Arc::new(Outlet::new(number, sender.handle(), framing));
+    state.stomp.opened(outlet.clone());
+    let address = peer.address;
+    let session = Session::start(state.clone(), outlet.clone(), peer, framing);
+    if framing == Framing::SockJs {
+        tokio::spawn(sockjs_heart_beats(Arc::downgrade(&outlet)));
+    }
+    tracing::debug!(session = number, %address, "STOMP session opened");
+    let limits = &state.runtime.limits;
+    let address_text = address.to_string();
+    let ending = pump(
+        socket,
+        reader,
+        &SessionSink {
+            session: &session,
+            framing,
+        },
+        PumpPeer {
+            target: Target::Connection(number),
+            name: STOMP_SOCKETS,
+            address: &address_text,
+        },
+        PumpOptions {
+            keepalive: limits
+                .ping_interval
+                .map(|every| (every, limits.pong_timeout)),
+            traffic: state.runtime.stats.endpoint(STOMP_SOCKETS),
+        },
+        || {},
+    )
+    .await;
+    tracing::debug!(session = number, %address, code = ending.code, "STOMP session closed");
+    session.ended(ending).await;
+    drop(sender);
+}
+
+/// SockJS's `h` every 25 seconds, for as long as the session's socket takes messages.
+async fn sockjs_heart_beats(outlet: std::sync::Weak<Outlet>) {
+    loop {
+        tokio::time::sleep(SOCKJS_HEART_BEAT).await;
+        match outlet.upgrade() {
+            Some(outlet) if outlet.sockjs("h").is_ok() => {}
+            _ => return,
+        }
+    }
+}
+
+/// What the pump delivers a STOMP socket's messages to: the session, after SockJS's framing is
+/// taken off.
+struct SessionSink<'a> {
+    /// The session.
+    session: &'a Arc<Session>,
+    /// Plain or SockJS.
+    framing: Framing,
+}
+
+impl EventSink for SessionSink<'_> {
+    async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        if self.framing == Framing::Plain {
+            return self.session.deliver(event).await;
+        }
+        // SockJS: a client message is a JSON array of strings (each a piece of the stream).
+        let IsolateEvent::Text { text, .. } = event else {
+            return Ok(());
+        };
+        if text.is_empty() {
+            return Ok(());
+        }
+        match serde_json::from_str::<SockJsMessage>(text.as_str()) {
+            Ok(SockJsMessage::Many(pieces)) => {
+                for piece in pieces {
+                    self.session.received(piece.as_bytes()).await;
+                }
+            }
+            Ok(SockJsMessage::One(piece)) => self.session.received(piece.as_bytes()).await,
+            Err(_) => self.session.refuse_sockjs(),
+        }
+        Ok(())
+    }
+}
+
+/// A SockJS client message.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum SockJsMessage {
+    /// `["...", "..."]`, what clients send.
+    Many(Vec<String>),
+    /// `"..."`, accepted too.
+    One(String),
+}

@@ -1,0 +1,145 @@
+//! Writing to one STOMP session's socket: frames encoded for the version agreed, in WebSocket
+//! messages of their own or, for SockJS, inside its `a[...]` frames; `MESSAGE` frames numbered;
+//! ERROR then close. Shared by the session, its endpoint links and the broker, which all write
+//! to it from wherever they run (the socket's bounded queue takes them in order).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::net::outbox::{OutboxHandle, PushError};
+use crate::net::stomp::{Frame, Version};
+
+/// How frames travel in WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One frame per message: STOMP over a WebSocket (`/stomp`).
+    Plain,
+    /// SockJS's frames: `o` on open, `h` heart-beats, `a["frame", ...]`, `c[code,"reason"]`.
+    SockJs,
+}
+
+/// The writing side of one STOMP session.
+#[derive(Debug)]
+pub struct Outlet {
+    /// The session's number, for message ids and logs.
+    pub session: u64,
+    /// The socket's outbound queue.
+    outbox: OutboxHandle,
+    /// Plain or SockJS.
+    framing: Framing,
+    /// The version agreed (header escapes depend on it), as `Version as u8`.
+    version: AtomicU8,
+    /// The last `message-id` given.
+    messages: AtomicU64,
+}
+
+impl Outlet {
+    /// The outlet of session `session`, writing to `outbox`.
+    pub fn new(session: u64, outbox: OutboxHandle, framing: Framing) -> Self {
+        Self {
+            session,
+            outbox,
+            framing,
+            version: AtomicU8::new(Version::V1_2 as u8),
+            messages: AtomicU64::new(0),
+        }
+    }
+
+    /// The version agreed with the peer.
+    pub fn set_version(&self, version: Version) {
+        self.version.store(version as u8, Ordering::Relaxed);
+    }
+
+    fn version(&self) -> Version {
+        match self.version.load(Ordering::Relaxed) {
+            0 => Version::V1_0,
+            1 => Version::V1_1,
+            _ => Version::V1_2,
+        }
+    }
+
+    /// Queues one frame.
+    pub fn send(&self, frame: &Frame) -> Result<(), PushError> {
+        let bytes = frame.encode(self.version());
+        let message = match self.framing {
+            Framing::Plain => match String::from_utf8(bytes) {
+                Ok(text) => Message::text(text),
+                Err(error) => Message::binary(error.into_bytes()),
+            },
+            Framing::SockJs => {
+                // SockJS carries text only; a body that is not UTF-8 is sent as best it can be.
+                let text = String::from_utf8_lossy(&bytes);
+                let quoted = serde_json::to_string(&*text).unwrap_or_default();
+                Message::text(format!("a[{quoted}]"))
+            }
+        };
+        self.outbox.push(message)
+    }
+
+    /// Queues SockJS's own message (`o`, `h`); nothing for a plain session.
+    pub fn sockjs(&self, text: &'static str) -> Result<(), PushError> {
+        match self.framing {
+            Framing::SockJs => self.outbox.push(Message::text(text)),
+            Framing::Plain => Ok(()),
+        }
+    }
+
+    /// Queues a MESSAGE to subscription `subscription` of `destination`.
+    pub fn message(
+        &self,
+        destination: &str,
+        subscription: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(), PushError> {
+        let id = self.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        self.send(
+            &Frame::new("MESSAGE")
+                .header("destination", destination)
+                .header("content-type", content_type)
+                .header("subscription", subscription)
+                .header("message-id", format!("{}-{id}", self.session))
+                .body(body),
+        )
+    }
+
+    /// Sends an ERROR frame saying `message`, then closes the socket with `code` (the peer
+    /// cannot go on: STOMP closes after an ERROR).
+    pub fn fail(&self, message: &str, code: u16) {
+        let frame = Frame::new("ERROR")
+            .header("message", first_line(message))
+            .header("content-type", "text/plain")
+            .body(message.to_string());
+        let _ = self.send(&frame);
+        self.close(code, first_line(message));
+    }
+
+    /// Closes the socket with `code` and `reason` after what is queued.
+    pub fn close(&self, code: u16, reason: &str) {
+        let reason = truncate(reason, 123);
+        if self.framing == Framing::SockJs {
+            let close = serde_json::json!([code, reason]).to_string();
+            let _ = self.outbox.push(Message::text(format!("c{close}")));
+        }
+        let _ = self.outbox.close(code, reason.to_string());
+    }
+}
+
+/// The first line of a message, for a header or a close reason.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// At most `limit` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,619 @@
+//! One STOMP session, as Dirigible's broker serves it: CONNECT, then SENDs to
+//! `/ws/stomp/{endpoint}` run the endpoint's `onMessage(text, from)` and come back on the
+//! sender's `/user/queue/reply/{endpoint}`; SUBSCRIBE and SEND on `/topic/...` and `/queue/...`
+//! go through the broker; DISCONNECT with a receipt is answered. A frame that cannot be read
+//! gets an ERROR and the socket closes; the server and every other session go on.
+//!
+//! The socket is driven by the same pump as any connection (`net/pump`): the session is the
+//! [`EventSink`] its messages are delivered to, and it writes through its [`Outlet`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::state::AppState;
+use super::broker::{is_broker_destination, TOPIC_PREFIX};
+use super::link::{self, error_destination, reply_destination, text_body, Link, LinkRequest};
+use super::outlet::{Framing, Outlet};
+use super::replies::envelope;
+use crate::event::{EventSink, IsolateEvent, IsolateGone, RequestAnswer, UpgradeDecision};
+use crate::isolate::HandlerSlot;
+use crate::limits::Limits;
+use crate::net::pump::Ending;
+use crate::net::stomp::{Frame, FrameError, FrameReader, Item, Version};
+use crate::workspace::Endpoint;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where pages send to an endpoint (Spring's application prefix `/ws`, then `/stomp/{endpoint}`).
+const SEND_PREFIX: &str = "/ws/stomp/";
+
+/// What the upgrade to `/stomp` told about the peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its `Origin`, checked against an endpoint's `allowedOrigins`.
+    pub origin: Option<String>,
+    /// The upgrade request as `onUpgrade` sees it, but for `endpoint` (filled in per endpoint).
+    pub request: serde_json::Value,
+}
+
+/// One STOMP session.
+pub struct Session {
+    /// The server's state.
+    state: AppState,
+    /// Where its frames go.
+    outlet: Arc<Outlet>,
+    /// Who it is.
+    peer: Peer,
+    /// What may change as frames arrive.
+    inner: Mutex<Inner>,
+    /// Replies waiting for their handler's answer, written in order by the session's reply task.
+    replies: mpsc::UnboundedSender<PendingReply>,
+}
+
+/// The session's changing state.
+struct Inner {
+    /// Bytes received, read as frames.
+    reader: FrameReader,
+    /// The version agreed by CONNECT; `None` before it.
+    version: Option<Version>,
+    /// Subscriptions by id: their destinations.
+    subscriptions: HashMap<String, String>,
+    /// The session's links to endpoints (see `link`), by endpoint.
+    links: HashMap<Arc<str>, Link>,
+    /// `onUpgrade` decisions for this session, by endpoint: the data, or the refusal's reason.
+    decisions: HashMap<Arc<str>, Result<Option<String>, String>>,
+    /// DISCONNECT, an ERROR or the socket's end: nothing more is read.
+    ended: bool,
+}
+
+/// A reply to write once its handler has answered.
+struct PendingReply {
+    /// The endpoint the message was sent to.
+    endpoint: Arc<str>,
+    /// The sender's `from`, echoed in the envelope.
+    from: String,
+    /// The reply: the handler's answer to come, or a text known at once.
+    reply: Reply,
+}
+
+/// Where a reply's text comes from.
+enum Reply {
+    /// The handler's answer.
+    Answer(oneshot::Receiver<RequestAnswer>),
+    /// Known at once (an unknown endpoint, a handler that did not load).
+    Now(String),
+}
+
+impl Session {
+    /// A new session on a socket whose outbound queue is `outlet`'s; writes replies in order
+    /// for as long as it lives.
+    pub fn start(state: AppState, outlet: Arc<Outlet>, peer: Peer, framing: Framing) -> Arc<Self> {
+        let limit = state.runtime.limits.max_message_size;
+        let (replies, pending) = mpsc::unbounded_channel();
+        let session = Arc::new(Self {
+            state,
+            outlet: outlet.clone(),
+            peer,
+            inner: Mutex::new(Inner {
+                reader: FrameReader::new(limit),
+                version: None,
+                subscriptions: HashMap::new(),
+                links: HashMap::new(),
+                decisions: HashMap::new(),
+                ended: false,
+            }),
+            replies,
+        });
+        if framing == Framing::SockJs {
+            let _ = outlet.sockjs("o");
+        }
+        tokio::spawn(write_replies(Arc::downgrade(&session), pending));
+        session
+    }
+
+    /// The session's number.
+    pub fn number(&self) -> u64 {
+        self.outlet.session
+    }
+
+    /// Bytes from the socket (for SockJS, already taken out of its frames).
+    pub async fn received(&self, bytes: &[u8]) {
+        let mut first = true;
+        loop {
+            let item = {
+                let mut inner = self.inner.lock();
+                if inner.ended {
+                    return;
+                }
+                if first {
+                    inner.reader.push(bytes);
+                    first = false;
+                }
+                inner.reader.next_item()
+            };
+            match item {
+                Ok(Some(Item::Frame(frame))) => self.handle(frame).await,
+                Ok(Some(Item::HeartBeat)) => {}
+                Ok(None) => return,
+                Err(error) => return self.unreadable(error),
+            }
+        }
+    }
+
+    /// A frame that cannot be read: ERROR, and the socket closes (1009 for one too large).
+    fn unreadable(&self, error: FrameError) {
+        tracing::warn!(session = self.number(), peer = %self.peer.address, "STOMP frame refused: {error}");
+        let code = match error {
+            FrameError::TooLarge { .. } => 1009,
+            _ => 1002,
+        };
+        self.fail(&error.to_string(), code);
+    }
+
+    /// A SockJS message that is not a JSON array of strings.
+    pub fn refuse_sockjs(&self) {
+        self.fail(
+            "a SockJS message must be a JSON array of strings, such as [\"SEND\\n...\"]",
+            1002,
+        );
+    }
+
+    /// ERROR then close, and nothing more is read.
+    fn fail(&self, message: &str, code: u16) {
+        self.inner.lock().ended = true;
+        self.outlet.fail(message, code);
+    }
+
+    async fn handle(&self, frame: Frame) {
+        let connected = self.inner.lock().version.is_some();
+        if !connected {
+            return match frame.command.as_str() {
+                "CONNECT" | "STOMP" => self.connect(&frame),
+                other => self.fail(
+                    &format!("expected CONNECT (or STOMP) as the first frame, got {other}"),
+                    1002,
+                ),
+            };
+        }
+        match frame.command.as_str() {
+            "SEND" => self.send(&frame).await,
+            "SUBSCRIBE" => self.subscribe(&frame).await,
+            "UNSUBSCRIBE" => self.unsubscribe(&frame).await,
+            "DISCONNECT" => return self.disconnect(&frame).await,
+            "ACK" | "NACK" | "BEGIN" | "COMMIT" | "ABORT" => {}
+            "CONNECT" | "STOMP" => return self.fail("already connected", 1002),
+            other => {
+                return self.fail(
+                    &format!("unknown command {other}: expected SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, BEGIN, COMMIT, ABORT or DISCONNECT"),
+                    1002,
+                )
+            }
+        }
+        self.receipt(&frame);
+    }
+
+    /// A RECEIPT, if the frame asked for one.
+    fn receipt(&self, frame: &Frame) {
+        if let Some(receipt) = frame.get("receipt") {
+            let _ = self
+                .outlet
+                .send(&Frame::new("RECEIPT").header("receipt-id", receipt));
+        }
+    }
+
+    fn connect(&self, frame: &Frame) {
+        let Some(version) = Version::negotiate(frame.get("accept-version")) else {
+            let _ = self.outlet.send(
+                &Frame::new("ERROR")
+                    .header("version", "1.0,1.1,1.2")
+                    .header("message", "unsupported STOMP version"),
+            );
+            return self.fail(
+                &format!(
+                    "none of the STOMP versions asked for ({}) is spoken here: 1.0, 1.1 and 1.2 are",
+                    frame.get("accept-version").unwrap_or_default()
+                ),
+                1002,
+            );
+        };
+        {
+            let mut inner = self.inner.lock();
+            inner.version = Some(version);
+            inner.reader.set_version(version);
+        }
+        self.outlet.set_version(version);
+        // Dirigible's broker sends no heart-beats and asks for none; old stomp.js needs the
+        // header to be there.
+        let _ = self.outlet.send(
+            &Frame::new("CONNECTED")
+                .header("version", version.as_str())
+                .header("heart-beat", "0,0")
+                .header("server", concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
+                .header("session", self.number().to_string()),
+        );
+    }
+
+    async fn send(&self, frame: &Frame) {
+        let Some(destination) = frame.get("destination") else {
+            return self.fail("SEND frame without a destination header", 1002);
+        };
+        if let Some(endpoint) = destination.strip_prefix(SEND_PREFIX) {
+            return self.send_to_endpoint(endpoint, frame).await;
+        }
+        if is_broker_destination(destination) {
+            let content_type = frame.get("content-type").unwrap_or("text/plain");
+            return match destination.strip_prefix(TOPIC_PREFIX) {
+                // A topic is shared with raw connections: the registry reaches both (the broker
+                // is its relay).
+                Some(topic) => {
+                    let message = match std::str::from_utf8(&frame.body) {
+                        Ok(text) => Message::text(text),
+                        Err(_) => Message::binary(frame.body.clone()),
+                    };
+                    self.state.runtime.connections.publish(topic, message);
+                }
+                None => {
+                    self.state
+                        .stomp
+                        .deliver(destination, content_type, &frame.body);
+                }
+            };
+        }
+        self.fail(
+            &format!(
+                "cannot SEND to {destination}: send to /ws/stomp/{{endpoint}}, /topic/... or /queue/..."
+            ),
+            1002,
+        );
+    }
+
+    /// Dirigible's SEND to an endpoint: body `{"from": "...", "text": "..."}`.
+    async fn send_to_endpoint(&self, name: &str, frame: &Frame) {
+        let endpoint: Arc<str> = name.into();
+        let Some(found) = self.state.runtime.endpoints.endpoint(name) else {
+            return self.reply_now(
+                endpoint,
+                String::new(),
+                format!("Websocket for endpoint does not exist: {name}"),
+            );
+        };
+        let (from, text) = match read_body(&frame.body) {
+            Ok(body) => body,
+            Err(reason) => {
+                let reason = format!("message to {name} not read: {reason}");
+                self.to_errors(name, &reason);
+                // The handler hears it too, as Dirigible's does.
+                if let Ok(handler) = self.handler(&found).await {
+                    let _ = handler.request(endpoint, reason, String::new(), true).await;
+                }
+                return;
+            }
+        };
+        let limit = found
+            .options
+            .max_message_size
+            .unwrap_or(self.state.runtime.limits.max_message_size);
+        if text.len() > limit {
+            return self.to_errors(
+                name,
+                &format!(
+                    "message to {name} not delivered: {} bytes, more than the endpoint's limit of {limit}",
+                    text.len()
+                ),
+            );
+        }
+        let handler = match self.handler(&found).await {
+            Ok(handler) => handler,
+            Err(error) => return self.reply_now(endpoint, from, error),
+        };
+        if let Err(refusal) = self.admitted(&found, &handler).await {
+            return self.to_errors(name, &refusal);
+        }
+        self.state.runtime.stats.endpoint(name).received(text.len());
+        let reply = match handler
+            .request(endpoint.clone(), text, from.clone(), false)
+            .await
+        {
+            Ok(answer) => Reply::Answer(answer),
+            Err(IsolateGone) => {
+                Reply::Now(format!("endpoint {name}: its handler is not available"))
+            }
+        };
+        let _ = self.replies.send(PendingReply {
+            endpoint,
+            from,
+            reply,
+        });
+    }
+
+    /// A reply known at once, written after the replies before it.
+    fn reply_now(&self, endpoint: Arc<str>, from: String, text: String) {
+        let _ = self.replies.send(PendingReply {
+            endpoint,
+            from,
+            reply: Reply::Now(text),
+        });
+    }
+
+    /// The endpoint's handler, or why it is not there.
+    async fn handler(&self, endpoint: &Endpoint) -> Result<Arc<HandlerSlot>, String> {
+        self.state
+            .runtime
+            .isolates
+            .isolate_for(&endpoint.handler_file)
+            .await
+            .map_err(|error| {
+                format!(
+                    "endpoint \"{}\": its handler failed to load: {error}",
+                    endpoint.name
+                )
+            })
+    }
+
+    /// Whether this session may use `endpoint`: its `allowedOrigins`, and its handler's
+    /// `onUpgrade` (asked once per session). The data `onUpgrade` attached, or why not.
+    async fn admitted(
+        &self,
+        endpoint: &Endpoint,
+        handler: &HandlerSlot,
+    ) -> Result<Option<String>, String> {
+        if let Some(origin) = &self.peer.origin {
+            let allowed = endpoint
+                .options
+                .allowed_origins
+                .as_deref()
+                .unwrap_or(&self.state.runtime.limits.allowed_origins);
+            if !allowed.is_empty() && !Limits::origin_allowed(allowed, origin) {
+                return Err(format!(
+                    "origin {origin} is not allowed to connect to endpoint \"{}\"",
+                    endpoint.name
+                ));
+            }
+        }
+        if !handler.has_on_upgrade() {
+            return Ok(None);
+        }
+        let name: Arc<str> = endpoint.name.as_str().into();
+        if let Some(decision) = self.inner.lock().decisions.get(&name) {
+            return decision.clone();
+        }
+        let mut request = self.peer.request.clone();
+        request["endpoint"] = endpoint.name.clone().into();
+        let limit = self.state.runtime.limits.event_time + std::time::Duration::from_secs(1);
+        let decision = match tokio::time::timeout(limit, handler.upgrade(request.to_string())).await
+        {
+            Ok(Some(UpgradeDecision::Accept { data })) => Ok(data),
+            Ok(Some(UpgradeDecision::Refuse { reason, .. })) => Err(reason),
+            Ok(None) => Err(format!(
+                "endpoint \"{}\": its handler is not available",
+                endpoint.name
+            )),
+            Err(_) => Err(format!(
+                "endpoint \"{}\": onUpgrade did not answer in time",
+                endpoint.name
+            )),
+        };
+        self.inner.lock().decisions.insert(name, decision.clone());
+        decision
+    }
+
+    /// A text message on the session's subscriptions to `/user/queue/errors/{endpoint}`.
+    fn to_errors(&self, endpoint: &str, text: &str) {
+        tracing::debug!(session = self.number(), endpoint, "{text}");
+        let destination = error_destination(endpoint);
+        for subscription in self.subscriptions_of(&destination) {
+            let _ = self
+                .outlet
+                .message(&destination, &subscription, "text/plain", text_body(text));
+        }
+    }
+
+    /// The ids of the session's subscriptions to `destination`.
+    fn subscriptions_of(&self, destination: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .subscriptions
+            .iter()
+            .filter(|(_, d)| *d == destination)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    async fn subscribe(&self, frame: &Frame) {
+        let Some(destination) = frame.get("destination") else {
+            return self.fail("SUBSCRIBE frame without a destination header", 1002);
+        };
+        // STOMP 1.0 makes the id optional: the destination stands for it.
+        let id = frame.get("id").unwrap_or(destination).to_string();
+        self.inner
+            .lock()
+            .subscriptions
+            .insert(id.clone(), destination.to_string());
+        if is_broker_destination(destination) {
+            self.state.stomp.subscribe(destination, &self.outlet, &id);
+            return;
+        }
+        if let Some(endpoint) = destination.strip_prefix("/user/queue/reply/") {
+            self.link(endpoint, &id).await;
+        }
+    }
+
+    /// Beyond Dirigible: a subscription to an endpoint's replies makes the session a connection
+    /// of that endpoint (see `link`). A refusal (origin, limits, `onUpgrade`) goes to its error
+    /// queue; the subscription stays, as a plain one.
+    async fn link(&self, name: &str, subscription: &str) {
+        let endpoint: Arc<str> = name.into();
+        if self.inner.lock().links.contains_key(&endpoint) {
+            return;
+        }
+        let Some(found) = self.state.runtime.endpoints.endpoint(name) else {
+            return;
+        };
+        let Ok(handler) = self.handler(&found).await else {
+            return;
+        };
+        let data = match self.admitted(&found, &handler).await {
+            Ok(data) => data,
+            Err(refusal) => return self.to_errors(name, &refusal),
+        };
+        let runtime = &self.state.runtime;
+        let slot = match runtime.connections.reserve(
+            &endpoint,
+            runtime.limits.max_connections,
+            found.options.max_connections,
+        ) {
+            Ok(slot) => slot,
+            Err(full) => return self.to_errors(name, &full.to_string()),
+        };
+        let link = link::open(
+            &self.state,
+            &self.outlet,
+            LinkRequest {
+                endpoint: endpoint.clone(),
+                handler,
+                subscription,
+                slot,
+                data,
+                peer: self.peer.address,
+            },
+        )
+        .await;
+        let replaced = {
+            let mut inner = self.inner.lock();
+            if inner.ended {
+                Some(link)
+            } else {
+                inner.links.insert(endpoint.clone(), link);
+                None
+            }
+        };
+        // The session ended while the link opened: it closes at once.
+        if let Some(link) = replaced {
+            link::close(&self.state, endpoint, link, Ending::abnormal()).await;
+        }
+    }
+
+    async fn unsubscribe(&self, frame: &Frame) {
+        let Some(id) = frame.get("id").or(frame.get("destination")) else {
+            return self.fail("UNSUBSCRIBE frame without an id header", 1002);
+        };
+        let unlinked = {
+            let mut inner = self.inner.lock();
+            inner.subscriptions.remove(id);
+            let endpoint = inner
+                .links
+                .iter()
+                .find(|(_, link)| link.subscription == id)
+                .map(|(endpoint, _)| endpoint.clone());
+            endpoint.and_then(|e| inner.links.remove(&e).map(|link| (e, link)))
+        };
+        self.state.stomp.unsubscribe(self.number(), id);
+        if let Some((endpoint, link)) = unlinked {
+            let ending = Ending {
+                code: 1000,
+                reason: "unsubscribed".into(),
+                was_clean: true,
+            };
+            link::close(&self.state, endpoint, link, ending).await;
+        }
+    }
+
+    async fn disconnect(&self, frame: &Frame) {
+        self.receipt(frame);
+        self.inner.lock().ended = true;
+        let ending = Ending {
+            code: 1000,
+            reason: "DISCONNECT".into(),
+            was_clean: true,
+        };
+        self.end_links(&ending).await;
+        self.outlet.close(1000, "");
+    }
+
+    /// The socket ended: links close (each handler hears `onClose` once) and the session leaves
+    /// the broker.
+    pub async fn ended(&self, ending: Ending) {
+        self.inner.lock().ended = true;
+        self.end_links(&ending).await;
+        self.state.stomp.closed(self.number());
+    }
+
+    async fn end_links(&self, ending: &Ending) {
+        let links: Vec<(Arc<str>, Link)> = self.inner.lock().links.drain().collect();
+        for (endpoint, link) in links {
+            link::close(&self.state, endpoint, link, ending.clone()).await;
+        }
+    }
+}
+
+impl EventSink for Session {
+    async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        match event {
+            IsolateEvent::Text { text, .. } => self.received(text.as_bytes()).await,
+            IsolateEvent::Binary { data, .. } => self.received(&data).await,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Dirigible's body: `{"from": "<nickname>", "text": "<payload>"}` (`from` optional).
+fn read_body(body: &Bytes) -> Result<(String, String), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        format!("the body must be JSON such as {{\"from\": \"me\", \"text\": \"hello\"}} ({error})")
+    })?;
+    let text = match value.get("text") {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(other) if !other.is_null() => other.to_string(),
+        _ => return Err("the body has no \"text\"".into()),
+    };
+    let from = match value.get("from") {
+        Some(serde_json::Value::String(from)) => from.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    Ok((from, text))
+}
+
+/// Writes replies in the order their messages arrived, each once its handler has answered, to
+/// the session's subscriptions to the endpoint's reply destination.
+async fn write_replies(session: Weak<Session>, mut pending: mpsc::UnboundedReceiver<PendingReply>) {
+    while let Some(reply) = pending.recv().await {
+        let text = match reply.reply {
+            Reply::Now(text) => Some(text),
+            Reply::Answer(answer) => match answer.await {
+                Ok(Ok(text)) => text,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some(format!(
+                    "endpoint {}: its handler stopped before it answered",
+                    reply.endpoint
+                )),
+            },
+        };
+        let (Some(text), Some(session)) = (text, session.upgrade()) else {
+            continue;
+        };
+        let destination = reply_destination(&reply.endpoint);
+        let body = envelope(&reply.from, &text);
+        session
+            .state
+            .runtime
+            .stats
+            .endpoint(&reply.endpoint)
+            .sent(body.len());
+        for subscription in session.subscriptions_of(&destination) {
+            let _ = session.outlet.message(
+                &destination,
+                &subscription,
+                "application/json",
+                body.clone(),
+            );
+        }
+    }
+}
