@@ -7,10 +7,7 @@ use deno_core::ModuleSpecifier;
 use crate::event::HandlerLoadError;
 use crate::workspace::modules::{ModuleFiles, ModuleKind};
 
-/// The runtime's JavaScript compiles a CommonJS module inside a function whose head shares the
-/// module's first line (`runtime_js/07_commonjs.js`), so positions on that line are shifted by
-/// the head's length.
-pub const COMMONJS_PREFIX: &str = "(function (exports, require, module, __filename, __dirname) {";
+pub use super::ops::COMMONJS_PREFIX;
 
 /// Where an error in handler code is (`file:line:column` of the first frame in a workspace
 /// file, if any) and what it says.

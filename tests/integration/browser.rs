@@ -164,7 +164,7 @@ const waitFor = (what, predicate) => new Promise((resolve, reject) => {
   const observer = new MutationObserver(() => {
     if (predicate()) { observer.disconnect(); clearTimeout(timer); resolve(); }
   });
-  observer.observe(document.body, { subtree: true, childList: true, characterData: true });
+  observer.observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
 });
 "#;
 

@@ -11,6 +11,7 @@ mod core;
 mod hardening;
 mod hostile;
 mod live;
+mod stomp;
 mod support;
 mod tls;
 mod typescript;

@@ -4,6 +4,9 @@ use deno_core::op2;
 use deno_core::OpState;
 
 use super::context::IsolateContext;
+use super::modules::COMMONJS_PREFIX;
+use crate::workspace::modules::ModuleKind;
+use crate::workspace::typescript::is_typescript;
 
 #[op2(fast)]
 pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &str) {
@@ -31,10 +34,22 @@ pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &st
 #[op2]
 #[string]
 pub fn op_sb_error_location(state: &mut OpState, #[string] stack: &str) -> Option<String> {
-    state
-        .borrow::<IsolateContext>()
-        .modules
-        .first_location(stack)
+    let modules = &state.borrow::<IsolateContext>().modules;
+    let location = modules.first_location(stack)?;
+    // A CommonJS module's first line starts with the wrapper's head: its columns are shifted.
+    let mut parts = location.rsplitn(3, ':');
+    let (column, line, path) = (parts.next()?, parts.next()?, parts.next()?);
+    let file = modules.paths().root().join(path);
+    let is_commonjs = line == "1"
+        && !is_typescript(&file)
+        && std::fs::read_to_string(&file)
+            .is_ok_and(|source| ModuleKind::of(&file, &source) == ModuleKind::CommonJs);
+    if !is_commonjs {
+        return Some(location);
+    }
+    let column = column.parse::<usize>().ok()?;
+    let column = column.saturating_sub(COMMONJS_PREFIX.len()).max(1);
+    Some(format!("{path}:1:{column}"))
 }
 
 /// Counts a handler event that threw or rejected, for `/metrics`.

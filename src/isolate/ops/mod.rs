@@ -15,7 +15,7 @@ mod modules;
 pub use answers::{await_request, await_service_call, await_upgrade_decision, fail_request};
 pub use clients::start_pending_clients;
 pub use context::{ClientHandlers, HandlerFeatures, IsolateContext, NoClientHandlers, Services};
-pub use modules::{resolve_module, ModuleOpError, ResolvedModule};
+pub use modules::{resolve_module, ModuleOpError, ResolvedModule, COMMONJS_PREFIX};
 
 deno_core::extension!(
     switchboard_api,

@@ -9,6 +9,11 @@ use deno_core::{op2, ModuleSpecifier, OpState};
 use super::context::IsolateContext;
 use crate::workspace::modules::{Importer, ModuleError, ModuleFiles};
 
+/// The runtime's JavaScript compiles a CommonJS module inside a function whose head shares the
+/// module's first line (`runtime_js/07_commonjs.js`), so positions on that line are shifted by
+/// the head's length.
+pub const COMMONJS_PREFIX: &str = "(function (exports, require, module, __filename, __dirname) {";
+
 /// A module file found inside the workspace.
 #[derive(Debug, Clone)]
 pub struct ResolvedModule {
