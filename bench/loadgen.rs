@@ -10,6 +10,11 @@
 //! - `idle`: opens N connections and holds them; reports the server's resident memory per
 //!   connection (from /proc, given the server's pid).
 //!
+//! `--stomp ENDPOINT` makes echo mode speak STOMP to a `/stomp` URL, as Dirigible's pages do: each
+//! connection CONNECTs and subscribes to `/user/queue/reply/ENDPOINT`, each message is a SEND to
+//! `/ws/stomp/ENDPOINT` with the body `{"from": "loadgen", "text": "<payload>"}`, and each echo
+//! is the `text` of the MESSAGE that comes back.
+//!
 //! Output is one JSON object on stdout; progress and errors go to stderr. Traffic goes only to
 //! the URL given (loopback in the suite), and every run stops by itself.
 
@@ -63,6 +68,9 @@ struct Args {
     /// Label put into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
+    /// Echo over STOMP to this endpoint (the URL is the server's `/stomp`).
+    #[arg(long)]
+    stomp: Option<String>,
 }
 
 type Socket =
@@ -158,8 +166,49 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// Connects a socket as a STOMP session subscribed to `endpoint`'s replies.
+async fn stomp_session(socket: &mut Socket, endpoint: &str) {
+    let frames = [
+        "CONNECT\naccept-version:1.2\nhost:loadgen\n\n\0".to_string(),
+        format!("SUBSCRIBE\nid:0\ndestination:/user/queue/reply/{endpoint}\nreceipt:ready\n\n\0"),
+    ];
+    for (frame, expected) in frames.iter().zip(["CONNECTED", "RECEIPT"]) {
+        socket
+            .send(Message::text(frame.as_str()))
+            .await
+            .unwrap_or_else(|e| fail(format!("STOMP: {e}")));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) if text.starts_with(expected) => break,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                other => fail(format!("STOMP: expected {expected}, got {other:?}")),
+            }
+        }
+    }
+}
+
+/// The `text` of a reply MESSAGE's envelope (payloads are plain ASCII: no escapes to undo).
+fn stomp_reply_text(frame: &[u8]) -> &[u8] {
+    let find = |needle: &[u8], from: usize| {
+        frame[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|at| at + from)
+    };
+    let Some(start) = find(b"\"text\":\"", 0).map(|at| at + 8) else {
+        return b"";
+    };
+    let end = find(b"\",\"time\"", start).unwrap_or(start);
+    &frame[start..end]
+}
+
 async fn echo(args: &Args) -> serde_json::Value {
-    let sockets = connect_all(&args.url, args.connections).await;
+    let mut sockets = connect_all(&args.url, args.connections).await;
+    if let Some(endpoint) = &args.stomp {
+        for socket in &mut sockets {
+            stomp_session(socket, endpoint).await;
+        }
+    }
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let counted = Arc::new(AtomicU64::new(0));
@@ -167,6 +216,7 @@ async fn echo(args: &Args) -> serde_json::Value {
     let mut tasks = Vec::new();
     for (conn, socket) in sockets.into_iter().enumerate() {
         let (size, window) = (args.size, args.window.max(1));
+        let stomp = args.stomp.clone();
         let (measuring, stop, counted, start_line) = (
             measuring.clone(),
             stop.clone(),
@@ -177,13 +227,23 @@ async fn echo(args: &Args) -> serde_json::Value {
             // Sends only follow receives, so the socket is used whole: no split, no lock.
             let mut socket = socket;
             let payloads = Payloads::new(conn, size);
+            let make = |seq: u64| match &stomp {
+                None => payloads.make(seq),
+                Some(endpoint) => {
+                    let Message::Text(text) = payloads.make(seq) else { unreachable!() };
+                    Message::text(format!(
+                        "SEND\ndestination:/ws/stomp/{endpoint}\n\n{{\"from\":\"loadgen\",\"text\":\"{}\"}}\0",
+                        text.as_str()
+                    ))
+                }
+            };
             let mut in_flight = std::collections::VecDeque::with_capacity(window);
             let mut latencies: Vec<u32> = Vec::new();
             let mut seq = 0u64;
             start_line.wait().await;
             for _ in 0..window {
                 in_flight.push_back((seq, Instant::now()));
-                socket.feed(payloads.make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
+                socket.feed(make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
                 seq += 1;
             }
             socket.flush().await.unwrap_or_else(|e| fail(format!("send: {e}")));
@@ -197,7 +257,11 @@ async fn echo(args: &Args) -> serde_json::Value {
                     Err(_) => fail(format!("connection {conn}: no echo for 10 s")),
                 };
                 let (expected, sent_at) = in_flight.pop_front().unwrap_or_else(|| fail("echo of nothing".into()));
-                if !payloads.matches(message.as_bytes(), expected) {
+                let echoed = match &stomp {
+                    None => message.as_bytes(),
+                    Some(_) => stomp_reply_text(message.as_bytes()),
+                };
+                if !payloads.matches(echoed, expected) {
                     fail(format!("connection {conn}: echo {expected} is wrong (dropped, reordered or corrupted)"));
                 }
                 if measuring.load(Ordering::Relaxed) {
@@ -205,7 +269,7 @@ async fn echo(args: &Args) -> serde_json::Value {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
                 in_flight.push_back((seq, Instant::now()));
-                socket.send(payloads.make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
+                socket.send(make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
                 seq += 1;
             }
             let _ = socket.close(None).await;
@@ -228,7 +292,7 @@ async fn echo(args: &Args) -> serde_json::Value {
     latencies.sort_unstable();
     let rate = messages as f64 / elapsed;
     json!({
-        "mode": "echo", "label": args.label, "connections": args.connections, "window": args.window,
+        "mode": "echo", "label": args.label, "stomp": args.stomp, "connections": args.connections, "window": args.window,
         "size": args.size, "seconds": elapsed, "messages": messages,
         "messages_per_second": rate,
         "mb_per_second": rate * args.size as f64 * 2.0 / 1e6,

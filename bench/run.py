@@ -11,6 +11,9 @@ builds the binaries and installs the peers first.
 --baseline PATH adds "baseline": another switchboard binary (an earlier build), measured with the
 same workspace and options in every round, interleaved with the others: a before/after comparison.
 
+--stomp measures the same echo handler over raw WebSocket and over STOMP (Dirigible's
+/ws/stomp/{endpoint} with its reply envelope), 100 connections, in interleaved rounds.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -246,6 +249,34 @@ def typescript_load(servers, rounds=7, timeout=30):
         shutil.rmtree(log_path.parent, ignore_errors=True)
 
 
+def stomp_echo(servers, loadgen_binary, options):
+    """The benchmark's echo handler (bench/echo.js) over raw WebSocket and over STOMP, on one
+    server, rounds interleaved; the median round of each."""
+    duration, warmup, rounds = (1.0, 0.3, 1) if options.smoke else (options.duration, options.warmup, options.repeat)
+    runs = {}
+    for _ in range(rounds):
+        for size in (32, 16384):
+            for transport in ("raw", "stomp"):
+                process, url = start(servers, "switchboard")
+                try:
+                    arguments = ["--mode", "echo", "--connections", "100", "--size", str(size), "--window", "1",
+                                 "--duration", str(duration), "--warmup", str(warmup), "--label", transport]
+                    if transport == "stomp":
+                        base = url.split("/websockets/")[0]
+                        arguments += ["--url", f"{base}/stomp", "--stomp", "echo"]
+                    else:
+                        arguments += ["--url", url]
+                    result = loadgen(loadgen_binary, arguments, 120)
+                except Exception as error:
+                    result = {"error": str(error)}
+                finally:
+                    stop(process)
+                key = f"echo {size} B x 100 conns, {transport}"
+                runs.setdefault(key, []).append(result)
+                print(f"{key:<36} {summary(result)}", file=sys.stderr)
+    return {key: median_round(results) for key, results in runs.items()}
+
+
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
@@ -266,6 +297,8 @@ def main():
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--typescript", action="store_true",
                         help="only the reload time of a 1,000-line TypeScript handler (fresh, cached) and its JavaScript twin")
+    parser.add_argument("--stomp", action="store_true",
+                        help="only the echo handler over raw WebSocket against over STOMP (100 connections, 32 B and 16 KiB)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -275,6 +308,10 @@ def main():
     servers = Servers("debug" if options.smoke else "release", options.baseline)
     if options.typescript:
         print(json.dumps(typescript_load(servers, rounds=2 if options.smoke else 7), indent=1))
+        return
+    if options.stomp:
+        loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
+        print(json.dumps(stomp_echo(servers, loadgen_binary, options), indent=1))
         return
     loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]

@@ -9,6 +9,7 @@
 //! - `batch`: one frame to many sockets per system call, through io_uring (Linux).
 //! - [`connections`]: every open inbound connection, by id, endpoint and topic.
 //! - [`home`]: a handler's thread as the place its connections' sockets are driven.
+//! - [`movable`]: a TCP stream that moves to a home after its WebSocket has started.
 //! - [`pump`]: one socket's task: frames in as events, the outbox out.
 //! - [`clients`]: outbound clients (`createWebsocket`): options, connecting, their registry.
 //! - [`stomp`]: STOMP frames, read from and written to WebSocket messages.
@@ -20,6 +21,7 @@ pub mod close;
 pub mod connections;
 pub mod direct;
 pub mod home;
+pub mod movable;
 pub mod outbox;
 pub mod pump;
 pub mod stomp;

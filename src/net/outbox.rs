@@ -393,6 +393,28 @@ impl OutboxReader {
         }
     }
 
+    /// The messages at the front of the queue, taken while no close is requested; whatever
+    /// follows them (a close, raw bytes) stays for the pump. For a socket written before its
+    /// pump runs (a STOMP session answering its first frames before it moves to its home).
+    pub fn take_leading_messages(&self) -> Vec<Message> {
+        let mut taken = Vec::new();
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return taken;
+        }
+        let mut queue = self.shared.queue.lock();
+        if queue.close_now.is_some() {
+            return taken;
+        }
+        while let Some(Outbound::Message(_)) = queue.items.front() {
+            if let Some(Outbound::Message(message)) = queue.items.pop_front() {
+                queue.bytes = queue.bytes.saturating_sub(message.len());
+                taken.push(message);
+            }
+        }
+        self.shared.note(&queue);
+        taken
+    }
+
     fn take(&self) -> Option<Taken> {
         if !self.shared.pending.load(Ordering::Acquire) {
             return None;

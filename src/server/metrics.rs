@@ -32,6 +32,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.runtime.clients.len() as f64,
     );
     gauge(
+        "switchboard_stomp_sessions",
+        "STOMP sockets open at /stomp (each also counts as a connection of every endpoint whose replies it subscribes to).",
+        state.stomp.len() as f64,
+    );
+    gauge(
         "switchboard_reloads_total",
         "Workspace changes applied since start.",
         state.runtime.reloads.load(Ordering::Relaxed) as f64,

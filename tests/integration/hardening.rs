@@ -6,32 +6,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
-
-/// An upgrade request with extra headers; returns the client or the HTTP refusal (status, body).
-async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect timed out")
-    {
-        Ok((client, _)) => Ok(client),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err((
-            response.status().as_u16(),
-            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string(),
-        )),
-        Err(other) => panic!("connect to {url}: {other}"),
-    }
-}
 
 // ---------------------------------------------------------------- raw frames
 

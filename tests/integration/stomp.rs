@@ -185,6 +185,42 @@ impl Stomp {
         (Stomp { socket }, chosen)
     }
 
+    /// Opens `/stomp?{query}` with `origin` and connects with STOMP 1.2.
+    async fn connected_as(server: &Server, query: &str, origin: Option<&str>) -> Stomp {
+        let mut request = format!("ws://{}/stomp?{query}", server.address)
+            .into_client_request()
+            .unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", HeaderValue::from_str(origin).unwrap());
+        }
+        let (socket, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let mut stomp = Stomp { socket };
+        stomp.send("CONNECT\naccept-version:1.2\n\n\0").await;
+        assert!(stomp.frame().await.starts_with("CONNECTED\n"));
+        stomp
+    }
+
+    /// Subscribes to an endpoint's replies and errors, and waits for the receipt.
+    async fn subscribe_to(&mut self, endpoint: &str) {
+        self.send(&format!(
+            "SUBSCRIBE\nid:errors\ndestination:/user/queue/errors/{endpoint}\n\n\0SUBSCRIBE\nid:replies\ndestination:/user/queue/reply/{endpoint}\nreceipt:subscribed\n\n\0"
+        ))
+        .await;
+    }
+
+    /// Sends Dirigible's body to an endpoint.
+    async fn say(&mut self, endpoint: &str, text: &str) {
+        self.send(&format!(
+            "SEND\ndestination:/ws/stomp/{endpoint}\n\n{{\"from\":\"t\",\"text\":\"{text}\"}}\0"
+        ))
+        .await;
+    }
+
     /// Opens and connects with STOMP 1.2.
     async fn connected(server: &Server) -> Stomp {
         let (mut stomp, _) = Stomp::open(server, Some("v12.stomp")).await;
@@ -609,4 +645,93 @@ async fn replies_go_to_the_sender_only() {
         .await;
     assert!(Stomp::body(&first.frame().await).contains("one said a"));
     assert!(Stomp::body(&second.frame().await).contains("two said b"));
+}
+
+/// An endpoint that admits pages from one origin, with a token, and one connection at a time.
+const GUARDED_HANDLER: &str = r#"
+const users = [];
+exports.onUpgrade = (request) => request.query.token === "let-me-in" ? { user: "ann" } : false;
+exports.onOpen = (conn) => { users.push(conn.data.user); };
+exports.onMessage = (m, from) => `${from}: ${m} (connected: ${users.join(",")})`;
+"#;
+
+#[tokio::test]
+async fn origins_on_upgrade_limits_and_metrics_apply_to_stomp() {
+    let ws = Workspace::new();
+    ws.write(
+        "p/guarded.websocket",
+        r#"{"handler": "p/h.js", "endpoint": "guarded", "allowedOrigins": ["https://good.example"], "maxConnections": 1}"#,
+    )
+    .write("p/h.js", GUARDED_HANDLER);
+    let server = Server::start_with(ws.path(), &["--max-connections", "6"]);
+
+    // A page from another origin: refused on the endpoint's error queue, its handler not run.
+    let mut evil =
+        Stomp::connected_as(&server, "token=let-me-in", Some("https://evil.example")).await;
+    evil.subscribe_to("guarded").await;
+    let refused = evil.frame().await;
+    assert!(refused.contains("\nsubscription:errors\n"), "{refused}");
+    assert_eq!(
+        Stomp::body(&refused),
+        "origin https://evil.example is not allowed to connect to endpoint \"guarded\""
+    );
+    assert_eq!(evil.frame().await, "RECEIPT\nreceipt-id:subscribed\n\n\0");
+    evil.say("guarded", "hi").await;
+    assert!(
+        Stomp::body(&evil.frame().await).starts_with("origin https://evil.example is not allowed")
+    );
+
+    // The right origin without the token: onUpgrade refuses.
+    let mut anonymous = Stomp::connected_as(&server, "", Some("https://good.example")).await;
+    anonymous.subscribe_to("guarded").await;
+    assert_eq!(
+        Stomp::body(&anonymous.frame().await),
+        "refused by onUpgrade"
+    );
+    assert_eq!(
+        anonymous.frame().await,
+        "RECEIPT\nreceipt-id:subscribed\n\n\0"
+    );
+
+    // With the token: a connection whose data onUpgrade gave; the reply comes back.
+    let mut ann =
+        Stomp::connected_as(&server, "token=let-me-in", Some("https://good.example")).await;
+    ann.subscribe_to("guarded").await;
+    assert_eq!(ann.frame().await, "RECEIPT\nreceipt-id:subscribed\n\n\0");
+    ann.say("guarded", "hello").await;
+    let envelope: Value = serde_json::from_str(Stomp::body(&ann.frame().await)).unwrap();
+    assert_eq!(envelope["text"], "t: hello (connected: ann)");
+
+    // maxConnections 1: a second session is refused as a connection of the endpoint.
+    let mut second = Stomp::connected_as(&server, "token=let-me-in", None).await;
+    second.subscribe_to("guarded").await;
+    assert_eq!(
+        Stomp::body(&second.frame().await),
+        "endpoint guarded has reached its limit of 1 open connections; try again later"
+    );
+
+    // Metrics: the STOMP sockets (four open) and the endpoint's connection and traffic.
+    assert_eq!(server.metric("switchboard_stomp_sessions").await, 4.0);
+    assert_eq!(
+        server
+            .metric("switchboard_connections_open{endpoint=\"guarded\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        server
+            .metric("switchboard_messages_received_total{endpoint=\"guarded\"}")
+            .await,
+        1.0
+    );
+    // The server's limit (6) counts sockets and links: a fifth socket fills it, the next one is
+    // refused before the upgrade.
+    let fifth = Stomp::connected_as(&server, "", None).await;
+    let (status, body) = connect_with(&format!("ws://{}/stomp", server.address), &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("limit of 6 open connections"), "{body}");
+    drop((evil, anonymous, ann, second, fifth));
 }

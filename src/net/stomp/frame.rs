@@ -107,25 +107,73 @@ impl Frame {
     /// requires (never in CONNECT/CONNECTED), a `content-length` for a non-empty body, and the
     /// closing NUL.
     pub fn encode(&self, version: Version) -> Vec<u8> {
-        let escaped = version > Version::V1_0 && !is_connect(&self.command);
-        let mut out = Vec::with_capacity(self.command.len() + 64 + self.body.len());
-        out.extend_from_slice(self.command.as_bytes());
-        out.push(b'\n');
-        let mut has_length = false;
+        let mut writer = FrameWriter::new(&self.command, version, self.body.len());
         for (name, value) in &self.headers {
-            has_length |= name == "content-length";
-            push_header_text(&mut out, name, escaped, version);
-            out.push(b':');
-            push_header_text(&mut out, value, escaped, version);
-            out.push(b'\n');
+            writer.header(name, value);
         }
-        if !has_length && !self.body.is_empty() {
-            out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
-        }
+        writer.body(&self.body)
+    }
+}
+
+/// Writes one frame's bytes straight into a buffer, with no [`Frame`] in between: what a
+/// frame sent for every message (`MESSAGE`) is written with.
+pub struct FrameWriter {
+    /// The bytes so far.
+    out: Vec<u8>,
+    /// Whether header text is escaped (1.1 and 1.2, except CONNECT/CONNECTED).
+    escaped: bool,
+    /// The version, for its escapes.
+    version: Version,
+    /// Whether a `content-length` header was written.
+    has_length: bool,
+}
+
+impl FrameWriter {
+    /// A frame of `command` for a peer speaking `version`, with room for a body of `body_hint`
+    /// bytes.
+    pub fn new(command: &str, version: Version, body_hint: usize) -> Self {
+        let mut out = Vec::with_capacity(command.len() + 160 + body_hint);
+        out.extend_from_slice(command.as_bytes());
         out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out.push(0);
-        out
+        Self {
+            out,
+            escaped: version > Version::V1_0 && !is_connect(command),
+            version,
+            has_length: false,
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.has_length |= name == "content-length";
+        push_header_text(&mut self.out, name, self.escaped, self.version);
+        self.out.push(b':');
+        push_header_text(&mut self.out, value, self.escaped, self.version);
+        self.out.push(b'\n');
+        self
+    }
+
+    /// Adds a header whose value is written by `value` (a number, say) and needs no escapes.
+    pub fn header_with(&mut self, name: &str, value: std::fmt::Arguments<'_>) -> &mut Self {
+        use std::io::Write as _;
+        self.has_length |= name == "content-length";
+        push_header_text(&mut self.out, name, self.escaped, self.version);
+        self.out.push(b':');
+        let _ = self.out.write_fmt(value);
+        self.out.push(b'\n');
+        self
+    }
+
+    /// The frame's bytes, ending with `body` (a `content-length` added for a non-empty one)
+    /// and the NUL.
+    pub fn body(mut self, body: &[u8]) -> Vec<u8> {
+        if !self.has_length && !body.is_empty() {
+            self.header_with("content-length", format_args!("{}", body.len()));
+        }
+        self.out.push(b'\n');
+        self.out.extend_from_slice(body);
+        self.out.push(0);
+        self.out
     }
 }
 
@@ -135,7 +183,12 @@ fn is_connect(command: &str) -> bool {
 }
 
 fn push_header_text(out: &mut Vec<u8>, text: &str, escaped: bool, version: Version) {
-    if !escaped {
+    // Most header text has nothing to escape: copied whole.
+    if !escaped
+        || !text
+            .bytes()
+            .any(|b| matches!(b, b'\\' | b'\n' | b':' | b'\r'))
+    {
         out.extend_from_slice(text.as_bytes());
         return;
     }

@@ -4,4 +4,4 @@
 
 pub mod frame;
 
-pub use frame::{Frame, FrameError, FrameReader, Item, Version};
+pub use frame::{Frame, FrameError, FrameReader, FrameWriter, Item, Version};

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -96,7 +95,7 @@ impl StompBroker {
     }
 
     /// Sends `body` to every subscriber of `destination`; returns how many got it.
-    pub fn deliver(&self, destination: &str, content_type: &str, body: &Bytes) -> usize {
+    pub fn deliver(&self, destination: &str, content_type: &str, body: &[u8]) -> usize {
         let destinations = self.destinations.read();
         let Some(subscribers) = destinations.get(destination) else {
             return 0;
@@ -105,7 +104,7 @@ impl StompBroker {
             .iter()
             .filter(|s| {
                 s.outlet
-                    .message(destination, &s.subscription, content_type, body.clone())
+                    .message(destination, &s.subscription, content_type, body)
                     .is_ok()
             })
             .count()
@@ -125,11 +124,9 @@ impl TopicRelay for StompBroker {
     fn publish(&self, topic: &str, message: &Message) -> usize {
         let destination = format!("{TOPIC_PREFIX}{topic}");
         match message {
-            Message::Text(text) => self.deliver(
-                &destination,
-                "text/plain;charset=UTF-8",
-                &Bytes::copy_from_slice(text.as_bytes()),
-            ),
+            Message::Text(text) => {
+                self.deliver(&destination, "text/plain;charset=UTF-8", text.as_bytes())
+            }
             Message::Binary(data) => self.deliver(&destination, "application/octet-stream", data),
             _ => 0,
         }

@@ -8,7 +8,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::state::AppState;
@@ -128,13 +127,13 @@ async fn carry(
                     &destination,
                     &subscription,
                     "application/json",
-                    envelope(&endpoint, text.as_str()),
+                    &envelope(&endpoint, text.as_str()),
                 ),
                 Outbound::Message(Message::Binary(data)) => outlet.message(
                     &destination,
                     &subscription,
                     "application/octet-stream",
-                    data,
+                    &data,
                 ),
                 Outbound::Message(_) | Outbound::Raw(_) => Ok(()),
                 Outbound::Close { code, reason } => {
@@ -156,9 +155,4 @@ fn closed_by_handler(endpoint: &str, code: u16, reason: &str) -> String {
     } else {
         format!("endpoint {endpoint} closed the connection ({code}): {reason}")
     }
-}
-
-/// Bytes of text.
-pub fn text_body(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Sink, Stream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use self::outlet::{Framing, Outlet};
-use self::session::{Peer, Session};
+use self::session::{Peer, ReplyWriter, Session};
 use super::state::AppState;
 use super::upgrade::{
     adopt_upgraded, describe_upgrade, not_an_upgrade_request, refuse, websocket_key, UpgradedSocket,
@@ -39,8 +39,10 @@ use super::upgrade::{
 use crate::event::{EventSink, IsolateEvent, IsolateGone, Target};
 use crate::limits::Limits;
 use crate::net::connections::Reservation;
+use crate::net::home::SocketHome;
+use crate::net::movable::MovableTcp;
 use crate::net::outbox::{outbox, Outbox, OutboxReader};
-use crate::net::pump::{pump, Peer as PumpPeer, PumpOptions, TcpUnder};
+use crate::net::pump::{pump, Ending, Peer as PumpPeer, PumpOptions, TcpUnder};
 use crate::net::stomp::Version;
 use crate::net::websocket_config;
 
@@ -192,13 +194,13 @@ fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Fram
         match adopt_upgraded(upgraded) {
             Ok(UpgradedSocket::Tcp(stream, already_read)) => {
                 let socket = WebSocketStream::from_partially_read(
-                    stream,
+                    MovableTcp::new(stream),
                     already_read,
                     Role::Server,
                     config,
                 )
                 .await;
-                serve(socket, started).await
+                serve_movable(socket, started).await
             }
             Ok(UpgradedSocket::Other(upgraded)) => {
                 let socket =
@@ -253,7 +255,156 @@ struct Started {
     _slot: Reservation,
 }
 
-/// Serves one STOMP socket until it closes.
+/// How long the first frames are awaited where the socket is (the network threads) before the
+/// session runs there for good: a page subscribes as soon as it is connected.
+const FIRST_FRAMES_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// At most this many messages are read before the socket is moved to its endpoint's home.
+const FIRST_FRAMES_LIMIT: usize = 16;
+
+/// A session about to be served: its state, its socket's outbound queue and reply writer.
+struct Opened {
+    /// The server's state.
+    state: AppState,
+    /// The session.
+    session: Arc<Session>,
+    /// Writes its replies.
+    writer: ReplyWriter,
+    /// The outbound queue's sending side, held while the socket is served.
+    sender: Outbox,
+    /// The outbound queue, which the pump writes.
+    reader: OutboxReader,
+    /// Plain or SockJS.
+    framing: Framing,
+    /// The socket's place in the server's connection limit.
+    _slot: Reservation,
+}
+
+/// Opens the session of a socket.
+fn open_session(started: Started) -> Opened {
+    let Started {
+        state,
+        peer,
+        framing,
+        _slot,
+    } = started;
+    let (sender, reader) = outbox(state.runtime.limits.send_queue);
+    let number = state.stomp.next_session();
+    let outlet = Arc::new(Outlet::new(number, sender.handle(), framing));
+    state.stomp.opened(outlet.clone());
+    let (session, writer) = Session::start(state.clone(), outlet.clone(), peer, framing);
+    if framing == Framing::SockJs {
+        tokio::spawn(sockjs_heart_beats(Arc::downgrade(&outlet)));
+    }
+    Opened {
+        state,
+        session,
+        writer,
+        sender,
+        reader,
+        framing,
+        _slot,
+    }
+}
+
+/// Serves a STOMP socket on plain TCP: its first frames are read here, and once they name an
+/// endpoint the socket moves to that endpoint's handler thread (as a connection's socket does
+/// at its upgrade), so that a message and its reply cost no thread switch.
+async fn serve_movable(mut socket: WebSocketStream<MovableTcp>, started: Started) {
+    let opened = open_session(started);
+    let sink = SessionSink {
+        session: &opened.session,
+        framing: opened.framing,
+    };
+    for _ in 0..FIRST_FRAMES_LIMIT {
+        // What is queued (SockJS's `o`, CONNECTED, receipts) goes out now: the client waits for
+        // it before it names an endpoint.
+        if write_leading(&mut socket, &opened.reader).await.is_err() {
+            opened.session.ended(Ending::abnormal()).await;
+            return;
+        }
+        if opened.session.home_hint().is_some() || opened.session.has_ended() {
+            break;
+        }
+        let next = match tokio::time::timeout(FIRST_FRAMES_WAIT, socket.next()).await {
+            Ok(next) => next,
+            Err(_) => break,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let _ = sink
+                    .deliver(IsolateEvent::Text {
+                        target: Target::Connection(opened.session.number()),
+                        text,
+                    })
+                    .await;
+            }
+            Some(Ok(Message::Binary(data))) => {
+                let _ = sink
+                    .deliver(IsolateEvent::Binary {
+                        target: Target::Connection(opened.session.number()),
+                        data,
+                    })
+                    .await;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                opened.session.ended(Ending::abnormal()).await;
+                return;
+            }
+        }
+    }
+    let home = match opened.session.home_hint() {
+        Some(endpoint) => home_of(&opened.state, &endpoint).await,
+        None => None,
+    };
+    let Some(home) = home else {
+        return run(socket, opened).await;
+    };
+    if socket.get_mut().detach().is_err() {
+        return run(socket, opened).await;
+    }
+    let (done, finished) = tokio::sync::oneshot::channel();
+    home.spawn(async move {
+        if socket.get_mut().attach().is_ok() {
+            run(socket, opened).await;
+        } else {
+            opened.session.ended(Ending::abnormal()).await;
+        }
+        let _ = done.send(());
+    });
+    // The server's task tracker (shutdown waits for it) follows the session to its new home.
+    let _ = finished.await;
+}
+
+/// Writes the messages queued for a socket whose pump does not run yet.
+async fn write_leading(
+    socket: &mut WebSocketStream<MovableTcp>,
+    reader: &OutboxReader,
+) -> Result<(), WsError> {
+    let messages = reader.take_leading_messages();
+    if messages.is_empty() {
+        return Ok(());
+    }
+    for message in messages {
+        socket.feed(message).await?;
+    }
+    socket.flush().await
+}
+
+/// The home of an endpoint's handler, while it runs.
+async fn home_of(state: &AppState, endpoint: &str) -> Option<SocketHome> {
+    let found = state.runtime.endpoints.endpoint(endpoint)?;
+    let handler = state
+        .runtime
+        .isolates
+        .isolate_for(&found.handler_file)
+        .await
+        .ok()?;
+    handler.socket_home()
+}
+
+/// Serves one STOMP socket where it is (TLS sockets stay on the network threads).
 async fn serve<S>(socket: S, started: Started)
 where
     S: Stream<Item = Result<Message, WsError>>
@@ -263,31 +414,41 @@ where
         + Send
         + 'static,
 {
-    let Started {
+    run(socket, open_session(started)).await
+}
+
+/// Pumps the socket until it closes, writing replies beside it; then the session ends.
+async fn run<S>(socket: S, opened: Opened)
+where
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + TcpUnder
+        + Unpin
+        + Send
+        + 'static,
+{
+    let Opened {
         state,
-        peer,
+        session,
+        writer,
+        sender,
+        reader,
         framing,
         _slot,
-    } = started;
-    let (sender, reader): (Outbox, OutboxReader) = outbox(state.runtime.limits.send_queue);
-    let number = state.stomp.next_session();
-    let outlet = Arc::new(Outlet::new(number, sender.handle(), framing));
-    state.stomp.opened(outlet.clone());
-    let address = peer.address;
-    let session = Session::start(state.clone(), outlet.clone(), peer, framing);
-    if framing == Framing::SockJs {
-        tokio::spawn(sockjs_heart_beats(Arc::downgrade(&outlet)));
-    }
-    tracing::debug!(session = number, %address, "STOMP session opened");
+    } = opened;
+    let number = session.number();
+    let address = session.address();
+    tracing::debug!(session = number, %address, "STOMP session served");
     let limits = &state.runtime.limits;
     let address_text = address.to_string();
-    let ending = pump(
+    let sink = SessionSink {
+        session: &session,
+        framing,
+    };
+    let pumped = pump(
         socket,
         reader,
-        &SessionSink {
-            session: &session,
-            framing,
-        },
+        &sink,
         PumpPeer {
             target: Target::Connection(number),
             name: STOMP_SOCKETS,
@@ -300,8 +461,12 @@ where
             traffic: state.runtime.stats.endpoint(STOMP_SOCKETS),
         },
         || {},
-    )
-    .await;
+    );
+    // The writer runs as long as the socket: replies that come after are for a closed socket.
+    let ending = tokio::select! {
+        ending = pumped => ending,
+        () = writer.run() => unreachable!("the session holds the writer's sender"),
+    };
     tracing::debug!(session = number, %address, code = ending.code, "STOMP session closed");
     session.ended(ending).await;
     drop(sender);

@@ -5,11 +5,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::outbox::{OutboxHandle, PushError};
-use crate::net::stomp::{Frame, Version};
+use crate::net::stomp::{Frame, FrameWriter, Version};
 
 /// How frames travel in WebSocket messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +61,11 @@ impl Outlet {
 
     /// Queues one frame.
     pub fn send(&self, frame: &Frame) -> Result<(), PushError> {
-        let bytes = frame.encode(self.version());
+        self.send_encoded(frame.encode(self.version()))
+    }
+
+    /// Queues one frame's bytes.
+    fn send_encoded(&self, bytes: Vec<u8>) -> Result<(), PushError> {
         let message = match self.framing {
             Framing::Plain => match String::from_utf8(bytes) {
                 Ok(text) => Message::text(text),
@@ -92,17 +95,16 @@ impl Outlet {
         destination: &str,
         subscription: &str,
         content_type: &str,
-        body: Bytes,
+        body: &[u8],
     ) -> Result<(), PushError> {
         let id = self.messages.fetch_add(1, Ordering::Relaxed) + 1;
-        self.send(
-            &Frame::new("MESSAGE")
-                .header("destination", destination)
-                .header("content-type", content_type)
-                .header("subscription", subscription)
-                .header("message-id", format!("{}-{id}", self.session))
-                .body(body),
-        )
+        let mut writer = FrameWriter::new("MESSAGE", self.version(), body.len());
+        writer
+            .header("destination", destination)
+            .header("content-type", content_type)
+            .header("subscription", subscription)
+            .header_with("message-id", format_args!("{}-{id}", self.session));
+        self.send_encoded(writer.body(body))
     }
 
     /// Sends an ERROR frame saying `message`, then closes the socket with `code` (the peer

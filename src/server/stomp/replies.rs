@@ -1,13 +1,56 @@
 //! Dirigible's reply envelope: what a page receives on `/user/queue/reply/{endpoint}`,
 //! `{"from": "...", "text": "...", "time": "HH:mm"}` (the server's local time).
 
-use bytes::Bytes;
+use std::cell::Cell;
+
+/// The envelope's fields, serialized in this order.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    /// The sender's nickname (or, for a push, the endpoint).
+    from: &'a str,
+    /// The handler's answer.
+    text: &'a str,
+    /// `HH:mm`.
+    time: &'a str,
+}
 
 /// The envelope of `text` from `from`, stamped with the time of day.
-pub fn envelope(from: &str, text: &str) -> Bytes {
-    serde_json::json!({ "from": from, "text": text, "time": time_of_day() })
-        .to_string()
-        .into()
+pub fn envelope(from: &str, text: &str) -> Vec<u8> {
+    let time = minute_stamp();
+    let mut out = Vec::with_capacity(from.len() + text.len() + 40);
+    let envelope = Envelope {
+        from,
+        text,
+        // Always ASCII digits and a colon.
+        time: std::str::from_utf8(&time).unwrap_or("00:00"),
+    };
+    // Serializing three strings into a vector cannot fail.
+    let _ = serde_json::to_writer(&mut out, &envelope);
+    out
+}
+
+thread_local! {
+    /// The minute (seconds since the epoch / 60) last stamped on this thread, and its `HH:mm`:
+    /// every reply carries the time, and it changes once a minute.
+    static LAST_MINUTE: Cell<(u64, [u8; 5])> = const { Cell::new((u64::MAX, [0; 5])) };
+}
+
+/// `HH:mm` for now, converted to local time once per minute per thread.
+fn minute_stamp() -> [u8; 5] {
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0);
+    LAST_MINUTE.with(|last| {
+        let (stamped, text) = last.get();
+        if stamped == minute {
+            return text;
+        }
+        let mut fresh = [0u8; 5];
+        fresh.copy_from_slice(time_of_day().as_bytes().get(..5).unwrap_or(b"00:00"));
+        last.set((minute, fresh));
+        fresh
+    })
 }
 
 /// `HH:mm`, the server's local time, as Dirigible stamps replies.

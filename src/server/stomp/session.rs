@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::state::AppState;
 use super::broker::{is_broker_destination, TOPIC_PREFIX};
-use super::link::{self, error_destination, reply_destination, text_body, Link, LinkRequest};
+use super::link::{self, error_destination, reply_destination, Link, LinkRequest};
 use super::outlet::{Framing, Outlet};
 use super::replies::envelope;
 use crate::event::{EventSink, IsolateEvent, IsolateGone, RequestAnswer, UpgradeDecision};
@@ -25,6 +24,7 @@ use crate::isolate::HandlerSlot;
 use crate::limits::Limits;
 use crate::net::pump::Ending;
 use crate::net::stomp::{Frame, FrameError, FrameReader, Item, Version};
+use crate::stats::Traffic;
 use crate::workspace::Endpoint;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,8 +52,18 @@ pub struct Session {
     peer: Peer,
     /// What may change as frames arrive.
     inner: Mutex<Inner>,
-    /// Replies waiting for their handler's answer, written in order by the session's reply task.
+    /// Replies waiting for their handler's answer, written in order by [`ReplyWriter`].
     replies: mpsc::UnboundedSender<PendingReply>,
+    /// The first endpoint the session sent to or subscribed to: where its socket is best driven.
+    home_hint: Mutex<Option<Arc<str>>>,
+}
+
+/// Writes a session's replies in order; runs beside the session's socket (see [`ReplyWriter::run`]).
+pub struct ReplyWriter {
+    /// The session.
+    session: Weak<Session>,
+    /// Replies to write.
+    pending: mpsc::UnboundedReceiver<PendingReply>,
 }
 
 /// The session's changing state.
@@ -66,6 +76,8 @@ struct Inner {
     subscriptions: HashMap<String, String>,
     /// The session's links to endpoints (see `link`), by endpoint.
     links: HashMap<Arc<str>, Link>,
+    /// Routes to the endpoints this session sent to, by endpoint.
+    routes: HashMap<Arc<str>, Route>,
     /// `onUpgrade` decisions for this session, by endpoint: the data, or the refusal's reason.
     decisions: HashMap<Arc<str>, Result<Option<String>, String>>,
     /// DISCONNECT, an ERROR or the socket's end: nothing more is read.
@@ -80,6 +92,20 @@ struct PendingReply {
     from: String,
     /// The reply: the handler's answer to come, or a text known at once.
     reply: Reply,
+    /// The endpoint's traffic counters, when the message reached its handler.
+    traffic: Option<Arc<Traffic>>,
+}
+
+/// What a SEND to an endpoint needs, kept per session while the endpoint's definition stays
+/// the same: the handler's slot and the endpoint's counters are found once, not per message.
+#[derive(Clone)]
+struct Route {
+    /// The endpoint's definition the route was made for (compared by address).
+    endpoint: Arc<Endpoint>,
+    /// Its handler.
+    handler: Arc<HandlerSlot>,
+    /// Its traffic counters.
+    traffic: Arc<Traffic>,
 }
 
 /// Where a reply's text comes from.
@@ -91,9 +117,14 @@ enum Reply {
 }
 
 impl Session {
-    /// A new session on a socket whose outbound queue is `outlet`'s; writes replies in order
-    /// for as long as it lives.
-    pub fn start(state: AppState, outlet: Arc<Outlet>, peer: Peer, framing: Framing) -> Arc<Self> {
+    /// A new session on a socket whose outbound queue is `outlet`'s, and the writer of its
+    /// replies (to run beside its socket, on the same thread).
+    pub fn start(
+        state: AppState,
+        outlet: Arc<Outlet>,
+        peer: Peer,
+        framing: Framing,
+    ) -> (Arc<Self>, ReplyWriter) {
         let limit = state.runtime.limits.max_message_size;
         let (replies, pending) = mpsc::unbounded_channel();
         let session = Arc::new(Self {
@@ -105,16 +136,43 @@ impl Session {
                 version: None,
                 subscriptions: HashMap::new(),
                 links: HashMap::new(),
+                routes: HashMap::new(),
                 decisions: HashMap::new(),
                 ended: false,
             }),
             replies,
+            home_hint: Mutex::new(None),
         });
         if framing == Framing::SockJs {
             let _ = outlet.sockjs("o");
         }
-        tokio::spawn(write_replies(Arc::downgrade(&session), pending));
-        session
+        let writer = ReplyWriter {
+            session: Arc::downgrade(&session),
+            pending,
+        };
+        (session, writer)
+    }
+
+    /// The first endpoint the session used, if any.
+    pub fn home_hint(&self) -> Option<Arc<str>> {
+        self.home_hint.lock().clone()
+    }
+
+    /// Whether the session has ended (DISCONNECT, an ERROR).
+    pub fn has_ended(&self) -> bool {
+        self.inner.lock().ended
+    }
+
+    /// Notes the endpoint the session uses, the first time.
+    fn hint(&self, endpoint: &Arc<str>) {
+        self.home_hint
+            .lock()
+            .get_or_insert_with(|| endpoint.clone());
+    }
+
+    /// The peer's address.
+    pub fn address(&self) -> SocketAddr {
+        self.peer.address
     }
 
     /// The session's number.
@@ -308,14 +366,17 @@ impl Session {
                 ),
             );
         }
-        let handler = match self.handler(&found).await {
-            Ok(handler) => handler,
+        let Route {
+            handler, traffic, ..
+        } = match self.route(&endpoint, &found).await {
+            Ok(route) => route,
             Err(error) => return self.reply_now(endpoint, from, error),
         };
+        self.hint(&endpoint);
         if let Err(refusal) = self.admitted(&found, &handler).await {
             return self.to_errors(name, &refusal);
         }
-        self.state.runtime.stats.endpoint(name).received(text.len());
+        traffic.received(text.len());
         let reply = match handler
             .request(endpoint.clone(), text, from.clone(), false)
             .await
@@ -329,6 +390,7 @@ impl Session {
             endpoint,
             from,
             reply,
+            traffic: Some(traffic),
         });
     }
 
@@ -338,7 +400,29 @@ impl Session {
             endpoint,
             from,
             reply: Reply::Now(text),
+            traffic: None,
         });
+    }
+
+    /// The route to `endpoint` (defined by `found`): the cached one while the definition is
+    /// the same and its handler serves, else found afresh (loading the handler if need be).
+    async fn route(&self, endpoint: &Arc<str>, found: &Arc<Endpoint>) -> Result<Route, String> {
+        if let Some(route) = self.inner.lock().routes.get(endpoint) {
+            if Arc::ptr_eq(&route.endpoint, found) && route.handler.is_serving() {
+                return Ok(route.clone());
+            }
+        }
+        let handler = self.handler(found).await?;
+        let route = Route {
+            endpoint: found.clone(),
+            handler,
+            traffic: self.state.runtime.stats.endpoint(endpoint),
+        };
+        self.inner
+            .lock()
+            .routes
+            .insert(endpoint.clone(), route.clone());
+        Ok(route)
     }
 
     /// The endpoint's handler, or why it is not there.
@@ -407,22 +491,19 @@ impl Session {
     fn to_errors(&self, endpoint: &str, text: &str) {
         tracing::debug!(session = self.number(), endpoint, "{text}");
         let destination = error_destination(endpoint);
-        for subscription in self.subscriptions_of(&destination) {
-            let _ = self
-                .outlet
-                .message(&destination, &subscription, "text/plain", text_body(text));
-        }
+        self.to_subscribers(&destination, "text/plain", text.as_bytes());
     }
 
-    /// The ids of the session's subscriptions to `destination`.
-    fn subscriptions_of(&self, destination: &str) -> Vec<String> {
-        self.inner
-            .lock()
+    /// A MESSAGE to each of the session's subscriptions to `destination`.
+    fn to_subscribers(&self, destination: &str, content_type: &str, body: &[u8]) {
+        let inner = self.inner.lock();
+        for (id, _) in inner
             .subscriptions
             .iter()
             .filter(|(_, d)| *d == destination)
-            .map(|(id, _)| id.clone())
-            .collect()
+        {
+            let _ = self.outlet.message(destination, id, content_type, body);
+        }
     }
 
     async fn subscribe(&self, frame: &Frame) {
@@ -458,6 +539,7 @@ impl Session {
         let Ok(handler) = self.handler(&found).await else {
             return;
         };
+        self.hint(&endpoint);
         let data = match self.admitted(&found, &handler).await {
             Ok(data) => data,
             Err(refusal) => return self.to_errors(name, &refusal),
@@ -564,56 +646,67 @@ impl EventSink for Session {
 }
 
 /// Dirigible's body: `{"from": "<nickname>", "text": "<payload>"}` (`from` optional).
-fn read_body(body: &Bytes) -> Result<(String, String), String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+#[derive(serde::Deserialize)]
+struct Body {
+    /// The sender's nickname.
+    from: Option<serde_json::Value>,
+    /// The payload.
+    text: Option<serde_json::Value>,
+}
+
+/// The `from` and `text` of a body, or why it is not Dirigible's.
+fn read_body(body: &[u8]) -> Result<(String, String), String> {
+    let body: Body = serde_json::from_slice(body).map_err(|error| {
         format!("the body must be JSON such as {{\"from\": \"me\", \"text\": \"hello\"}} ({error})")
     })?;
-    let text = match value.get("text") {
-        Some(serde_json::Value::String(text)) => text.clone(),
+    let text = match body.text {
+        Some(serde_json::Value::String(text)) => text,
         Some(other) if !other.is_null() => other.to_string(),
         _ => return Err("the body has no \"text\"".into()),
     };
-    let from = match value.get("from") {
-        Some(serde_json::Value::String(from)) => from.clone(),
+    let from = match body.from {
+        Some(serde_json::Value::String(from)) => from,
         Some(serde_json::Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     };
     Ok((from, text))
 }
 
-/// Writes replies in the order their messages arrived, each once its handler has answered, to
-/// the session's subscriptions to the endpoint's reply destination.
-async fn write_replies(session: Weak<Session>, mut pending: mpsc::UnboundedReceiver<PendingReply>) {
-    while let Some(reply) = pending.recv().await {
-        let text = match reply.reply {
-            Reply::Now(text) => Some(text),
-            Reply::Answer(answer) => match answer.await {
-                Ok(Ok(text)) => text,
-                Ok(Err(error)) => Some(error),
-                Err(_) => Some(format!(
-                    "endpoint {}: its handler stopped before it answered",
-                    reply.endpoint
-                )),
-            },
-        };
-        let (Some(text), Some(session)) = (text, session.upgrade()) else {
-            continue;
-        };
-        let destination = reply_destination(&reply.endpoint);
-        let body = envelope(&reply.from, &text);
-        session
-            .state
-            .runtime
-            .stats
-            .endpoint(&reply.endpoint)
-            .sent(body.len());
-        for subscription in session.subscriptions_of(&destination) {
-            let _ = session.outlet.message(
-                &destination,
-                &subscription,
-                "application/json",
-                body.clone(),
-            );
+impl ReplyWriter {
+    /// Writes replies in the order their messages arrived, each once its handler has answered,
+    /// to the session's subscriptions to the endpoint's reply destination. Runs until the
+    /// session is gone (the caller stops polling it when the socket ends).
+    pub async fn run(self) {
+        let ReplyWriter {
+            session,
+            mut pending,
+        } = self;
+        while let Some(reply) = pending.recv().await {
+            write_reply(&session, reply).await;
         }
     }
+}
+
+/// Writes one reply once its handler has answered.
+async fn write_reply(session: &Weak<Session>, reply: PendingReply) {
+    let text = match reply.reply {
+        Reply::Now(text) => Some(text),
+        Reply::Answer(answer) => match answer.await {
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) => Some(error),
+            Err(_) => Some(format!(
+                "endpoint {}: its handler stopped before it answered",
+                reply.endpoint
+            )),
+        },
+    };
+    let (Some(text), Some(session)) = (text, session.upgrade()) else {
+        return;
+    };
+    let destination = reply_destination(&reply.endpoint);
+    let body = envelope(&reply.from, &text);
+    if let Some(traffic) = &reply.traffic {
+        traffic.sent(body.len());
+    }
+    session.to_subscribers(&destination, "application/json", &body);
 }
