@@ -73,6 +73,33 @@ async fn dirigibles_own_test_page_in_headless_chromium() {
     });
 }
 
+#[tokio::test]
+async fn the_sample_stomp_page_talks_to_the_echo_endpoint() {
+    let server = Server::start(&repository().join("projects"));
+    let browser = Browser::launch();
+    let mut page = Page::open(&browser).await;
+    page.goto(&format!(
+        "http://{}/services/web/echo/stomp.html",
+        server.address
+    ))
+    .await;
+    let log = page
+        .eval(&format!(
+            r#"(async () => {{
+              {WAIT_FOR}
+              await waitFor("the session", () => document.getElementById("send").disabled === false);
+              document.getElementById("from").value = "ann";
+              document.getElementById("text").value = "over STOMP";
+              document.getElementById("send").click();
+              await waitFor("the echo", () => document.getElementById("log").textContent.includes("ann: over STOMP ("));
+              return document.getElementById("log").textContent;
+            }})()"#
+        ))
+        .await;
+    let log = log.as_str().unwrap();
+    assert!(log.starts_with("connected\nann: over STOMP ("), "{log}");
+}
+
 /// A Node script of tests/node, run to its end (it bounds itself): its JSON result.
 fn node(script: &str, args: &[&str]) -> Value {
     let directory = repository().join("tests/node");

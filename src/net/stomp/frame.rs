@@ -115,11 +115,12 @@ impl Frame {
     }
 }
 
-/// Writes one frame's bytes straight into a buffer, with no [`Frame`] in between: what a
-/// frame sent for every message (`MESSAGE`) is written with.
+/// Writes one frame straight into a buffer, with no [`Frame`] in between: what a frame sent for
+/// every message (`MESSAGE`) is written with. The head is text; a text body keeps the whole
+/// frame a `String` (no UTF-8 check of what is known to be text).
 pub struct FrameWriter {
-    /// The bytes so far.
-    out: Vec<u8>,
+    /// The head so far.
+    out: String,
     /// Whether header text is escaped (1.1 and 1.2, except CONNECT/CONNECTED).
     escaped: bool,
     /// The version, for its escapes.
@@ -132,9 +133,9 @@ impl FrameWriter {
     /// A frame of `command` for a peer speaking `version`, with room for a body of `body_hint`
     /// bytes.
     pub fn new(command: &str, version: Version, body_hint: usize) -> Self {
-        let mut out = Vec::with_capacity(command.len() + 160 + body_hint);
-        out.extend_from_slice(command.as_bytes());
-        out.push(b'\n');
+        let mut out = String::with_capacity(command.len() + 160 + body_hint);
+        out.push_str(command);
+        out.push('\n');
         Self {
             out,
             escaped: version > Version::V1_0 && !is_connect(command),
@@ -147,33 +148,47 @@ impl FrameWriter {
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
         self.has_length |= name == "content-length";
         push_header_text(&mut self.out, name, self.escaped, self.version);
-        self.out.push(b':');
+        self.out.push(':');
         push_header_text(&mut self.out, value, self.escaped, self.version);
-        self.out.push(b'\n');
+        self.out.push('\n');
         self
     }
 
     /// Adds a header whose value is written by `value` (a number, say) and needs no escapes.
     pub fn header_with(&mut self, name: &str, value: std::fmt::Arguments<'_>) -> &mut Self {
-        use std::io::Write as _;
+        use std::fmt::Write as _;
         self.has_length |= name == "content-length";
         push_header_text(&mut self.out, name, self.escaped, self.version);
-        self.out.push(b':');
+        self.out.push(':');
         let _ = self.out.write_fmt(value);
-        self.out.push(b'\n');
+        self.out.push('\n');
         self
     }
 
-    /// The frame's bytes, ending with `body` (a `content-length` added for a non-empty one)
-    /// and the NUL.
-    pub fn body(mut self, body: &[u8]) -> Vec<u8> {
-        if !self.has_length && !body.is_empty() {
-            self.header_with("content-length", format_args!("{}", body.len()));
+    /// Ends the head: a `content-length` for a non-empty body of `length` bytes, then the blank
+    /// line.
+    fn end_head(&mut self, length: usize) {
+        if !self.has_length && length > 0 {
+            self.header_with("content-length", format_args!("{length}"));
         }
-        self.out.push(b'\n');
-        self.out.extend_from_slice(body);
-        self.out.push(0);
+        self.out.push('\n');
+    }
+
+    /// The frame, ending with the text `body` and the NUL.
+    pub fn text_body(mut self, body: &str) -> String {
+        self.end_head(body.len());
+        self.out.push_str(body);
+        self.out.push('\0');
         self.out
+    }
+
+    /// The frame's bytes, ending with `body` and the NUL.
+    pub fn body(mut self, body: &[u8]) -> Vec<u8> {
+        self.end_head(body.len());
+        let mut out = self.out.into_bytes();
+        out.extend_from_slice(body);
+        out.push(0);
+        out
     }
 }
 
@@ -182,22 +197,22 @@ fn is_connect(command: &str) -> bool {
     matches!(command, "CONNECT" | "STOMP" | "CONNECTED")
 }
 
-fn push_header_text(out: &mut Vec<u8>, text: &str, escaped: bool, version: Version) {
+fn push_header_text(out: &mut String, text: &str, escaped: bool, version: Version) {
     // Most header text has nothing to escape: copied whole.
     if !escaped
         || !text
             .bytes()
             .any(|b| matches!(b, b'\\' | b'\n' | b':' | b'\r'))
     {
-        out.extend_from_slice(text.as_bytes());
+        out.push_str(text);
         return;
     }
-    for byte in text.bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b':' => out.extend_from_slice(b"\\c"),
-            b'\r' if version == Version::V1_2 => out.extend_from_slice(b"\\r"),
+    for character in text.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            ':' => out.push_str("\\c"),
+            '\r' if version == Version::V1_2 => out.push_str("\\r"),
             other => out.push(other),
         }
     }
@@ -376,7 +391,7 @@ impl FrameReader {
                 }
                 body_start + length
             }
-            None => match self.buffer[body_start..].iter().position(|b| *b == 0) {
+            None => match memchr::memchr(0, &self.buffer[body_start..]) {
                 Some(nul) => body_start + nul,
                 None => return self.incomplete(),
             },
@@ -406,7 +421,7 @@ impl FrameReader {
 /// body starts).
 fn find_head_end(buffer: &[u8]) -> Option<(usize, usize)> {
     let mut at = 0;
-    while let Some(newline) = buffer[at..].iter().position(|b| *b == b'\n') {
+    while let Some(newline) = memchr::memchr(b'\n', &buffer[at..]) {
         let line_end = at + newline;
         let next = line_end + 1;
         // A blank line: "\n" or "\r\n" right after the previous line's end.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::outlet::Outlet;
+use super::outlet::{Body, Outlet};
 use crate::net::connections::TopicRelay;
 
 /// The prefix of destinations shared with raw connections' topics.
@@ -95,7 +95,7 @@ impl StompBroker {
     }
 
     /// Sends `body` to every subscriber of `destination`; returns how many got it.
-    pub fn deliver(&self, destination: &str, content_type: &str, body: &[u8]) -> usize {
+    pub fn deliver(&self, destination: &str, content_type: &str, body: Body<'_>) -> usize {
         let destinations = self.destinations.read();
         let Some(subscribers) = destinations.get(destination) else {
             return 0;
@@ -125,9 +125,11 @@ impl TopicRelay for StompBroker {
         let destination = format!("{TOPIC_PREFIX}{topic}");
         match message {
             Message::Text(text) => {
-                self.deliver(&destination, "text/plain;charset=UTF-8", text.as_bytes())
+                self.deliver(&destination, "text/plain;charset=UTF-8", Body::Text(text))
             }
-            Message::Binary(data) => self.deliver(&destination, "application/octet-stream", data),
+            Message::Binary(data) => {
+                self.deliver(&destination, "application/octet-stream", Body::Bytes(data))
+            }
             _ => 0,
         }
     }

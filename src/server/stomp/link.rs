@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::super::state::AppState;
-use super::outlet::Outlet;
+use super::outlet::{Body, Outlet};
 use super::replies::envelope;
 use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
 use crate::isolate::HandlerSlot;
@@ -127,13 +127,13 @@ async fn carry(
                     &destination,
                     &subscription,
                     "application/json",
-                    &envelope(&endpoint, text.as_str()),
+                    Body::Text(&envelope(&endpoint, text.as_str())),
                 ),
                 Outbound::Message(Message::Binary(data)) => outlet.message(
                     &destination,
                     &subscription,
                     "application/octet-stream",
-                    &data,
+                    Body::Bytes(&data),
                 ),
                 Outbound::Message(_) | Outbound::Raw(_) => Ok(()),
                 Outbound::Close { code, reason } => {

@@ -19,6 +19,30 @@ pub enum Framing {
     SockJs,
 }
 
+/// A MESSAGE's body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Text (the frame goes out as a text message, with no UTF-8 check).
+    Text(&'a str),
+    /// Bytes (a text message if they are UTF-8, else binary).
+    Bytes(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Text(text) => text.len(),
+            Body::Bytes(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The writing side of one STOMP session.
 #[derive(Debug)]
 pub struct Outlet {
@@ -61,20 +85,29 @@ impl Outlet {
 
     /// Queues one frame.
     pub fn send(&self, frame: &Frame) -> Result<(), PushError> {
-        self.send_encoded(frame.encode(self.version()))
+        self.send_bytes(frame.encode(self.version()))
     }
 
-    /// Queues one frame's bytes.
-    fn send_encoded(&self, bytes: Vec<u8>) -> Result<(), PushError> {
-        let message = match self.framing {
-            Framing::Plain => match String::from_utf8(bytes) {
-                Ok(text) => Message::text(text),
-                Err(error) => Message::binary(error.into_bytes()),
-            },
-            Framing::SockJs => {
+    /// Queues one frame's bytes: a text message if they are UTF-8, else binary.
+    fn send_bytes(&self, bytes: Vec<u8>) -> Result<(), PushError> {
+        match String::from_utf8(bytes) {
+            Ok(text) => self.send_text(text),
+            Err(error) => match self.framing {
+                Framing::Plain => self.outbox.push(Message::binary(error.into_bytes())),
                 // SockJS carries text only; a body that is not UTF-8 is sent as best it can be.
-                let text = String::from_utf8_lossy(&bytes);
-                let quoted = serde_json::to_string(&*text).unwrap_or_default();
+                Framing::SockJs => {
+                    self.send_text(String::from_utf8_lossy(error.as_bytes()).into_owned())
+                }
+            },
+        }
+    }
+
+    /// Queues one frame that is text.
+    fn send_text(&self, text: String) -> Result<(), PushError> {
+        let message = match self.framing {
+            Framing::Plain => Message::text(text),
+            Framing::SockJs => {
+                let quoted = serde_json::to_string(&text).unwrap_or_default();
                 Message::text(format!("a[{quoted}]"))
             }
         };
@@ -95,7 +128,7 @@ impl Outlet {
         destination: &str,
         subscription: &str,
         content_type: &str,
-        body: &[u8],
+        body: Body<'_>,
     ) -> Result<(), PushError> {
         let id = self.messages.fetch_add(1, Ordering::Relaxed) + 1;
         let mut writer = FrameWriter::new("MESSAGE", self.version(), body.len());
@@ -104,7 +137,10 @@ impl Outlet {
             .header("content-type", content_type)
             .header("subscription", subscription)
             .header_with("message-id", format_args!("{}-{id}", self.session));
-        self.send_encoded(writer.body(body))
+        match body {
+            Body::Text(text) => self.send_text(writer.text_body(text)),
+            Body::Bytes(bytes) => self.send_bytes(writer.body(bytes)),
+        }
     }
 
     /// Sends an ERROR frame saying `message`, then closes the socket with `code` (the peer

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::state::AppState;
 use super::broker::{is_broker_destination, TOPIC_PREFIX};
 use super::link::{self, error_destination, reply_destination, Link, LinkRequest};
-use super::outlet::{Framing, Outlet};
+use super::outlet::{Body, Framing, Outlet};
 use super::replies::envelope;
 use crate::event::{EventSink, IsolateEvent, IsolateGone, RequestAnswer, UpgradeDecision};
 use crate::isolate::HandlerSlot;
@@ -319,7 +319,7 @@ impl Session {
                 None => {
                     self.state
                         .stomp
-                        .deliver(destination, content_type, &frame.body);
+                        .deliver(destination, content_type, Body::Bytes(&frame.body));
                 }
             };
         }
@@ -491,11 +491,11 @@ impl Session {
     fn to_errors(&self, endpoint: &str, text: &str) {
         tracing::debug!(session = self.number(), endpoint, "{text}");
         let destination = error_destination(endpoint);
-        self.to_subscribers(&destination, "text/plain", text.as_bytes());
+        self.to_subscribers(&destination, "text/plain", Body::Text(text));
     }
 
     /// A MESSAGE to each of the session's subscriptions to `destination`.
-    fn to_subscribers(&self, destination: &str, content_type: &str, body: &[u8]) {
+    fn to_subscribers(&self, destination: &str, content_type: &str, body: Body<'_>) {
         let inner = self.inner.lock();
         for (id, _) in inner
             .subscriptions
@@ -647,7 +647,7 @@ impl EventSink for Session {
 
 /// Dirigible's body: `{"from": "<nickname>", "text": "<payload>"}` (`from` optional).
 #[derive(serde::Deserialize)]
-struct Body {
+struct SendBody {
     /// The sender's nickname.
     from: Option<serde_json::Value>,
     /// The payload.
@@ -656,7 +656,7 @@ struct Body {
 
 /// The `from` and `text` of a body, or why it is not Dirigible's.
 fn read_body(body: &[u8]) -> Result<(String, String), String> {
-    let body: Body = serde_json::from_slice(body).map_err(|error| {
+    let body: SendBody = serde_json::from_slice(body).map_err(|error| {
         format!("the body must be JSON such as {{\"from\": \"me\", \"text\": \"hello\"}} ({error})")
     })?;
     let text = match body.text {
@@ -708,5 +708,5 @@ async fn write_reply(session: &Weak<Session>, reply: PendingReply) {
     if let Some(traffic) = &reply.traffic {
         traffic.sent(body.len());
     }
-    session.to_subscribers(&destination, "application/json", &body);
+    session.to_subscribers(&destination, "application/json", Body::Text(&body));
 }
