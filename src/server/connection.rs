@@ -3,16 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{Sink, Stream};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
 use super::state::AppState;
 use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
 use crate::isolate::HandlerSlot;
 use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::outbox::{outbox, OutboxReader};
-use crate::net::pump::{pump, Peer, PumpOptions, TcpUnder};
+use crate::net::pump::{pump, Peer, PumpOptions, PumpedSocket};
 
 /// An upgrade that was accepted: the connection is registered (its id is given in the order
 /// upgrades are answered, and it can be sent to at once); only its socket is still to come.
@@ -94,12 +91,7 @@ fn unregister(state: &AppState, home: Option<&SocketHome>, id: ConnectionId) {
 /// Serves one upgraded connection until it closes.
 pub async fn serve_connection<S>(socket: S, accepted: AcceptedUpgrade)
 where
-    S: Stream<Item = Result<Message, WsError>>
-        + Sink<Message, Error = WsError>
-        + TcpUnder
-        + Unpin
-        + Send
-        + 'static,
+    S: PumpedSocket,
 {
     let AcceptedUpgrade {
         state,

@@ -42,13 +42,7 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
-    if state.shutting_down.load(Ordering::SeqCst) {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down".into(),
-        );
-    }
-    if let Some(refusal) = not_an_upgrade_request(&request) {
+    if let Some(refusal) = refused_before_upgrade(&state, &request) {
         return refusal;
     }
     let runtime = &state.runtime;
@@ -265,9 +259,21 @@ pub(super) fn describe_upgrade(request: &Request, peer: SocketAddr) -> serde_jso
     })
 }
 
+/// The refusal of any upgrade (an endpoint's or `/stomp`'s) before anything else is looked at:
+/// the server is shutting down, or the request is not an opening handshake.
+pub(super) fn refused_before_upgrade(state: &AppState, request: &Request) -> Option<Response> {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Some(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        ));
+    }
+    not_an_upgrade_request(request)
+}
+
 /// RFC 6455 4.1: an opening handshake is a GET request over HTTP/1.1 or later. (The router
 /// sends HEAD requests to the same handler as GET.)
-pub(super) fn not_an_upgrade_request(request: &Request) -> Option<Response> {
+fn not_an_upgrade_request(request: &Request) -> Option<Response> {
     if request.method() != Method::GET {
         let mut response = refuse(
             StatusCode::METHOD_NOT_ALLOWED,

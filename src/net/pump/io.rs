@@ -31,6 +31,28 @@ pub trait TcpUnder {
     fn tcp_under(&mut self) -> Option<&mut TcpStream>;
 }
 
+/// A WebSocket a pump can drive and a task can own: what a connection's or a STOMP session's
+/// socket is, plain or TLS.
+pub trait PumpedSocket:
+    Stream<Item = Result<Message, WsError>>
+    + Sink<Message, Error = WsError>
+    + TcpUnder
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> PumpedSocket for S where
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + TcpUnder
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 impl TcpUnder for tokio_tungstenite::WebSocketStream<TcpStream> {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
         Some(self.get_mut())

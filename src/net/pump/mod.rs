@@ -27,7 +27,7 @@ use super::outbox::{Outbound, OutboxReader, Taken};
 use crate::event::{EventSink, IsolateEvent, Target};
 use crate::stats::Traffic;
 
-pub use self::io::{TcpUnder, CLOSE_HANDSHAKE_TIMEOUT};
+pub use self::io::{PumpedSocket, TcpUnder, CLOSE_HANDSHAKE_TIMEOUT};
 pub use self::phase::Ending;
 
 /// How a socket is looked after while it is open.

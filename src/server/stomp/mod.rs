@@ -17,13 +17,13 @@ pub mod session;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -34,7 +34,7 @@ use self::outlet::{Framing, Outlet};
 use self::session::{Peer, ReplyWriter, Session};
 use super::state::AppState;
 use super::upgrade::{
-    adopt_upgraded, describe_upgrade, not_an_upgrade_request, refuse, websocket_key, UpgradedSocket,
+    adopt_upgraded, describe_upgrade, refuse, refused_before_upgrade, websocket_key, UpgradedSocket,
 };
 use crate::event::{EventSink, IsolateEvent, IsolateGone, Target};
 use crate::limits::Limits;
@@ -42,7 +42,7 @@ use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::movable::MovableTcp;
 use crate::net::outbox::{outbox, Outbox, OutboxReader};
-use crate::net::pump::{pump, Ending, Peer as PumpPeer, PumpOptions, TcpUnder};
+use crate::net::pump::{pump, Ending, Peer as PumpPeer, PumpOptions, PumpedSocket};
 use crate::net::stomp::Version;
 use crate::net::websocket_config;
 
@@ -126,13 +126,7 @@ pub async fn client_library() -> Response {
 /// Checks the upgrade (as for any endpoint: shutdown, method, version, key, the server-wide
 /// origins and connection limit), answers 101 and starts the session.
 fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Framing) -> Response {
-    if state.shutting_down.load(Ordering::SeqCst) {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down".into(),
-        );
-    }
-    if let Some(refusal) = not_an_upgrade_request(&request) {
+    if let Some(refusal) = refused_before_upgrade(&state, &request) {
         return refusal;
     }
     let key = match websocket_key(request.headers()) {
@@ -407,12 +401,7 @@ async fn home_of(state: &AppState, endpoint: &str) -> Option<SocketHome> {
 /// Serves one STOMP socket where it is (TLS sockets stay on the network threads).
 async fn serve<S>(socket: S, started: Started)
 where
-    S: Stream<Item = Result<Message, WsError>>
-        + Sink<Message, Error = WsError>
-        + TcpUnder
-        + Unpin
-        + Send
-        + 'static,
+    S: PumpedSocket,
 {
     run(socket, open_session(started)).await
 }
@@ -420,12 +409,7 @@ where
 /// Pumps the socket until it closes, writing replies beside it; then the session ends.
 async fn run<S>(socket: S, opened: Opened)
 where
-    S: Stream<Item = Result<Message, WsError>>
-        + Sink<Message, Error = WsError>
-        + TcpUnder
-        + Unpin
-        + Send
-        + 'static,
+    S: PumpedSocket,
 {
     let Opened {
         state,
