@@ -309,11 +309,10 @@ def main():
     if options.typescript:
         print(json.dumps(typescript_load(servers, rounds=2 if options.smoke else 7), indent=1))
         return
+    loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     if options.stomp:
-        loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
         print(json.dumps(stomp_echo(servers, loadgen_binary, options), indent=1))
         return
-    loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:
         order = ["switchboard", "rust-echo"] + (["baseline"] if options.baseline else [])

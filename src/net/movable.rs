@@ -46,11 +46,18 @@ impl MovableTcp {
         Ok(())
     }
 
-    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
-        self.attached
-            .as_mut()
-            .map(Pin::new)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the socket is moving"))
+    /// Polls the attached stream; while it moves, every read and write fails.
+    fn poll_attached<T>(
+        self: Pin<&mut Self>,
+        poll: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.get_mut().attached.as_mut() {
+            Some(stream) => poll(Pin::new(stream)),
+            None => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the socket is moving",
+            ))),
+        }
     }
 }
 
@@ -60,10 +67,7 @@ impl AsyncRead for MovableTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut().stream() {
-            Ok(stream) => stream.poll_read(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_attached(|stream| stream.poll_read(cx, buf))
     }
 }
 
@@ -73,29 +77,21 @@ impl AsyncWrite for MovableTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().stream() {
-            Ok(stream) => stream.poll_write(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_attached(|stream| stream.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().stream() {
-            Ok(stream) => stream.poll_flush(cx),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_attached(|stream| stream.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().stream() {
-            Ok(stream) => stream.poll_shutdown(cx),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_attached(|stream| stream.poll_shutdown(cx))
     }
 }
 
-impl TcpUnder for tokio_tungstenite::WebSocketStream<MovableTcp> {
+/// A STOMP session's socket: its first messages are looked at before they are taken.
+impl TcpUnder for futures_util::stream::Peekable<tokio_tungstenite::WebSocketStream<MovableTcp>> {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        self.get_mut().attached.as_mut()
+        self.get_mut().get_mut().attached.as_mut()
     }
 }

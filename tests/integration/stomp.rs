@@ -10,6 +10,8 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser::{Browser, Page, WAIT_FOR};
@@ -438,6 +440,31 @@ async fn bodies_and_escaped_headers_through_the_broker() {
     let (error, code) = sender.error_then_close().await;
     assert!(error.contains("undefined escape sequence \\q"), "{error}");
     assert_eq!(code, 1002);
+}
+
+/// A session's first frames are read before its socket moves to its endpoint's thread; a close
+/// or a WebSocket-level error among them is answered as it is anywhere else.
+#[tokio::test]
+async fn a_close_or_an_oversized_message_among_the_first_frames_is_answered() {
+    let ws = echo_workspace();
+    let server = Server::start_with(ws.path(), &["--max-message-size", "4096"]);
+    let mut stomp = Stomp::connected(&server).await;
+    stomp
+        .socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "leaving".into(),
+        })))
+        .await
+        .unwrap();
+    match next_message(&mut stomp.socket).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4001),
+        other => panic!("expected the close to be answered, got {other:?}"),
+    }
+
+    let mut stomp = Stomp::connected(&server).await;
+    stomp.send(&"x".repeat(5000)).await;
+    expect_close(&mut stomp.socket, 1009, "message too big").await;
 }
 
 #[tokio::test]

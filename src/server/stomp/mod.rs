@@ -17,12 +17,14 @@ pub mod session;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::Peekable;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -301,15 +303,21 @@ fn open_session(started: Started) -> Opened {
     }
 }
 
+/// A STOMP socket on plain TCP whose next message can be looked at before it is taken.
+type FirstFramesSocket = Peekable<WebSocketStream<MovableTcp>>;
+
 /// Serves a STOMP socket on plain TCP: its first frames are read here, and once they name an
 /// endpoint the socket moves to that endpoint's handler thread (as a connection's socket does
 /// at its upgrade), so that a message and its reply cost no thread switch.
-async fn serve_movable(mut socket: WebSocketStream<MovableTcp>, started: Started) {
+async fn serve_movable(socket: WebSocketStream<MovableTcp>, started: Started) {
+    let mut socket = socket.peekable();
     let opened = open_session(started);
     let sink = SessionSink {
         session: &opened.session,
         framing: opened.framing,
     };
+    let target = Target::Connection(opened.session.number());
+    let traffic = opened.state.runtime.stats.endpoint(STOMP_SOCKETS);
     for _ in 0..FIRST_FRAMES_LIMIT {
         // What is queued (SockJS's `o`, CONNECTED, receipts) goes out now: the client waits for
         // it before it names an endpoint.
@@ -320,33 +328,24 @@ async fn serve_movable(mut socket: WebSocketStream<MovableTcp>, started: Started
         if opened.session.home_hint().is_some() || opened.session.has_ended() {
             break;
         }
-        let next = match tokio::time::timeout(FIRST_FRAMES_WAIT, socket.next()).await {
-            Ok(next) => next,
-            Err(_) => break,
-        };
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                let _ = sink
-                    .deliver(IsolateEvent::Text {
-                        target: Target::Connection(opened.session.number()),
-                        text,
-                    })
-                    .await;
-            }
-            Some(Ok(Message::Binary(data))) => {
-                let _ = sink
-                    .deliver(IsolateEvent::Binary {
-                        target: Target::Connection(opened.session.number()),
-                        data,
-                    })
-                    .await;
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                opened.session.ended(Ending::abnormal()).await;
-                return;
-            }
-        }
+        // Only messages are taken here; anything else (a close, a ping, an error) is left for
+        // the pump, which answers it as for any socket.
+        let event =
+            match tokio::time::timeout(FIRST_FRAMES_WAIT, Pin::new(&mut socket).peek()).await {
+                Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => match socket.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        traffic.received(text.len());
+                        IsolateEvent::Text { target, text }
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        traffic.received(data.len());
+                        IsolateEvent::Binary { target, data }
+                    }
+                    _ => unreachable!("the message just looked at"),
+                },
+                _ => break,
+            };
+        let _ = sink.deliver(event).await;
     }
     let home = match opened.session.home_hint() {
         Some(endpoint) => home_of(&opened.state, &endpoint).await,
@@ -355,12 +354,12 @@ async fn serve_movable(mut socket: WebSocketStream<MovableTcp>, started: Started
     let Some(home) = home else {
         return run(socket, opened).await;
     };
-    if socket.get_mut().detach().is_err() {
+    if socket.get_mut().get_mut().detach().is_err() {
         return run(socket, opened).await;
     }
     let (done, finished) = tokio::sync::oneshot::channel();
     home.spawn(async move {
-        if socket.get_mut().attach().is_ok() {
+        if socket.get_mut().get_mut().attach().is_ok() {
             run(socket, opened).await;
         } else {
             opened.session.ended(Ending::abnormal()).await;
@@ -373,7 +372,7 @@ async fn serve_movable(mut socket: WebSocketStream<MovableTcp>, started: Started
 
 /// Writes the messages queued for a socket whose pump does not run yet.
 async fn write_leading(
-    socket: &mut WebSocketStream<MovableTcp>,
+    socket: &mut FirstFramesSocket,
     reader: &OutboxReader,
 ) -> Result<(), WsError> {
     let messages = reader.take_leading_messages();

@@ -54,8 +54,6 @@ pub struct Session {
     inner: Mutex<Inner>,
     /// Replies waiting for their handler's answer, written in order by [`ReplyWriter`].
     replies: mpsc::UnboundedSender<PendingReply>,
-    /// The first endpoint the session sent to or subscribed to: where its socket is best driven.
-    home_hint: Mutex<Option<Arc<str>>>,
 }
 
 /// Writes a session's replies in order; runs beside the session's socket (see [`ReplyWriter::run`]).
@@ -80,6 +78,8 @@ struct Inner {
     routes: HashMap<Arc<str>, Route>,
     /// `onUpgrade` decisions for this session, by endpoint: the data, or the refusal's reason.
     decisions: HashMap<Arc<str>, Result<Option<String>, String>>,
+    /// The first endpoint the session sent to or subscribed to: where its socket is best driven.
+    home_hint: Option<Arc<str>>,
     /// DISCONNECT, an ERROR or the socket's end: nothing more is read.
     ended: bool,
 }
@@ -138,10 +138,10 @@ impl Session {
                 links: HashMap::new(),
                 routes: HashMap::new(),
                 decisions: HashMap::new(),
+                home_hint: None,
                 ended: false,
             }),
             replies,
-            home_hint: Mutex::new(None),
         });
         if framing == Framing::SockJs {
             let _ = outlet.sockjs("o");
@@ -155,7 +155,7 @@ impl Session {
 
     /// The first endpoint the session used, if any.
     pub fn home_hint(&self) -> Option<Arc<str>> {
-        self.home_hint.lock().clone()
+        self.inner.lock().home_hint.clone()
     }
 
     /// Whether the session has ended (DISCONNECT, an ERROR).
@@ -165,8 +165,9 @@ impl Session {
 
     /// Notes the endpoint the session uses, the first time.
     fn hint(&self, endpoint: &Arc<str>) {
-        self.home_hint
+        self.inner
             .lock()
+            .home_hint
             .get_or_insert_with(|| endpoint.clone());
     }
 
