@@ -11,8 +11,9 @@ builds the binaries and installs the peers first.
 --baseline PATH adds "baseline": another switchboard binary (an earlier build), measured with the
 same workspace and options in every round, interleaved with the others: a before/after comparison.
 
---stomp measures the same echo handler over raw WebSocket and over STOMP (Dirigible's
-/ws/stomp/{endpoint} with its reply envelope), 100 connections, in interleaved rounds.
+--stomp measures two handlers (an echo, and one that builds a new string) over raw WebSocket and
+over STOMP (Dirigible's /ws/stomp/{endpoint} with its reply envelope), 100 connections, in
+interleaved rounds, with the load generator's CPU time.
 
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
@@ -250,30 +251,37 @@ def typescript_load(servers, rounds=7, timeout=30):
 
 
 def stomp_echo(servers, loadgen_binary, options):
-    """The benchmark's echo handler (bench/echo.js) over raw WebSocket and over STOMP, on one
-    server, rounds interleaved; the median round of each."""
+    """Two handlers (bench/echo.js returns its input; bench/lower.js builds a new string) over raw
+    WebSocket and over STOMP, on one server, rounds interleaved; the median round of each. The
+    load generator's CPU time is reported beside each figure."""
     duration, warmup, rounds = (1.0, 0.3, 1) if options.smoke else (options.duration, options.warmup, options.repeat)
     runs = {}
     for _ in range(rounds):
-        for size in (32, 16384):
-            for transport in ("raw", "stomp"):
-                process, url = start(servers, "switchboard")
-                try:
-                    arguments = ["--mode", "echo", "--connections", "100", "--size", str(size), "--window", "1",
-                                 "--duration", str(duration), "--warmup", str(warmup), "--label", transport]
-                    if transport == "stomp":
-                        base = url.split("/websockets/")[0]
-                        arguments += ["--url", f"{base}/stomp", "--stomp", "echo"]
-                    else:
-                        arguments += ["--url", url]
-                    result = loadgen(loadgen_binary, arguments, 120)
-                except Exception as error:
-                    result = {"error": str(error)}
-                finally:
-                    stop(process)
-                key = f"echo {size} B x 100 conns, {transport}"
-                runs.setdefault(key, []).append(result)
-                print(f"{key:<36} {summary(result)}", file=sys.stderr)
+        for handler in ("echo", "lower"):
+            for size in (32, 16384):
+                for transport in ("raw", "stomp"):
+                    process, url = start(servers, "switchboard")
+                    base = url.split("/websockets/")[0]
+                    try:
+                        arguments = ["--mode", "echo", "--connections", "100", "--size", str(size), "--window", "1",
+                                     "--duration", str(duration), "--warmup", str(warmup), "--label", transport]
+                        if transport == "stomp":
+                            arguments += ["--url", f"{base}/stomp", "--stomp", handler]
+                        else:
+                            arguments += ["--url", f"{base}/websockets/v4/service/{handler}"]
+                        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        result = loadgen(loadgen_binary, arguments, 120)
+                        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        result["client_cpu_seconds"] = round(
+                            (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 2)
+                    except Exception as error:
+                        result = {"error": str(error)}
+                    finally:
+                        stop(process)
+                    key = f"{handler} {size} B x 100 conns, {transport}"
+                    runs.setdefault(key, []).append(result)
+                    cpu = result.get("client_cpu_seconds")
+                    print(f"{key:<38} {summary(result)}, client CPU {cpu} s", file=sys.stderr)
     return {key: median_round(results) for key, results in runs.items()}
 
 
@@ -298,7 +306,7 @@ def main():
     parser.add_argument("--typescript", action="store_true",
                         help="only the reload time of a 1,000-line TypeScript handler (fresh, cached) and its JavaScript twin")
     parser.add_argument("--stomp", action="store_true",
-                        help="only the echo handler over raw WebSocket against over STOMP (100 connections, 32 B and 16 KiB)")
+                        help="only an echo and a handler building a new string, each over raw WebSocket against over STOMP (100 connections, 32 B and 16 KiB)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
