@@ -442,6 +442,30 @@ async fn bodies_and_escaped_headers_through_the_broker() {
     assert_eq!(code, 1002);
 }
 
+/// Frames may come in binary WebSocket messages (@stomp/stompjs sends a binary body that way).
+#[tokio::test]
+async fn frames_in_binary_messages_are_read_as_in_text_ones() {
+    let ws = echo_workspace();
+    let server = Server::start(ws.path());
+    let mut stomp = Stomp::connected(&server).await;
+    stomp
+        .socket
+        .send(Message::binary(
+            &b"SUBSCRIBE\nid:0\ndestination:/user/queue/reply/e\nreceipt:r\n\n\0"[..],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stomp.frame().await, "RECEIPT\nreceipt-id:r\n\n\0");
+    for piece in [
+        &b"SEND\ndestination:/ws/stomp/e\n\n{\"from\": \"bin\", "[..],
+        &b"\"text\": \"in binary\"}\0"[..],
+    ] {
+        stomp.socket.send(Message::binary(piece)).await.unwrap();
+    }
+    let envelope: Value = serde_json::from_str(Stomp::body(&stomp.frame().await)).unwrap();
+    assert_eq!(envelope["text"], "bin said in binary");
+}
+
 /// A session's first frames are read before its socket moves to its endpoint's thread; a close
 /// or a WebSocket-level error among them is answered as it is anywhere else.
 #[tokio::test]
