@@ -15,6 +15,12 @@
 //! `/ws/stomp/ENDPOINT` with the body `{"from": "loadgen", "text": "<payload>"}`, and each echo
 //! is the `text` of the MESSAGE that comes back.
 //!
+//! `--url` may be given several times (broadcast mode): receivers are spread over the URLs in turn
+//! (nodes of one application) and the sender uses the first. `--socketio` speaks Socket.IO 4
+//! (Engine.IO 4 over a WebSocket): each connection joins the default namespace, the sender emits
+//! `broadcast` with the payload and receivers expect the `message` events the server emits, so
+//! Socket.IO is measured with the same client as everyone else.
+//!
 //! Output is one JSON object on stdout; progress and errors go to stderr. Traffic goes only to
 //! the URL given (loopback in the suite), and every run stops by itself.
 
@@ -39,9 +45,10 @@ enum Mode {
 /// Load generator for WebSocket servers.
 #[derive(Parser, Debug)]
 struct Args {
-    /// The WebSocket URL to load (echo, or the broadcast endpoint).
-    #[arg(long)]
-    url: String,
+    /// The WebSocket URL to load (echo, or the broadcast endpoint); repeated in broadcast mode,
+    /// receivers are spread over the URLs and the sender uses the first.
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
     #[arg(long, value_enum, default_value = "echo")]
     mode: Mode,
     /// Connections (receivers, in broadcast mode).
@@ -71,6 +78,16 @@ struct Args {
     /// Echo over STOMP to this endpoint (the URL is the server's `/stomp`).
     #[arg(long)]
     stomp: Option<String>,
+    /// Broadcast over Socket.IO 4 (the URL is `ws://host:port/socket.io/?EIO=4&transport=websocket`).
+    #[arg(long)]
+    socketio: bool,
+}
+
+impl Args {
+    /// The first (in echo and idle modes, the only) URL.
+    fn url(&self) -> &str {
+        &self.urls[0]
+    }
 }
 
 type Socket =
@@ -203,7 +220,7 @@ fn stomp_reply_text(frame: &[u8]) -> &[u8] {
 }
 
 async fn echo(args: &Args) -> serde_json::Value {
-    let mut sockets = connect_all(&args.url, args.connections).await;
+    let mut sockets = connect_all(args.url(), args.connections).await;
     if let Some(endpoint) = &args.stomp {
         for socket in &mut sockets {
             stomp_session(socket, endpoint).await;
@@ -300,15 +317,61 @@ async fn echo(args: &Args) -> serde_json::Value {
     })
 }
 
+/// Joins Socket.IO's default namespace on a new Engine.IO WebSocket: the server's open packet
+/// (`0{...}`), our CONNECT (`40`), its answer (`40{...}`).
+async fn socketio_join(socket: &mut Socket, index: usize) {
+    let mut joined = false;
+    while !joined {
+        let text = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(_))) => continue,
+            _ => fail(format!("socket.io connection {index}: no handshake")),
+        };
+        if text.starts_with('0') {
+            socket
+                .send(Message::text("40"))
+                .await
+                .unwrap_or_else(|e| fail(format!("socket.io connection {index}: {e}")));
+        } else if text.starts_with("40") {
+            joined = true;
+        } else if text.starts_with("44") {
+            fail(format!("socket.io connection {index}: refused: {text}"));
+        }
+    }
+}
+
+/// The payload of a Socket.IO `message` event (`42["message","..."]`), or None for other packets.
+fn socketio_payload(text: &str) -> Option<&str> {
+    text.strip_prefix(r#"42["message",""#)?
+        .strip_suffix(r#""]"#)
+}
+
+/// Receivers spread over `urls` in turn (nodes of one application).
+async fn connect_spread(urls: &[String], count: usize) -> Vec<Socket> {
+    let mut sockets = Vec::with_capacity(count);
+    for (index, url) in urls.iter().enumerate() {
+        let share = count / urls.len() + usize::from(index < count % urls.len());
+        sockets.extend(connect_all(url, share).await);
+    }
+    sockets
+}
+
 async fn broadcast(args: &Args) -> serde_json::Value {
-    let receivers = connect_all(&args.url, args.connections).await;
-    let sender = connect_all(&args.url, 1).await.pop().unwrap();
+    let mut receivers = connect_spread(&args.urls, args.connections).await;
+    let mut sender = connect_all(args.url(), 1).await.pop().unwrap();
+    if args.socketio {
+        for (index, socket) in receivers.iter_mut().enumerate() {
+            socketio_join(socket, index).await;
+        }
+        socketio_join(&mut sender, args.connections).await;
+    }
+    let socketio = args.socketio;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64)>();
     for (index, socket) in receivers.into_iter().enumerate() {
         let done = done_tx.clone();
         let payloads = Payloads::new(0, args.size);
         tokio::spawn(async move {
-            let (_sink, mut stream) = socket.split();
+            let (mut sink, mut stream) = socket.split();
             let mut expected = 0u64;
             loop {
                 let text = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await
@@ -318,6 +381,19 @@ async fn broadcast(args: &Args) -> serde_json::Value {
                     Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
                     Ok(Some(other)) => fail(format!("receiver {index}: unexpected {other:?}")),
                     Err(_) => fail(format!("receiver {index}: no broadcast for 10 s")),
+                };
+                let text: &str = if socketio {
+                    // Engine.IO's ping ("2") is answered; other packets are not the broadcast.
+                    if text.as_str() == "2" {
+                        let _ = sink.send(Message::text("3")).await;
+                        continue;
+                    }
+                    match socketio_payload(&text) {
+                        Some(payload) => payload,
+                        None => continue,
+                    }
+                } else {
+                    &text
                 };
                 if !payloads.matches(text.as_bytes(), expected) {
                     fail(format!(
@@ -340,7 +416,14 @@ async fn broadcast(args: &Args) -> serde_json::Value {
     let total = Instant::now();
     for round in 0..args.rounds as u64 {
         let started = Instant::now();
-        sink.send(payloads.make(round))
+        let message = payloads.make(round);
+        let message = match (socketio, message) {
+            (true, Message::Text(text)) => {
+                Message::text(format!(r#"42["broadcast","{}"]"#, text.as_str()))
+            }
+            (_, message) => message,
+        };
+        sink.send(message)
             .await
             .unwrap_or_else(|e| fail(format!("send: {e}")));
         let mut reached = 0;
@@ -365,6 +448,7 @@ async fn broadcast(args: &Args) -> serde_json::Value {
     let delivered = args.rounds * args.connections;
     json!({
         "mode": "broadcast", "label": args.label, "connections": args.connections, "rounds": args.rounds,
+        "nodes": args.urls.len(),
         "size": args.size, "seconds": seconds,
         "deliveries_per_second": delivered as f64 / seconds,
         "fanout_ms": { "mean": fanouts.iter().map(|&f| f as f64).sum::<f64>() / fanouts.len().max(1) as f64 / 1000.0,
@@ -394,11 +478,11 @@ async fn idle(args: &Args) -> serde_json::Value {
         .server_pid
         .unwrap_or_else(|| fail("--server-pid is needed in idle mode".into()));
     // A first connection and message warm the server's code paths up.
-    let mut warm = connect_all(&args.url, 1).await;
+    let mut warm = connect_all(args.url(), 1).await;
     warm[0].send(Message::text("warm")).await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident_kib(pid);
-    let sockets = connect_all(&args.url, args.connections).await;
+    let sockets = connect_all(args.url(), args.connections).await;
     // Let the server finish whatever each new connection started (the handler's onOpen).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = resident_kib(pid);

@@ -15,6 +15,11 @@ same workspace and options in every round, interleaved with the others: a before
 over STOMP (Dirigible's /ws/stomp/{endpoint} with its reply envelope), 100 connections, in
 interleaved rounds, with the load generator's CPU time.
 
+--cluster measures a broadcast to 1,000 connections spread over two nodes joined by Redis (a
+redis-server on a free loopback port, persistence off): Switchboard (`serve --broker`) against
+Socket.IO 4 with @socket.io/redis-adapter on the same Redis, and each on one node, in interleaved
+rounds, with one load generator (Socket.IO spoken by it too). Every server and Redis on core 0.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,6 +291,111 @@ def stomp_echo(servers, loadgen_binary, options):
     return {key: median_round(results) for key, results in runs.items()}
 
 
+def redis_server():
+    """A redis-server on a free loopback port, persistence off, pinned to the servers' core."""
+    port = free_port()
+    process = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, process)
+    return process, port
+
+
+def redis_cli(port, *command):
+    return subprocess.run(["redis-cli", "-p", str(port)] + list(command), capture_output=True, text=True,
+                          timeout=10).stdout.split()
+
+
+def until(what, predicate, timeout=15):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+def switchboard_nodes(servers, redis_port, count):
+    """`count` Switchboard nodes of one application (with a broker when more than one)."""
+    nodes = []
+    for index in range(count):
+        port = free_port()
+        command = [str(servers.switchboard), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
+                   "--no-watch", "--max-connections", "20000", "--node-name", f"bench-{index}"]
+        if count > 1:
+            command += ["--broker", f"redis://127.0.0.1:{redis_port}", "--broker-prefix", "bench"]
+        process = subprocess.Popen(["taskset", "-c", "0"] + command, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=dict(os.environ, RUST_LOG="warn"))
+        wait_port(port, process)
+        nodes.append((process, port))
+    if count > 1:
+        def knows_all(port):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return any(line == f"switchboard_broker_nodes {count}" for line in body.splitlines())
+        for _, port in nodes:
+            until("the nodes to know each other", lambda: knows_all(port))
+    return [p for p, _ in nodes], [f"ws://127.0.0.1:{port}/websockets/v4/service/broadcast" for _, port in nodes]
+
+
+def socketio_nodes(servers, redis_port, count):
+    """`count` Socket.IO servers (with the Redis adapter when more than one)."""
+    nodes = []
+    patterns_before = int(redis_cli(redis_port, "PUBSUB", "NUMPAT")[0])
+    for _ in range(count):
+        port = free_port()
+        command = [servers.node, str(BENCH / "peers" / "socketio-server.cjs"), str(port)]
+        if count > 1:
+            command.append(f"redis://127.0.0.1:{redis_port}")
+        process = subprocess.Popen(["taskset", "-c", "0"] + command, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=dict(os.environ, NODE_PATH=str(PEERS)))
+        wait_port(port, process)
+        nodes.append((process, port))
+    if count > 1:
+        # The adapter pattern-subscribes once per node (plus its request channels).
+        until("the Socket.IO nodes to subscribe",
+              lambda: int(redis_cli(redis_port, "PUBSUB", "NUMPAT")[0]) >= patterns_before + count)
+    return [p for p, _ in nodes], [f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket" for _, port in nodes]
+
+
+def cluster_broadcast(servers, loadgen_binary, options):
+    """Broadcast to 1,000 connections over two nodes through Redis: Switchboard against Socket.IO
+    with its Redis adapter, and each on one node; rounds interleaved, the median round of each."""
+    receivers, broadcast_rounds, rounds = (50, 20, 1) if options.smoke else (1000, 1000, options.repeat)
+    systems = [("switchboard, 1 node", switchboard_nodes, 1), ("switchboard, 2 nodes + Redis", switchboard_nodes, 2)]
+    if servers.node and (PEERS / "@socket.io" / "redis-adapter").exists():
+        systems += [("socket.io, 1 node", socketio_nodes, 1), ("socket.io, 2 nodes + Redis adapter", socketio_nodes, 2)]
+    else:
+        print("skipping socket.io: node or bench/.peers' socket.io packages missing (bench/run.sh installs them)",
+              file=sys.stderr)
+    redis, redis_port = redis_server()
+    runs = {}
+    try:
+        for _ in range(rounds):
+            for name, start_nodes, count in systems:
+                processes = []
+                try:
+                    processes, urls = start_nodes(servers, redis_port, count)
+                    pids = [p.pid for p in processes] + [redis.pid]
+                    cpu_before = sum(cpu_seconds(pid) for pid in pids)
+                    arguments = ["--mode", "broadcast", "--connections", str(receivers), "--rounds", str(broadcast_rounds),
+                                 "--size", "32", "--label", name]
+                    for url in urls:
+                        arguments += ["--url", url]
+                    if name.startswith("socket.io"):
+                        arguments.append("--socketio")
+                    result = loadgen(loadgen_binary, arguments, 300)
+                    result["server_cpu_seconds"] = round(sum(cpu_seconds(pid) for pid in pids) - cpu_before, 3)
+                except Exception as error:
+                    result = {"error": str(error)}
+                finally:
+                    for process in processes:
+                        stop(process)
+                runs.setdefault(name, []).append(result)
+                print(f"{name:<36} {summary(result)}", file=sys.stderr)
+    finally:
+        stop(redis)
+    return {name: median_round(results) for name, results in runs.items()}
+
+
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
@@ -307,6 +418,8 @@ def main():
                         help="only the reload time of a 1,000-line TypeScript handler (fresh, cached) and its JavaScript twin")
     parser.add_argument("--stomp", action="store_true",
                         help="only an echo and a handler building a new string, each over raw WebSocket against over STOMP (100 connections, 32 B and 16 KiB)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="only a broadcast to 1,000 connections over two nodes through Redis, against Socket.IO with its Redis adapter and one node")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -320,6 +433,9 @@ def main():
     loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     if options.stomp:
         print(json.dumps(stomp_echo(servers, loadgen_binary, options), indent=1))
+        return
+    if options.cluster:
+        print(json.dumps(cluster_broadcast(servers, loadgen_binary, options), indent=1))
         return
     order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:

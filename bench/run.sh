@@ -4,6 +4,8 @@
 # registry, into bench/.peers) and matplotlib when missing, then runs bench/run.py.
 #   bench/run.sh               the full suite (about 12 minutes on 2 cores, after the build; --repeat 5: 17)
 #   bench/run.sh --smoke       seconds: dev build, Switchboard and the Rust echo only, no files
+#   bench/run.sh --cluster     broadcast to 1,000 conns over two nodes through Redis, against
+#                              Socket.IO with its Redis adapter and one node (needs redis-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,10 +17,11 @@ if [[ "${1:-}" == "--smoke" ]]; then
 fi
 cargo build --release --bins
 if command -v npm >/dev/null; then
-  if [[ ! -d bench/.peers/node_modules/ws || ! -d bench/.peers/node_modules/deno || ! -d bench/.peers/node_modules/bun ]]; then
-    echo "bench: installing ws, deno and bun from the npm registry into bench/.peers" >&2
+  if [[ ! -d bench/.peers/node_modules/ws || ! -d bench/.peers/node_modules/deno || ! -d bench/.peers/node_modules/bun \
+        || ! -d bench/.peers/node_modules/@socket.io/redis-adapter ]]; then
+    echo "bench: installing ws, deno, bun, socket.io, @socket.io/redis-adapter and redis from the npm registry into bench/.peers" >&2
     mkdir -p bench/.peers
-    (cd bench/.peers && npm install --no-audit --no-fund ws@8 deno bun >/dev/null) \
+    (cd bench/.peers && npm install --no-audit --no-fund ws@8 deno bun socket.io@4 @socket.io/redis-adapter@8 redis@4 >/dev/null) \
       || echo "bench: the peers could not all be installed; the run says which are missing" >&2
   fi
 else

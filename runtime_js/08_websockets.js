@@ -18,6 +18,8 @@
     op_ws_broadcast_binary,
     op_ws_publish_text,
     op_ws_publish_binary,
+    op_ws_nodes,
+    op_ws_all_connections,
   } = internals.ops;
   const { toWire, checkClose, connectionFor } = internals;
 
@@ -100,6 +102,41 @@
       return op_ws_connections_list(endpoint ?? "")
         .map((info) => connectionFor(info.id))
         .filter((conn) => conn !== null);
+    },
+    // Across nodes (serve --broker): every live node's connections, as plain records
+    // ({id, node, endpoint, remoteAddress, openedAt, data, topics}); the promise settles within
+    // waitMs with the nodes that answered and names those that did not, and never rejects because
+    // a node is slow.
+    getAllConnections(endpoint, options) {
+      if (endpoint !== undefined && endpoint !== null && typeof endpoint !== "string") {
+        throw new TypeError(`getAllConnections: the endpoint must be a string, got ${describe(endpoint)}`);
+      }
+      if (options !== undefined && (typeof options !== "object" || options === null || Array.isArray(options))) {
+        throw new TypeError(`getAllConnections: options must be an object ({ waitMs, limit }), got ${describe(options)}`);
+      }
+      for (const key of Object.keys(options ?? {})) {
+        if (key !== "waitMs" && key !== "limit") {
+          throw new TypeError(`getAllConnections: unknown option "${key}"; known options: waitMs, limit`);
+        }
+      }
+      const waitMs = options?.waitMs ?? 1000;
+      const limit = options?.limit ?? 10000;
+      if (!Number.isInteger(waitMs) || waitMs < 1 || waitMs > 30000) {
+        throw new RangeError(`getAllConnections: waitMs must be a whole number of milliseconds from 1 to 30000, got ${describe(waitMs)}`);
+      }
+      if (!Number.isInteger(limit) || limit < 0) {
+        throw new RangeError(`getAllConnections: limit must be a whole number of connections per node, got ${describe(limit)}`);
+      }
+      return op_ws_all_connections(endpoint ?? "", limit, waitMs).then((presence) => {
+        for (const info of presence.connections) {
+          info.data = info.data === null ? undefined : JSON.parse(info.data);
+        }
+        return presence;
+      });
+    },
+    // The live nodes ({id, name, address, connections, self}), this one first.
+    getNodes() {
+      return op_ws_nodes();
     },
     getConnection(id) {
       return Number.isInteger(id) ? connectionFor(id) : null;

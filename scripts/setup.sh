@@ -3,7 +3,8 @@
 #   scripts/setup.sh          build tools: cmake and simde headers (QuickJS engine), a C compiler
 #   scripts/setup.sh --test   also Chromium (browser tests), Python's websockets (interop tests),
 #                             kosoku (Autobahn conformance cases), curl (CI's vendor check), and
-#                             Node with the packages of tests/node (the TypeScript compiler)
+#                             Node with the packages of tests/node (the TypeScript compiler),
+#                             redis-server and redis-cli (the scale-out tests start their own)
 set -euo pipefail
 
 want_test=false
@@ -25,6 +26,8 @@ if $want_test; then
   command -v curl >/dev/null || missing+=(curl ca-certificates)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
 fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
+use crate::cluster::{Broker, Cluster, RedisBroker};
 use crate::endpoints::{Reloader, Runtime};
 use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
@@ -32,7 +33,23 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// `(certificate, key)` PEM files to serve https/wss.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The broker linking this node with others, if any.
+    pub broker: Option<BrokerOptions>,
+    /// This node's name (default: host name and listening port).
+    pub node_name: Option<String>,
 }
+
+/// Where the nodes of one application meet.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// `redis://...` or `rediss://...`.
+    pub url: String,
+    /// Prefix of every channel and key, so applications can share one broker.
+    pub prefix: String,
+}
+
+/// How long a stopping node waits to say bye to the others.
+const BYE_LIMIT: Duration = Duration::from_secs(1);
 
 /// How long `run` waits, after its script is done, for handlers to finish their queued events.
 const RUN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -115,6 +132,19 @@ fn log_scan(scan: &WorkspaceScan) {
 /// live (unless told not to), and serves until Ctrl-C/SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let paths = WorkspacePaths::new(&options.workspace)?;
+    // A broker URL that cannot be used stops the start, before anything listens.
+    let broker = match &options.broker {
+        Some(broker) => {
+            if broker.prefix.is_empty() || broker.prefix.chars().any(char::is_whitespace) {
+                bail!(
+                    "--broker-prefix {:?}: must be a non-empty name without spaces",
+                    broker.prefix
+                );
+            }
+            Some(Arc::new(RedisBroker::new(&broker.url)?))
+        }
+        None => None,
+    };
     let tls = match &options.tls {
         Some((cert, key)) => Some(server::load_server_tls(cert, key)?),
         None => None,
@@ -135,6 +165,27 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         false => None,
     };
     let (runtime, reloader) = start(paths, options.limits).await;
+    let node_name = options
+        .node_name
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", host_name(), address.port()));
+    runtime
+        .connections
+        .set_identity(node_name, address.to_string());
+    let cluster = match (broker, &options.broker) {
+        (Some(broker), Some(broker_options)) => {
+            let shown = broker.describe().to_string();
+            let cluster = Cluster::join(
+                broker,
+                &broker_options.prefix,
+                &runtime.connections,
+                runtime.stats.clone(),
+            )
+            .await;
+            Some((cluster, shown, broker_options.prefix.clone()))
+        }
+        _ => None,
+    };
     if let Some(mut watcher) = watcher {
         tokio::spawn(async move {
             while let Some(paths) = watcher.next_change().await {
@@ -143,14 +194,33 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         });
     }
     announce(&runtime, address, options.watch, tls.is_some());
-    server::run(
+    if let Some((cluster, shown, prefix)) = &cluster {
+        println!(
+            "node {} of {prefix:?} (--broker-prefix) on broker {shown}",
+            cluster.node()
+        );
+    }
+    let served = server::run(
         listener,
         tls,
         AppState::new(runtime),
         server::shutdown_signal(),
     )
     .await
-    .context("the server failed")
+    .context("the server failed");
+    if let Some((cluster, _, _)) = cluster {
+        cluster.leave(BYE_LIMIT).await;
+    }
+    served
+}
+
+/// The machine's host name, for the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_string())
 }
 
 /// Scans the workspace and starts an isolate for every handler, recording load errors.

@@ -12,8 +12,26 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Identifies one inbound connection for the life of the process; never reused.
+/// Identifies one inbound connection for the life of the process; never reused. With a broker
+/// (several nodes), the id's high bits are its node's number, so ids are unique across nodes.
 pub type ConnectionId = u64;
+
+/// A node's number among the nodes sharing a broker (0 when there is no broker).
+pub type NodeId = u16;
+
+/// Connection ids carry their node in the bits above this one: 16 bits of node and 37 of counter
+/// (137 billion connections per node run) keep every id a safe JavaScript integer (< 2^53).
+pub const NODE_SHIFT: u32 = 37;
+
+/// The node a connection id belongs to.
+pub fn node_of(id: ConnectionId) -> NodeId {
+    (id >> NODE_SHIFT) as NodeId
+}
+
+/// The first connection id a node gives.
+pub fn first_id(node: NodeId) -> ConnectionId {
+    (u64::from(node) << NODE_SHIFT) | 1
+}
 
 /// Identifies one outbound client for the life of the process; never reused (a separate id space
 /// from connections).
@@ -339,5 +357,17 @@ mod tests {
             unlocated.to_string(),
             "p/h.mjs: cannot find module \"./x\" from p/h.mjs"
         );
+    }
+
+    #[test]
+    fn ids_carry_their_node_and_stay_safe_javascript_integers() {
+        const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+        assert_eq!(first_id(0), 1);
+        assert_eq!(node_of(first_id(0) + 1_000_000), 0);
+        let last_node = NodeId::MAX;
+        let last_id = first_id(last_node) + (1 << NODE_SHIFT) - 2;
+        assert!(last_id <= MAX_SAFE_INTEGER);
+        assert_eq!(node_of(last_id), last_node);
+        assert_eq!(node_of(first_id(7)), 7);
     }
 }

@@ -10,6 +10,7 @@
 //! | 1 | [`workspace`] | files: scan, descriptors, the one path resolver, the registry, the watcher |
 //! | 1 | [`net`] | sockets and frames: pump, outbox, direct writes, connections, clients (no engine) |
 //! | 2 | [`isolate::ops`] | the ops behind the JavaScript API |
+//! | 2 | [`cluster`] | several nodes through a broker (Redis): the registry's remote side |
 //! | 3 | [`isolate`] | everything deno_core: host, slot, runtime loop, dispatch, load, module loader |
 //! | 4 | [`endpoints`] | an endpoint's life over time: lifecycle, reloader; the running [`endpoints::Runtime`] |
 //! | 5 | [`server`] | accept loop, routing, upgrades, pages, metrics, TLS, shutdown |
@@ -26,6 +27,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
+pub mod cluster;
 pub mod endpoints;
 pub mod event;
 pub mod isolate;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use switchboard::app::{self, ServeOptions};
+use switchboard::app::{self, BrokerOptions, ServeOptions};
 use switchboard::limits::{Limits, QueueBounds};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -45,6 +45,9 @@ enum Command {
         /// The PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Several nodes, one application.
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
     /// Run one module (a script that may open outbound clients); exits when it has no timers,
     /// pending work or open clients left.
@@ -71,6 +74,21 @@ enum Command {
         /// The project folder.
         project: PathBuf,
     },
+}
+
+/// Several nodes serving one application through a broker (docs/scale-out.md).
+#[derive(Args)]
+struct BrokerArgs {
+    /// Link this node with the others through Redis: redis://[user:password@]host:port/db, or
+    /// rediss:// for TLS. Publish, broadcast, send and disconnect then reach every node.
+    #[arg(long, env = "SWITCHBOARD_BROKER")]
+    broker: Option<String>,
+    /// Prefix of every channel and key in the broker, so that applications can share one Redis.
+    #[arg(long, env = "SWITCHBOARD_BROKER_PREFIX", default_value = "switchboard")]
+    broker_prefix: String,
+    /// This node's name in presence and logs (default: host name and listening port).
+    #[arg(long, env = "SWITCHBOARD_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 /// Limits; the defaults suit production. Descriptors can set some per endpoint.
@@ -173,6 +191,7 @@ fn main() -> ExitCode {
             limits,
             tls_cert,
             tls_key,
+            broker,
         } => block_on(app::serve(ServeOptions {
             workspace,
             listen,
@@ -180,6 +199,11 @@ fn main() -> ExitCode {
             debounce: Duration::from_millis(watch_debounce_ms.max(1)),
             limits: limits.into(),
             tls: tls_cert.zip(tls_key),
+            broker: broker.broker.map(|url| BrokerOptions {
+                url,
+                prefix: broker.broker_prefix,
+            }),
+            node_name: broker.node_name,
         })),
         Command::Types { project } => match app::write_types(&project) {
             Ok(written) => {

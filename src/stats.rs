@@ -1,7 +1,7 @@
 //! The runtime's own counters, kept with atomics on the hot paths and rendered by `/metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +107,28 @@ pub struct Stats {
     pub clients: Arc<Traffic>,
     /// How long handler events took, all handlers together.
     pub event_latency: LatencyHistogram,
+    /// The link to other nodes through a broker (`serve --broker`).
+    pub broker: BrokerCounters,
+}
+
+/// The link to other nodes, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerCounters {
+    /// A broker is configured (the other counters mean something).
+    pub configured: AtomicBool,
+    /// The broker is reachable now.
+    pub up: AtomicBool,
+    /// Envelopes received from other nodes (own ones coming back not counted).
+    pub messages_in: AtomicU64,
+    /// Envelopes published to the broker.
+    pub messages_out: AtomicU64,
+    /// Envelopes not published: the broker was down or its queue full (delivery across nodes is
+    /// at most once).
+    pub dropped: AtomicU64,
+    /// Times the link was re-established after it was lost.
+    pub reconnects: AtomicU64,
+    /// Live nodes known, this one included.
+    pub nodes: AtomicU64,
 }
 
 impl Stats {

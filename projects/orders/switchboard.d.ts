@@ -229,8 +229,56 @@ declare module "net/websockets" {
     static disconnect(connectionId: number, code?: number, reason?: string): void;
     /** Sends to every connection of an endpoint; returns how many got it. */
     static broadcast(endpoint: string, data: Sendable, options?: { except?: Array<number | Connection> }): number;
-    /** Sends to every subscriber of a topic; returns how many got it. */
+    /** Sends to every subscriber of a topic, on every node; returns how many on this node got it. */
     static publish(topic: string, data: Sendable): number;
+    /**
+     * The connections of every live node (`serve --broker`), of one endpoint or of all. Settles
+     * within `waitMs` (default 1000, at most 30000) with the nodes that answered, naming those
+     * that did not; never rejects because a node is slow. At most `limit` (default 10000) per node.
+     */
+    static getAllConnections(endpoint?: string, options?: { waitMs?: number; limit?: number }): Promise<AllConnections>;
+    /** The live nodes, this one first (only this one without a broker). */
+    static getNodes(): NodeInfo[];
+  }
+
+  /** One node of the application. */
+  export interface NodeInfo {
+    /** Its number: the high bits of its connection ids (0 without a broker). */
+    id: number;
+    /** Its name (`--node-name`; default host name and port). */
+    name: string;
+    /** The address its clients connect to. */
+    address: string;
+    /** Its open connections, as of its last heartbeat. */
+    connections: number;
+    /** Whether it is the node asking. */
+    self: boolean;
+  }
+
+  /** A connection on any node, as `getAllConnections` lists it. */
+  export interface ConnectionRecord {
+    id: number;
+    /** The node it is open on. */
+    node: number;
+    endpoint: string;
+    remoteAddress: string;
+    /** Milliseconds since the Unix epoch. */
+    openedAt: number;
+    /** `conn.data`, as `onUpgrade` attached it. */
+    data?: unknown;
+    topics: string[];
+  }
+
+  /** What `getAllConnections` found. */
+  export interface AllConnections {
+    /** The connections of the nodes that answered, this node's first. */
+    connections: ConnectionRecord[];
+    /** The nodes that answered, this one included. */
+    nodes: NodeInfo[];
+    /** Live nodes that did not answer in time. */
+    missing: NodeInfo[];
+    /** Whether some node held more than `limit` connections. */
+    truncated: boolean;
   }
 
   /** The same functions, as `require("net/websockets")` gives them. */
@@ -253,6 +301,8 @@ declare module "net/websockets" {
   export const disconnect: typeof Websockets.disconnect;
   export const broadcast: typeof Websockets.broadcast;
   export const publish: typeof Websockets.publish;
+  export const getAllConnections: typeof Websockets.getAllConnections;
+  export const getNodes: typeof Websockets.getNodes;
 }
 
 declare module "net/v4/websockets" {
@@ -279,6 +329,9 @@ declare module "@aerokit/sdk/net" {
     OnError,
     OnClose,
     OnUpgrade,
+    NodeInfo,
+    ConnectionRecord,
+    AllConnections,
   } from "net/websockets";
 
   /** The options of `@Websocket`. */

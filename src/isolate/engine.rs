@@ -344,7 +344,7 @@ mod tests {
         let outcome = runtime.execute_script("fuzz", fuzz).unwrap();
         deno_core::scope!(scope, &mut runtime);
         let outcome = v8::Local::new(scope, &outcome).to_rust_string_lossy(scope);
-        assert!(outcome.starts_with("31 ops"), "{outcome}");
+        assert!(outcome.starts_with("33 ops"), "{outcome}");
     }
 
     #[test]

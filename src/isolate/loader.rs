@@ -24,7 +24,7 @@ export default websockets;
 export { websockets as Websockets };
 export const { createWebsocket, getClients, getClient, getClientByHandler, getMessage, getError,
   getMethod, isOnOpen, isOnMessage, isOnError, isOnClose, getConnections, getConnection, send,
-  disconnect, broadcast, publish } = websockets;
+  disconnect, broadcast, publish, getAllConnections, getNodes } = websockets;
 "
         }
         BuiltinModule::SdkNet => {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,6 +15,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::outbox::{Outbox, OutboxHandle, PushError};
+pub use super::records::{ConnectionInfo, SendError};
+use super::remote::{first_id, node_of, Interest, NodeId, NodeInfo, RemoteNodes};
 use crate::event::ConnectionId;
 
 /// The registry's handle on one connection.
@@ -32,38 +34,6 @@ pub struct ConnectionEntry {
     pub topics: std::collections::BTreeSet<String>,
     /// The queue its pump writes from.
     outbox: Outbox,
-}
-
-/// What `getConnections()` shows of a connection.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionInfo {
-    /// The connection's id.
-    pub id: ConnectionId,
-    /// The endpoint it was upgraded on.
-    pub endpoint: String,
-    /// The peer's address and port.
-    pub remote_address: String,
-    /// When it opened, in milliseconds since the Unix epoch.
-    pub opened_at: u64,
-    /// `conn.data` as JSON, if `onUpgrade` attached any.
-    pub data: Option<String>,
-    /// The topics it subscribed to.
-    pub topics: Vec<String>,
-}
-
-/// Why a send to a connection did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// No open connection has the id.
-    #[error("connection {0} is not open")]
-    NotOpen(ConnectionId),
-    /// A close was requested; nothing sent after it would arrive.
-    #[error("connection {0} is closing: nothing more can be sent on it")]
-    Closing(ConnectionId),
-    /// The peer stopped reading; the connection is being closed.
-    #[error("connection {0}'s send queue is full: the peer is not reading; the connection is being closed with 1008")]
-    QueueFull(ConnectionId),
 }
 
 /// Why an upgrade could not reserve a connection slot.
@@ -137,6 +107,17 @@ pub struct ConnectionRegistry {
     topics: RwLock<HashMap<String, std::collections::BTreeSet<ConnectionId>>>,
     /// Where publishes also go (STOMP subscribers), once set.
     relay: std::sync::OnceLock<Arc<dyn TopicRelay>>,
+    /// This node's number (the high bits of its connection ids); 0 without a broker.
+    node: AtomicU16,
+    /// The first id this node gave.
+    first_id: AtomicU64,
+    /// This node's name and the address its clients connect to, once serving.
+    identity: std::sync::OnceLock<(String, String)>,
+    /// Other nodes, once a broker links them.
+    remote: std::sync::OnceLock<Arc<dyn RemoteNodes>>,
+    /// How many local holders each topic has (subscribed connections and STOMP subscriptions):
+    /// the broker is told when a topic gains its first and loses its last.
+    topic_holders: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for ConnectionRegistry {
@@ -147,6 +128,11 @@ impl Default for ConnectionRegistry {
             counts: Mutex::default(),
             topics: RwLock::default(),
             relay: std::sync::OnceLock::new(),
+            node: AtomicU16::new(0),
+            first_id: AtomicU64::new(1),
+            identity: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
+            topic_holders: Mutex::default(),
         }
     }
 }
@@ -154,6 +140,99 @@ impl Default for ConnectionRegistry {
 impl ConnectionRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes this node `node`: the ids given from now on carry it. Called before the first
+    /// connection is registered (ids already given stay as they are).
+    pub fn set_node(&self, node: NodeId) {
+        self.node.store(node, Ordering::Relaxed);
+        self.first_id.store(first_id(node), Ordering::Relaxed);
+        self.next_id.store(first_id(node), Ordering::Relaxed);
+    }
+
+    /// This node's number (0 without a broker).
+    pub fn node(&self) -> NodeId {
+        self.node.load(Ordering::Relaxed)
+    }
+
+    /// Names this node (`--node-name`) and the address it serves (set once, when serving).
+    pub fn set_identity(&self, name: String, address: String) {
+        let _ = self.identity.set((name, address));
+    }
+
+    /// This node, as `getNodes()` shows it.
+    pub fn this_node(&self) -> NodeInfo {
+        let (name, address) = self.identity.get().cloned().unwrap_or_default();
+        NodeInfo {
+            id: self.node(),
+            name,
+            address,
+            connections: self.len(),
+            this: true,
+        }
+    }
+
+    /// Links other nodes (set once, when a broker is configured): publishes, broadcasts, sends
+    /// and closes then reach them too.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteNodes>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The other nodes, if a broker links them.
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteNodes>> {
+        self.remote.get()
+    }
+
+    /// The topics and endpoints this node holds now, for a broker that (re)subscribes.
+    pub fn interests(&self) -> (Vec<String>, Vec<String>) {
+        let topics = self.topic_holders.lock().keys().cloned().collect();
+        let endpoints = self
+            .connections
+            .read()
+            .by_endpoint
+            .keys()
+            .map(|e| e.to_string())
+            .collect();
+        (topics, endpoints)
+    }
+
+    /// One more (`true`) or one fewer local holder of `topic`; the broker hears of the first and
+    /// the last.
+    fn topic_holder(&self, topic: &str, arrived: bool) {
+        let mut holders = self.topic_holders.lock();
+        let changed = if arrived {
+            let count = holders.entry(topic.to_string()).or_insert(0);
+            *count += 1;
+            *count == 1
+        } else {
+            match holders.get_mut(topic) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    holders.remove(topic);
+                    true
+                }
+                None => false,
+            }
+        };
+        // Told under the lock, so the broker sees a topic's arrivals and departures in order.
+        if changed {
+            if let Some(remote) = self.remote.get() {
+                remote.interest(Interest::Topic(topic), arrived);
+            }
+        }
+    }
+
+    /// A STOMP subscription to `/topic/{topic}` began: the topic is held here.
+    pub fn hold_topic(&self, topic: &str) {
+        self.topic_holder(topic, true);
+    }
+
+    /// A STOMP subscription to `/topic/{topic}` ended.
+    pub fn release_topic(&self, topic: &str) {
+        self.topic_holder(topic, false);
     }
 
     /// Reserves a slot for a new connection of `endpoint`, within the limits.
@@ -194,10 +273,13 @@ impl ConnectionRegistry {
     ) -> ConnectionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut open = self.connections.write();
-        open.by_endpoint
-            .entry(endpoint.clone())
-            .or_default()
-            .insert(id, outbox.handle());
+        let of_endpoint = open.by_endpoint.entry(endpoint.clone()).or_default();
+        if of_endpoint.is_empty() {
+            if let Some(remote) = self.remote.get() {
+                remote.interest(Interest::Endpoint(&endpoint), true);
+            }
+        }
+        of_endpoint.insert(id, outbox.handle());
         open.by_id.insert(
             id,
             ConnectionEntry {
@@ -221,20 +303,28 @@ impl ConnectionRegistry {
                     of_endpoint.swap_remove(&id);
                     if of_endpoint.is_empty() {
                         open.by_endpoint.remove(&entry.endpoint);
+                        if let Some(remote) = self.remote.get() {
+                            remote.interest(Interest::Endpoint(&entry.endpoint), false);
+                        }
                     }
                 }
             }
             removed
         };
         if let Some(entry) = removed {
-            let mut topics = self.topics.write();
-            for topic in &entry.topics {
-                if let Some(subscribers) = topics.get_mut(topic) {
-                    subscribers.remove(&id);
-                    if subscribers.is_empty() {
-                        topics.remove(topic);
+            {
+                let mut topics = self.topics.write();
+                for topic in &entry.topics {
+                    if let Some(subscribers) = topics.get_mut(topic) {
+                        subscribers.remove(&id);
+                        if subscribers.is_empty() {
+                            topics.remove(topic);
+                        }
                     }
                 }
+            }
+            for topic in &entry.topics {
+                self.topic_holder(topic, false);
             }
         }
     }
@@ -242,6 +332,7 @@ impl ConnectionRegistry {
     fn info(id: ConnectionId, entry: &ConnectionEntry) -> ConnectionInfo {
         ConnectionInfo {
             id,
+            node: node_of(id),
             endpoint: entry.endpoint.to_string(),
             remote_address: entry.remote_address.to_string(),
             opened_at: entry
@@ -277,9 +368,24 @@ impl ConnectionRegistry {
             .map(|entry| Self::info(id, entry))
     }
 
-    /// Sends one message (built once) to every connection of `endpoint` but those in `except`.
-    /// Returns how many got it; a connection whose queue is full is closed with 1008.
+    /// Sends one message (built once) to every connection of `endpoint` but those in `except`,
+    /// here and (with a broker) on every other node. Returns how many here got it; a connection
+    /// whose queue is full is closed with 1008.
     pub fn broadcast(&self, endpoint: &str, message: Message, except: &[ConnectionId]) -> usize {
+        if let Some(remote) = self.remote.get() {
+            remote.broadcast(endpoint, &message, except);
+        }
+        self.broadcast_here(endpoint, message, except)
+    }
+
+    /// [`Self::broadcast`] to this node's connections only (what another node's broadcast does
+    /// here).
+    pub fn broadcast_here(
+        &self,
+        endpoint: &str,
+        message: Message,
+        except: &[ConnectionId],
+    ) -> usize {
         let open = self.connections.read();
         let Some(receivers) = open.by_endpoint.get(endpoint) else {
             return 0;
@@ -316,27 +422,38 @@ impl ConnectionRegistry {
     pub fn subscribe(&self, id: ConnectionId, topic: &str) -> Result<(), SendError> {
         let mut open = self.connections.write();
         let entry = open.by_id.get_mut(&id).ok_or(SendError::NotOpen(id))?;
-        entry.topics.insert(topic.to_string());
+        if !entry.topics.insert(topic.to_string()) {
+            return Ok(());
+        }
         self.topics
             .write()
             .entry(topic.to_string())
             .or_default()
             .insert(id);
+        drop(open);
+        self.topic_holder(topic, true);
         Ok(())
     }
 
     /// Unsubscribes a connection from a topic.
     pub fn unsubscribe(&self, id: ConnectionId, topic: &str) {
-        if let Some(entry) = self.connections.write().by_id.get_mut(&id) {
-            entry.topics.remove(topic);
+        let held = match self.connections.write().by_id.get_mut(&id) {
+            Some(entry) => entry.topics.remove(topic),
+            None => false,
+        };
+        if !held {
+            return;
         }
-        let mut topics = self.topics.write();
-        if let Some(subscribers) = topics.get_mut(topic) {
-            subscribers.remove(&id);
-            if subscribers.is_empty() {
-                topics.remove(topic);
+        {
+            let mut topics = self.topics.write();
+            if let Some(subscribers) = topics.get_mut(topic) {
+                subscribers.remove(&id);
+                if subscribers.is_empty() {
+                    topics.remove(topic);
+                }
             }
         }
+        self.topic_holder(topic, false);
     }
 
     /// Publishes also reach `relay`'s subscribers (set once, by the server).
@@ -344,9 +461,17 @@ impl ConnectionRegistry {
         let _ = self.relay.set(relay);
     }
 
-    /// Sends one message (built once) to every subscriber of `topic`, the relay's included;
-    /// returns how many got it.
+    /// Sends one message (built once) to every subscriber of `topic`, the relay's included, here
+    /// and (with a broker) on every other node; returns how many here got it.
     pub fn publish(&self, topic: &str, message: Message) -> usize {
+        if let Some(remote) = self.remote.get() {
+            remote.publish(topic, &message);
+        }
+        self.publish_here(topic, message)
+    }
+
+    /// [`Self::publish`] to this node's subscribers only (what another node's publish does here).
+    pub fn publish_here(&self, topic: &str, message: Message) -> usize {
         let delivered = {
             let topics = self.topics.read();
             match topics.get(topic) {
@@ -375,7 +500,7 @@ impl ConnectionRegistry {
 
     /// How many connections were ever registered.
     pub fn registered(&self) -> u64 {
-        self.next_id.load(Ordering::Relaxed) - 1
+        self.next_id.load(Ordering::Relaxed) - self.first_id.load(Ordering::Relaxed)
     }
 
     /// Whether no connection is open.
@@ -386,6 +511,22 @@ impl ConnectionRegistry {
     /// Queues a message without waiting. A full queue means the peer stopped reading: the
     /// connection is closed with 1008 rather than letting memory grow without bound.
     pub fn send(&self, id: ConnectionId, message: Message) -> Result<(), SendError> {
+        if let Some(remote) = self.elsewhere(id) {
+            return remote.send(id, &message);
+        }
+        self.send_here(id, message)
+    }
+
+    /// The other nodes, when connection `id` belongs to one of them.
+    fn elsewhere(&self, id: ConnectionId) -> Option<&Arc<dyn RemoteNodes>> {
+        if node_of(id) == self.node() {
+            return None;
+        }
+        self.remote.get()
+    }
+
+    /// [`Self::send`] to a connection of this node.
+    pub fn send_here(&self, id: ConnectionId, message: Message) -> Result<(), SendError> {
         let open = self.connections.read();
         let entry = open.by_id.get(&id).ok_or(SendError::NotOpen(id))?;
         match entry.outbox.push(message) {
@@ -405,6 +546,14 @@ impl ConnectionRegistry {
 
     /// Asks a connection to close after the messages already queued.
     pub fn close(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), SendError> {
+        if let Some(remote) = self.elsewhere(id) {
+            return remote.close(id, code, &reason);
+        }
+        self.close_here(id, code, reason)
+    }
+
+    /// [`Self::close`] of a connection of this node.
+    pub fn close_here(&self, id: ConnectionId, code: u16, reason: String) -> Result<(), SendError> {
         let open = self.connections.read();
         let entry = open.by_id.get(&id).ok_or(SendError::NotOpen(id))?;
         entry

@@ -7,10 +7,13 @@
 //! - [`direct`]: writing a frame straight to its socket from the thread that drives it.
 //! - [`outbox`]: the bounded outbound queue of one socket, which tries a direct write first.
 //! - `batch`: one frame to many sockets per system call, through io_uring (Linux).
+//! - [`records`]: a connection as listings show it; why a send failed.
 //! - [`connections`]: every open inbound connection, by id, endpoint and topic.
 //! - [`home`]: a handler's thread as the place its connections' sockets are driven.
 //! - [`movable`]: a TCP stream that moves to a home after its WebSocket has started.
 //! - [`pump`]: one socket's task: frames in as events, the outbox out.
+//! - [`remote`]: other nodes, as the connection registry hands work to them (a broker links
+//!   them: `crate::cluster`).
 //! - [`clients`]: outbound clients (`createWebsocket`): options, connecting, their registry.
 //! - [`stomp`]: STOMP frames, read from and written to WebSocket messages.
 
@@ -24,6 +27,8 @@ pub mod home;
 pub mod movable;
 pub mod outbox;
 pub mod pump;
+pub mod records;
+pub mod remote;
 pub mod stomp;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;

@@ -41,12 +41,55 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Workspace changes applied since start.",
         state.runtime.reloads.load(Ordering::Relaxed) as f64,
     );
+    let broker = &state.runtime.stats.broker;
+    if broker.configured.load(Ordering::Relaxed) {
+        gauge(
+            "switchboard_broker_up",
+            "1 while the broker linking this node with the others is reachable, else 0.",
+            u8::from(broker.up.load(Ordering::Relaxed)) as f64,
+        );
+        gauge(
+            "switchboard_broker_nodes",
+            "Live nodes known through the broker, this one included.",
+            broker.nodes.load(Ordering::Relaxed) as f64,
+        );
+    }
     if let Some(bytes) = resident_bytes() {
         gauge(
             "process_resident_memory_bytes",
             "Resident memory of the process.",
             bytes as f64,
         );
+    }
+    if broker.configured.load(Ordering::Relaxed) {
+        for (name, help, value) in [
+            (
+                "switchboard_broker_messages_in_total",
+                "Messages received from other nodes through the broker.",
+                &broker.messages_in,
+            ),
+            (
+                "switchboard_broker_messages_out_total",
+                "Messages published to the broker for other nodes.",
+                &broker.messages_out,
+            ),
+            (
+                "switchboard_broker_messages_dropped_total",
+                "Messages for other nodes not published: the broker was down or its queue full (delivery across nodes is at most once).",
+                &broker.dropped,
+            ),
+            (
+                "switchboard_broker_reconnects_total",
+                "Times the link to the broker was re-established after it was lost.",
+                &broker.reconnects,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("workspace", 1, "workspace"),
     ("net", 1, "net"),
     ("isolate::ops", 2, "ops"),
+    ("cluster", 2, "cluster"),
     ("isolate", 3, "isolate"),
     ("endpoints", 4, "endpoints"),
     ("server", 5, "server"),

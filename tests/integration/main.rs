@@ -5,6 +5,7 @@ mod architecture;
 mod browser;
 mod check;
 mod clients;
+mod cluster;
 mod conformance;
 mod control;
 mod core;

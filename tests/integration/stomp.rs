@@ -185,7 +185,7 @@ async fn stomp_js_2_over_sockjs_and_over_a_plain_websocket() {
 }
 
 /// A STOMP session over a raw WebSocket, frame by frame.
-struct Stomp {
+pub struct Stomp {
     /// The socket.
     socket: Client,
 }
@@ -251,7 +251,7 @@ impl Stomp {
     }
 
     /// Opens and connects with STOMP 1.2.
-    async fn connected(server: &Server) -> Stomp {
+    pub async fn connected(server: &Server) -> Stomp {
         let (mut stomp, _) = Stomp::open(server, Some("v12.stomp")).await;
         stomp
             .send("CONNECT\naccept-version:1.2\nhost:x\n\n\0")
@@ -260,12 +260,12 @@ impl Stomp {
         stomp
     }
 
-    async fn send(&mut self, text: &str) {
+    pub async fn send(&mut self, text: &str) {
         self.socket.send(Message::text(text)).await.unwrap();
     }
 
     /// The next frame, as text.
-    async fn frame(&mut self) -> String {
+    pub async fn frame(&mut self) -> String {
         match next_message(&mut self.socket).await {
             Message::Text(text) => text.to_string(),
             Message::Binary(data) => String::from_utf8_lossy(&data).to_string(),
@@ -284,7 +284,7 @@ impl Stomp {
     }
 
     /// The body of a frame.
-    fn body(frame: &str) -> &str {
+    pub fn body(frame: &str) -> &str {
         let body = frame.split_once("\n\n").map(|(_, b)| b).unwrap_or("");
         body.strip_suffix('\0').unwrap_or(body)
     }

@@ -59,7 +59,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn capture(self, stream: impl std::io::Read + Send + 'static) -> Self {
+    pub fn capture(self, stream: impl std::io::Read + Send + 'static) -> Self {
         let lines = self.lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {

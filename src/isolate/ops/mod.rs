@@ -11,6 +11,7 @@ mod console;
 mod context;
 mod control;
 mod modules;
+mod nodes;
 
 pub use answers::{await_request, await_service_call, await_upgrade_decision, fail_request};
 pub use clients::start_pending_clients;
@@ -42,6 +43,8 @@ deno_core::extension!(
         connection::op_ws_send_binary,
         connection::op_ws_close,
         connection::op_ws_connection_endpoint,
+        nodes::op_ws_nodes,
+        nodes::op_ws_all_connections,
         clients::op_ws_client_create,
         clients::op_ws_client_info,
         clients::op_ws_client_state,

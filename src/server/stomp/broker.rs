@@ -54,13 +54,24 @@ impl StompBroker {
         self.sessions.lock().insert(outlet.session, outlet);
     }
 
-    /// A session ended: it leaves every destination.
-    pub fn closed(&self, session: u64) {
+    /// A session ended: it leaves every destination. Returns the destinations of the
+    /// subscriptions it had (one per subscription).
+    pub fn closed(&self, session: u64) -> Vec<String> {
         self.sessions.lock().remove(&session);
-        self.destinations.write().retain(|_, subscribers| {
-            subscribers.retain(|s| s.outlet.session != session);
-            !subscribers.is_empty()
-        });
+        let mut left = Vec::new();
+        self.destinations
+            .write()
+            .retain(|destination, subscribers| {
+                subscribers.retain(|s| {
+                    let leaving = s.outlet.session == session;
+                    if leaving {
+                        left.push(destination.clone());
+                    }
+                    !leaving
+                });
+                !subscribers.is_empty()
+            });
+        left
     }
 
     /// How many sessions are open.
@@ -85,13 +96,22 @@ impl StompBroker {
             });
     }
 
-    /// Ends subscription `subscription` of session `session`.
-    pub fn unsubscribe(&self, session: u64, subscription: &str) {
-        self.destinations.write().retain(|_, subscribers| {
-            subscribers
-                .retain(|s| !(s.outlet.session == session && s.subscription == subscription));
-            !subscribers.is_empty()
-        });
+    /// Ends subscription `subscription` of session `session`; returns its destination.
+    pub fn unsubscribe(&self, session: u64, subscription: &str) -> Option<String> {
+        let mut left = None;
+        self.destinations
+            .write()
+            .retain(|destination, subscribers| {
+                subscribers.retain(|s| {
+                    let leaving = s.outlet.session == session && s.subscription == subscription;
+                    if leaving {
+                        left = Some(destination.clone());
+                    }
+                    !leaving
+                });
+                !subscribers.is_empty()
+            });
+        left
     }
 
     /// Sends `body` to every subscriber of `destination`; returns how many got it.

@@ -519,6 +519,10 @@ impl Session {
             .insert(id.clone(), destination.to_string());
         if is_broker_destination(destination) {
             self.state.stomp.subscribe(destination, &self.outlet, &id);
+            // A topic held here draws its publishes from the other nodes too.
+            if let Some(topic) = destination.strip_prefix(TOPIC_PREFIX) {
+                self.state.runtime.connections.hold_topic(topic);
+            }
             return;
         }
         if let Some(endpoint) = destination.strip_prefix("/user/queue/reply/") {
@@ -596,7 +600,9 @@ impl Session {
                 .map(|(endpoint, _)| endpoint.clone());
             endpoint.and_then(|e| inner.links.remove(&e).map(|link| (e, link)))
         };
-        self.state.stomp.unsubscribe(self.number(), id);
+        if let Some(destination) = self.state.stomp.unsubscribe(self.number(), id) {
+            self.released(&destination);
+        }
         if let Some((endpoint, link)) = unlinked {
             let ending = Ending {
                 code: 1000,
@@ -624,7 +630,16 @@ impl Session {
     pub async fn ended(&self, ending: Ending) {
         self.inner.lock().ended = true;
         self.end_links(&ending).await;
-        self.state.stomp.closed(self.number());
+        for destination in self.state.stomp.closed(self.number()) {
+            self.released(&destination);
+        }
+    }
+
+    /// A subscription to `destination` ended: a topic is held one fewer time here.
+    fn released(&self, destination: &str) {
+        if let Some(topic) = destination.strip_prefix(TOPIC_PREFIX) {
+            self.state.runtime.connections.release_topic(topic);
+        }
     }
 
     async fn end_links(&self, ending: &Ending) {
