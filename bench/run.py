@@ -339,7 +339,6 @@ def switchboard_nodes(servers, redis_port, count):
 def socketio_nodes(servers, redis_port, count):
     """`count` Socket.IO servers (with the Redis adapter when more than one)."""
     nodes = []
-    patterns_before = int(redis_cli(redis_port, "PUBSUB", "NUMPAT")[0])
     for _ in range(count):
         port = free_port()
         command = [servers.node, str(BENCH / "peers" / "socketio-server.cjs"), str(port)]
@@ -350,9 +349,10 @@ def socketio_nodes(servers, redis_port, count):
         wait_port(port, process)
         nodes.append((process, port))
     if count > 1:
-        # The adapter pattern-subscribes once per node (plus its request channels).
+        # Every node's adapter subscribes to the namespace's request channel (and pattern-subscribes
+        # to its broadcast channels) once connected.
         until("the Socket.IO nodes to subscribe",
-              lambda: int(redis_cli(redis_port, "PUBSUB", "NUMPAT")[0]) >= patterns_before + count)
+              lambda: int(redis_cli(redis_port, "PUBSUB", "NUMSUB", "socket.io-request#/#")[1]) >= count)
     return [p for p, _ in nodes], [f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket" for _, port in nodes]
 
 
@@ -382,15 +382,20 @@ def cluster_broadcast(servers, loadgen_binary, options):
                         arguments += ["--url", url]
                     if name.startswith("socket.io"):
                         arguments.append("--socketio")
+                    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     result = loadgen(loadgen_binary, arguments, 300)
+                    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
                     result["server_cpu_seconds"] = round(sum(cpu_seconds(pid) for pid in pids) - cpu_before, 3)
+                    result["client_cpu_seconds"] = round((client_after.ru_utime + client_after.ru_stime)
+                                                         - (client_before.ru_utime + client_before.ru_stime), 2)
                 except Exception as error:
                     result = {"error": str(error)}
                 finally:
                     for process in processes:
                         stop(process)
                 runs.setdefault(name, []).append(result)
-                print(f"{name:<36} {summary(result)}", file=sys.stderr)
+                client = f", client CPU {result['client_cpu_seconds']} s in {result['seconds']:.1f} s" if "seconds" in result else ""
+                print(f"{name:<36} {summary(result)}{client}", file=sys.stderr)
     finally:
         stop(redis)
     return {name: median_round(results) for name, results in runs.items()}

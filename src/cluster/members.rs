@@ -2,7 +2,8 @@
 //! broker (and every node that hears it answers with its own hello, so a newcomer knows the others
 //! at once), sends a heartbeat every [`HEARTBEAT`], and says bye when it stops. A node that stops
 //! without a bye (`kill -9`, a host gone) is forgotten when [`FORGET_AFTER`] passes without a
-//! heartbeat; presence then no longer asks it.
+//! heartbeat (checked every heartbeat, so within 8 s of its last one); presence then no longer
+//! asks it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -37,23 +37,35 @@ pub struct Redis {
     child: Option<Child>,
     /// Its port (kept across a restart).
     pub port: u16,
+    /// Its options beyond port and persistence (TLS, a password).
+    options: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(|port| vec!["--port".into(), port.to_string()])
+    }
+
+    /// A Redis whose options (`--port` or `--tls-port` among them) `options` gives for its port.
+    pub fn start_with(options: impl Fn(u16) -> Vec<String>) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Redis { child: None, port };
+        let mut redis = Redis {
+            child: None,
+            port,
+            options: options(port),
+        };
         redis.run();
         redis
     }
 
     fn run(&mut self) {
         let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(&self.options)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -510,4 +522,83 @@ async fn the_chat_sample_spans_two_nodes_in_headless_chromium() {
         log_a.as_str().unwrap().contains(": hello from node b"),
         "{log_a}"
     );
+}
+
+/// `rediss://` with a password: a Redis that speaks only TLS (its certificate trusted through
+/// `SSL_CERT_FILE`) and requires a password; two nodes join through it, and the password never
+/// reaches the log.
+#[tokio::test]
+async fn nodes_join_through_redis_over_tls_with_a_password() {
+    let certificate = crate::tls::certificate();
+    let cert = certificate.cert.to_str().unwrap().to_string();
+    let key = certificate.key.to_str().unwrap().to_string();
+    let redis = Redis::start_with(|port| {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let url = format!("rediss://:s3cret@localhost:{}", redis.port);
+    let workspace = room_workspace();
+    let start = |name: &str| {
+        let server = Server::start_with_env(
+            workspace.path(),
+            &["--broker", &url, "--node-name", name],
+            &[("SSL_CERT_FILE", &cert)],
+        );
+        server.stderr.wait_for("the node to join over TLS", |line| {
+            line.contains("joined the others through the broker")
+        });
+        server
+    };
+    let a = start("tls-a");
+    let b = start("tls-b");
+    until_nodes(&a, 2).await;
+    until_nodes(&b, 2).await;
+    let mut on_a = a.connect("room").await;
+    let mut on_b = b.connect("room").await;
+    let id_b: u64 = ask(&mut on_b, "id").await.parse().unwrap();
+    assert_eq!(
+        ask(&mut on_a, &format!("send {id_b} over tls")).await,
+        "sent"
+    );
+    assert_eq!(next_text(&mut on_b).await, "over tls");
+    for server in [&a, &b] {
+        assert!(server
+            .stdout
+            .text()
+            .contains("on broker rediss://:***@localhost:"));
+        assert!(
+            !server.stdout.text().contains("s3cret") && !server.stderr.text().contains("s3cret")
+        );
+    }
+
+    // A wrong password is refused with Redis's reason, and the node still serves.
+    let wrong = Server::start_with_env(
+        workspace.path(),
+        &[
+            "--broker",
+            &format!("rediss://:wrong@localhost:{}", redis.port),
+        ],
+        &[("SSL_CERT_FILE", &cert)],
+    );
+    let refused = wrong.stderr.wait_for("the refusal", |line| {
+        line.contains("chosen at random") || line.contains("cannot claim")
+    });
+    assert!(refused.to_lowercase().contains("pass"), "{refused}");
+    assert!(!refused.contains("wrong@"), "{refused}");
+    let mut alone = wrong.connect("room").await;
+    assert!(ask(&mut alone, "id").await.parse::<u64>().is_ok());
 }

@@ -147,6 +147,11 @@ impl Server {
     }
 
     pub fn start_with(workspace: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(workspace, extra, &[])
+    }
+
+    /// [`Server::start_with`], with environment variables for the server.
+    pub fn start_with_env(workspace: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let listen: &[&str] = if extra.contains(&"--listen") {
             &[]
         } else {
@@ -158,6 +163,7 @@ impl Server {
             .args(listen)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -9,16 +9,18 @@ use tokio_tungstenite::Connector;
 use crate::browser::{Browser, Page, WAIT_FOR};
 use crate::support::*;
 
-struct Certificate {
+pub struct Certificate {
     _dir: tempfile::TempDir,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
+    /// The PEM certificate file (self-signed, for localhost and 127.0.0.1).
+    pub cert: std::path::PathBuf,
+    /// Its PEM private key file.
+    pub key: std::path::PathBuf,
     pem: String,
     /// base64(SHA-256(SubjectPublicKeyInfo)), as Chromium's SPKI allow-list takes it.
     spki_hash: String,
 }
 
-fn certificate() -> Certificate {
+pub fn certificate() -> Certificate {
     let dir = tempfile::tempdir().unwrap();
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
