@@ -440,7 +440,11 @@ def main():
         print(json.dumps(stomp_echo(servers, loadgen_binary, options), indent=1))
         return
     if options.cluster:
-        print(json.dumps(cluster_broadcast(servers, loadgen_binary, options), indent=1))
+        results = cluster_broadcast(servers, loadgen_binary, options)
+        print(json.dumps(results, indent=1))
+        failed = [f"{name}: {result['error']}" for name, result in results.items() if "error" in result]
+        if failed:
+            sys.exit("cluster run failed: " + "; ".join(failed))
         return
     order = ["switchboard"] + (["baseline"] if options.baseline else []) + ["rust-echo", "node-ws", "deno", "bun"]
     if options.smoke:

@@ -174,13 +174,6 @@ impl Members {
     }
 }
 
-/// The connections in an answer, cut to `limit`.
-pub fn limited(mut connections: Vec<ConnectionInfo>, limit: usize) -> (Vec<ConnectionInfo>, bool) {
-    let truncated = connections.len() > limit;
-    connections.truncate(limit);
-    (connections, truncated)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

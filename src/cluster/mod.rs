@@ -16,17 +16,18 @@
 //! - `{prefix}:nodes`: hello, heartbeat, bye and presence queries ([`members`]).
 //!
 //! Files: [`broker`] (the bus, as a trait), [`redis`] (Redis), [`envelope`] (the bytes),
-//! [`members`] (who is alive), `link` (connecting, reconnecting, publishing).
+//! [`members`] (who is alive), [`presence`] (queries across nodes), `link` (connecting,
+//! reconnecting, publishing).
 
 pub mod broker;
 pub mod envelope;
 mod link;
 pub mod members;
+pub mod presence;
 pub mod redis;
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use broker::{Broker, BrokerError};
@@ -42,10 +43,12 @@ pub use redis::RedisBroker;
 
 use broker::{Inbox, Wanted};
 use envelope::Body;
-use members::{limited, Control, Heard, Members};
+use members::{Control, Heard, Members};
+use presence::{limited, Queries};
 
 use crate::event::ConnectionId;
-use crate::net::connections::{ConnectionInfo, ConnectionRegistry, SendError};
+use crate::net::close::checked_close;
+use crate::net::connections::{ConnectionRegistry, SendError};
 use crate::net::remote::{node_of, Interest, NodeId, NodeInfo, Presence, RemoteNodes};
 use crate::stats::Stats;
 
@@ -98,17 +101,6 @@ impl Channels {
     }
 }
 
-/// A presence query waiting for answers.
-#[derive(Debug)]
-struct PendingQuery {
-    /// The live nodes asked, not yet answered.
-    waiting: BTreeMap<NodeId, NodeInfo>,
-    /// The answers so far: node, connections, truncated.
-    answers: Vec<(NodeInfo, Vec<ConnectionInfo>, bool)>,
-    /// Told when every node asked has answered.
-    complete: Option<oneshot::Sender<()>>,
-}
-
 /// This node among the others: the registry's [`RemoteNodes`] and the broker's [`Inbox`].
 #[derive(Debug)]
 pub struct Cluster {
@@ -132,10 +124,8 @@ pub struct Cluster {
     wanted: Arc<Wanted>,
     /// The other live nodes.
     members: Mutex<Members>,
-    /// Presence queries waiting for answers, by request number.
-    queries: Mutex<HashMap<u64, PendingQuery>>,
-    /// The next request number.
-    next_request: AtomicU64,
+    /// Presence queries waiting for answers.
+    queries: Queries,
     /// Whether the broker is reachable now.
     up: AtomicBool,
     /// Told when the node stops, so the link says bye.
@@ -232,8 +222,7 @@ impl Cluster {
             outgoing,
             wanted,
             members: Mutex::default(),
-            queries: Mutex::default(),
-            next_request: AtomicU64::new(1),
+            queries: Queries::default(),
             up: AtomicBool::new(false),
             leaving: Notify::new(),
             left: Notify::new(),
@@ -323,6 +312,30 @@ impl Cluster {
         }
     }
 
+    /// Queues an envelope for the node of connection `id`: `NotOpen` when no live node has that
+    /// number, `Unreachable` when the broker is down (or its queue full).
+    fn to_node_of(
+        &self,
+        id: ConnectionId,
+        envelope: impl FnOnce() -> Option<Bytes>,
+    ) -> Result<(), SendError> {
+        let node = node_of(id);
+        let up = self.up.load(Ordering::Relaxed);
+        if !self.members.lock().contains(node) {
+            return Err(match up {
+                true => SendError::NotOpen(id),
+                false => SendError::Unreachable(id, node),
+            });
+        }
+        let Some(envelope) = envelope() else {
+            return Ok(()); // a control frame: nothing crosses nodes
+        };
+        match self.queue(self.channels.of_node(node), envelope) {
+            true => Ok(()),
+            false => Err(SendError::Unreachable(id, node)),
+        }
+    }
+
     /// Whether another node is live (if none is, nothing needs publishing).
     fn has_members(&self) -> bool {
         !self.members.lock().is_empty()
@@ -354,7 +367,7 @@ impl Cluster {
                 node.name,
                 members::FORGET_AFTER.as_secs()
             );
-            self.stopped_waiting_for(node.id);
+            self.queries.stop_waiting_for(node.id);
         }
         self.count_nodes();
     }
@@ -362,19 +375,6 @@ impl Cluster {
     fn count_nodes(&self) {
         let nodes = self.members.lock().len() as u64 + 1;
         self.stats.broker.nodes.store(nodes, Ordering::Relaxed);
-    }
-
-    /// A node left: queries stop waiting for it.
-    fn stopped_waiting_for(&self, node: NodeId) {
-        let mut queries = self.queries.lock();
-        for query in queries.values_mut() {
-            query.waiting.remove(&node);
-            if query.waiting.is_empty() {
-                if let Some(complete) = query.complete.take() {
-                    let _ = complete.send(());
-                }
-            }
-        }
     }
 
     /// Handles membership and presence traffic from node `origin`.
@@ -406,7 +406,7 @@ impl Cluster {
             Control::Bye { instance } => {
                 if let Some(node) = self.members.lock().left(&instance) {
                     tracing::info!("node {} ({}) left", node.id, node.name);
-                    self.stopped_waiting_for(node.id);
+                    self.queries.stop_waiting_for(node.id);
                 }
                 self.count_nodes();
             }
@@ -435,19 +435,7 @@ impl Cluster {
                 node,
                 connections,
                 truncated,
-            } => {
-                let mut queries = self.queries.lock();
-                if let Some(query) = queries.get_mut(&request) {
-                    if query.waiting.remove(&node.id).is_some() {
-                        query.answers.push((node, connections, truncated));
-                    }
-                    if query.waiting.is_empty() {
-                        if let Some(complete) = query.complete.take() {
-                            let _ = complete.send(());
-                        }
-                    }
-                }
-            }
+            } => self.queries.answered(request, node, connections, truncated),
         }
     }
 
@@ -485,34 +473,6 @@ impl Cluster {
                  ({what}); a node of another version, or another program, publishes under this \
                  prefix (further ones are dropped silently)"
             );
-        }
-    }
-
-    /// What a presence query found, with the nodes that did not answer.
-    fn presence(
-        local: (Vec<ConnectionInfo>, bool),
-        this: NodeInfo,
-        query: Option<PendingQuery>,
-        missing_when_down: Vec<NodeInfo>,
-    ) -> Presence {
-        let (mut connections, mut truncated) = local;
-        let mut nodes = vec![this];
-        let mut missing = missing_when_down;
-        if let Some(query) = query {
-            let mut answers = query.answers;
-            answers.sort_by_key(|(node, _, _)| node.id);
-            for (node, of_node, cut) in answers {
-                connections.extend(of_node);
-                truncated |= cut;
-                nodes.push(node);
-            }
-            missing.extend(query.waiting.into_values());
-        }
-        Presence {
-            connections,
-            nodes,
-            missing,
-            truncated,
         }
     }
 }
@@ -559,37 +519,11 @@ impl RemoteNodes for Cluster {
     }
 
     fn send(&self, id: ConnectionId, message: &Message) -> Result<(), SendError> {
-        let node = node_of(id);
-        if !self.members.lock().contains(node) {
-            return Err(if self.up.load(Ordering::Relaxed) {
-                SendError::NotOpen(id)
-            } else {
-                SendError::Unreachable(id, node)
-            });
-        }
-        let Some(envelope) = envelope::send(self.node, id, message) else {
-            return Ok(());
-        };
-        match self.queue(self.channels.of_node(node), envelope) {
-            true => Ok(()),
-            false => Err(SendError::Unreachable(id, node)),
-        }
+        self.to_node_of(id, || envelope::send(self.node, id, message))
     }
 
     fn close(&self, id: ConnectionId, code: u16, reason: &str) -> Result<(), SendError> {
-        let node = node_of(id);
-        if !self.members.lock().contains(node) {
-            return Err(if self.up.load(Ordering::Relaxed) {
-                SendError::NotOpen(id)
-            } else {
-                SendError::Unreachable(id, node)
-            });
-        }
-        let envelope = envelope::close(self.node, id, code, reason);
-        match self.queue(self.channels.of_node(node), envelope) {
-            true => Ok(()),
-            false => Err(SendError::Unreachable(id, node)),
-        }
+        self.to_node_of(id, || Some(envelope::close(self.node, id, code, reason)))
     }
 
     fn interest(&self, interest: Interest<'_>, held: bool) {
@@ -613,22 +547,14 @@ impl RemoteNodes for Cluster {
         let this = self.this_node();
         let others = self.members.lock().list();
         if others.is_empty() {
-            return futures_util::future::ready(Self::presence(local, this, None, Vec::new()))
+            return futures_util::future::ready(presence::assemble(local, this, None, Vec::new()))
                 .boxed();
         }
         if !self.up.load(Ordering::Relaxed) {
-            return futures_util::future::ready(Self::presence(local, this, None, others)).boxed();
+            return futures_util::future::ready(presence::assemble(local, this, None, others))
+                .boxed();
         }
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (complete, completed) = oneshot::channel();
-        self.queries.lock().insert(
-            request,
-            PendingQuery {
-                waiting: others.into_iter().map(|n| (n.id, n)).collect(),
-                answers: Vec::new(),
-                complete: Some(complete),
-            },
-        );
+        let (request, completed) = self.queries.open(others);
         let query = Control::Query {
             request,
             endpoint,
@@ -640,8 +566,8 @@ impl RemoteNodes for Cluster {
             let _ = tokio::time::timeout(deadline, completed).await;
             let query = this_cluster
                 .upgrade()
-                .and_then(|cluster| cluster.queries.lock().remove(&request));
-            Self::presence(local, this, query, Vec::new())
+                .and_then(|cluster| cluster.queries.close(request));
+            presence::assemble(local, this, query, Vec::new())
         }
         .boxed()
     }
@@ -698,7 +624,15 @@ impl Inbox for Cluster {
                 }
             }
             Body::Close { id, code, reason } => {
-                if let Err(error) = registry.close_here(id, code, reason) {
+                // Checked as the handler's own disconnect is: the bytes came over the network.
+                let closed = checked_close(u32::from(code), &reason)
+                    .map_err(|error| error.to_string())
+                    .and_then(|code| {
+                        registry
+                            .close_here(id, code, reason)
+                            .map_err(|error| error.to_string())
+                    });
+                if let Err(error) = closed {
                     tracing::debug!("disconnect from node {origin}: {error}");
                 }
             }

@@ -112,10 +112,20 @@ fn room_workspace() -> Workspace {
 
 /// A node of the application on `redis`.
 fn node(workspace: &Workspace, redis: &Redis, name: &str) -> Server {
-    let server = Server::start_with(
-        workspace.path(),
-        &["--broker", &redis.url(), "--node-name", name],
-    );
+    node_at(workspace.path(), &redis.url(), name, &[], &[])
+}
+
+/// `serve WORKSPACE --broker BROKER --node-name NAME` (with `extra` options and `env`), once it
+/// has joined the others.
+fn node_at(
+    workspace: &std::path::Path,
+    broker: &str,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
+    let options = [&["--broker", broker, "--node-name", name], extra].concat();
+    let server = Server::start_with_env(workspace, &options, env);
     server
         .stderr
         .wait_for("the node to join the broker", |line| {
@@ -454,18 +464,8 @@ async fn the_chat_sample_spans_two_nodes_in_headless_chromium() {
     use crate::browser::{Browser, Page, WAIT_FOR};
     let redis = Redis::start();
     let projects = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("projects");
-    let start = |name: &str| {
-        let server = Server::start_with(
-            &projects,
-            &["--no-watch", "--broker", &redis.url(), "--node-name", name],
-        );
-        server.stderr.wait_for("the node to join", |line| {
-            line.contains("joined the others through the broker")
-        });
-        server
-    };
-    let a = start("chat-a");
-    let b = start("chat-b");
+    let a = node_at(&projects, &redis.url(), "chat-a", &["--no-watch"], &[]);
+    let b = node_at(&projects, &redis.url(), "chat-b", &["--no-watch"], &[]);
     until_nodes(&a, 2).await;
     until_nodes(&b, 2).await;
 
@@ -552,19 +552,9 @@ async fn nodes_join_through_redis_over_tls_with_a_password() {
     });
     let url = format!("rediss://:s3cret@localhost:{}", redis.port);
     let workspace = room_workspace();
-    let start = |name: &str| {
-        let server = Server::start_with_env(
-            workspace.path(),
-            &["--broker", &url, "--node-name", name],
-            &[("SSL_CERT_FILE", &cert)],
-        );
-        server.stderr.wait_for("the node to join over TLS", |line| {
-            line.contains("joined the others through the broker")
-        });
-        server
-    };
-    let a = start("tls-a");
-    let b = start("tls-b");
+    let trusted = [("SSL_CERT_FILE", cert.as_str())];
+    let a = node_at(workspace.path(), &url, "tls-a", &[], &trusted);
+    let b = node_at(workspace.path(), &url, "tls-b", &[], &trusted);
     until_nodes(&a, 2).await;
     until_nodes(&b, 2).await;
     let mut on_a = a.connect("room").await;
