@@ -134,6 +134,17 @@ fn node_at(
     server
 }
 
+/// A Redis, the room workspace, and two nodes of it that know each other.
+async fn two_nodes() -> (Redis, Workspace, Server, Server) {
+    let redis = Redis::start();
+    let workspace = room_workspace();
+    let a = node(&workspace, &redis, "node-a");
+    let b = node(&workspace, &redis, "node-b");
+    until_nodes(&a, 2).await;
+    until_nodes(&b, 2).await;
+    (redis, workspace, a, b)
+}
+
 /// Waits until `server` knows `count` live nodes (itself included).
 async fn until_nodes(server: &Server, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -193,12 +204,7 @@ async fn until_subscribers(redis: &Redis, channel: &str, count: usize) {
 
 #[tokio::test]
 async fn publish_broadcast_send_and_disconnect_reach_connections_on_another_node() {
-    let redis = Redis::start();
-    let workspace = room_workspace();
-    let a = node(&workspace, &redis, "node-a");
-    let b = node(&workspace, &redis, "node-b");
-    until_nodes(&a, 2).await;
-    until_nodes(&b, 2).await;
+    let (redis, _workspace, a, b) = two_nodes().await;
 
     let mut on_a = a.connect("room").await;
     let mut on_b = b.connect("room").await;
@@ -334,11 +340,7 @@ async fn presence_lists_every_node_and_forgets_a_node_killed_with_sigkill() {
 
 #[tokio::test]
 async fn without_redis_nodes_serve_locally_and_cross_node_traffic_resumes_when_it_returns() {
-    let mut redis = Redis::start();
-    let workspace = room_workspace();
-    let a = node(&workspace, &redis, "node-a");
-    let b = node(&workspace, &redis, "node-b");
-    until_nodes(&a, 2).await;
+    let (mut redis, _workspace, a, b) = two_nodes().await;
     let mut on_a = a.connect("room").await;
     let mut also_on_a = a.connect("room").await;
     let mut on_b = b.connect("room").await;
@@ -424,12 +426,7 @@ async fn a_broker_url_that_cannot_work_stops_the_start_with_the_reason() {
 
 #[tokio::test]
 async fn stomp_subscribers_and_raw_connections_share_topics_across_nodes() {
-    let redis = Redis::start();
-    let workspace = room_workspace();
-    let a = node(&workspace, &redis, "node-a");
-    let b = node(&workspace, &redis, "node-b");
-    until_nodes(&a, 2).await;
-    until_nodes(&b, 2).await;
+    let (redis, workspace, a, b) = two_nodes().await;
 
     // A STOMP page on b subscribes to /topic/scores: b subscribes to the topic's channel.
     let mut page = crate::stomp::Stomp::connected(&b).await;
@@ -455,6 +452,17 @@ async fn stomp_subscribers_and_raw_connections_share_topics_across_nodes() {
     page.send("UNSUBSCRIBE\nid:s\nreceipt:u\n\n\0").await;
     assert_eq!(page.frame().await, "RECEIPT\nreceipt-id:u\n\n\0");
     until_subscribers(&redis, "switchboard:topic:scores", 1).await;
+    // Another application on the same Redis (--broker-prefix) has channels of its own.
+    let other = node_at(
+        workspace.path(),
+        &redis.url(),
+        "other-app",
+        &["--broker-prefix", "other"],
+        &[],
+    );
+    until_subscribers(&redis, "other:nodes", 1).await;
+    until_subscribers(&redis, "switchboard:nodes", 2).await;
+    assert_eq!(other.metric("switchboard_broker_nodes").await, 1.0);
 }
 
 /// The chat sample, unchanged, on two nodes: a page on each, in headless Chromium, with the
