@@ -74,6 +74,22 @@ enum Command {
         /// The project folder.
         project: PathBuf,
     },
+    /// Create a working project from a template: an endpoint, its handler with every event, and
+    /// a page that talks to it. A running `serve` picks it up live; nothing is overwritten.
+    New {
+        /// The project's folder name, in the workspace.
+        project: String,
+        /// The endpoint's name (default: the project's).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A TypeScript endpoint declared with @Websocket, instead of a descriptor and a
+        /// JavaScript handler.
+        #[arg(long)]
+        ts: bool,
+        /// The workspace.
+        #[arg(long, default_value = "./projects")]
+        workspace: PathBuf,
+    },
 }
 
 /// Several nodes serving one application through a broker (docs/scale-out.md).
@@ -217,6 +233,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::New {
+            project,
+            endpoint,
+            ts,
+            workspace,
+        } => {
+            let options = app::NewProject {
+                project: project.clone(),
+                endpoint,
+                typescript: ts,
+            };
+            match app::new_project(&workspace, &options) {
+                Ok(written) => {
+                    for file in written {
+                        println!("wrote {}", file.display());
+                    }
+                    println!(
+                        "a running `switchboard serve {}` serves it now; its page: /services/web/{project}/",
+                        workspace.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("switchboard: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { file, workspace } => block_on(app::run_script(&file, workspace.as_deref())),
         Command::Check { workspace, limits } => {
             let problems = std::cell::Cell::new(0);

@@ -12,6 +12,7 @@ mod core;
 mod hardening;
 mod hostile;
 mod live;
+mod new_project;
 mod stomp;
 mod support;
 mod tls;

@@ -412,7 +412,7 @@ fn tsc() -> PathBuf {
 }
 
 /// `tsc --noEmit` in `project`: (success, output).
-fn type_check(project: &Path) -> (bool, String) {
+pub fn type_check(project: &Path) -> (bool, String) {
     let output = Command::new(tsc())
         .args(["--noEmit", "-p"])
         .arg(project)

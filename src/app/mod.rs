@@ -1,4 +1,4 @@
-//! The commands of the `switchboard` binary (`serve`, `run`, `check`), wiring the layers
+//! The commands of the `switchboard` binary (`serve`, `run`, `check`, `types`, `new`), wiring the layers
 //! together. Errors here are `anyhow` chains with context, printed by `main` as one line; the
 //! layers below keep typed errors.
 
@@ -17,6 +17,9 @@ use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
 use crate::server::{self, AppState};
 use crate::workspace::{self, WorkspacePaths, WorkspaceScan};
+
+mod new_project;
+pub use new_project::{new_project, NewProject};
 
 /// Options of `switchboard serve`.
 #[derive(Debug, Clone)]
@@ -306,7 +309,7 @@ pub async fn check(workspace_path: &Path, limits: Limits) -> anyhow::Result<usiz
 }
 
 /// The type declarations of the handler API (`net/websockets`, `@aerokit/sdk/net`), for editors.
-pub const TYPE_DECLARATIONS: &str = include_str!("../runtime_js/types/switchboard.d.ts");
+pub const TYPE_DECLARATIONS: &str = include_str!("../../runtime_js/types/switchboard.d.ts");
 
 /// The file `switchboard types` writes the declarations to, in a project folder.
 pub const TYPE_DECLARATIONS_FILE: &str = "switchboard.d.ts";
