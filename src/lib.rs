@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | what it owns |
 //! | --- | --- | --- |
-//! | 0 | [`event`], [`limits`], [`stats`], [`memory`] | the vocabulary the layers share; limits; counters; the process's memory |
+//! | 0 | [`event`], [`limits`], [`stats`], [`memory`], [`logbook`] | the vocabulary the layers share; limits; counters; the process's memory; handlers' recent log lines |
 //! | 1 | [`workspace`] | files: scan, descriptors, the one path resolver, the registry, the watcher |
 //! | 1 | [`net`] | sockets and frames: pump, outbox, direct writes, connections, clients (no engine) |
 //! | 2 | [`isolate::ops`] | the ops behind the JavaScript API |
@@ -32,6 +32,7 @@ pub mod endpoints;
 pub mod event;
 pub mod isolate;
 pub mod limits;
+pub mod logbook;
 pub mod memory;
 pub mod net;
 pub mod server;

@@ -48,6 +48,13 @@ enum Command {
         /// Several nodes, one application.
         #[command(flatten)]
         broker: BrokerArgs,
+        /// The web console at / needs this token (open /?token=TOKEN once); without a token the
+        /// console is on only when listening on loopback.
+        #[arg(long, env = "SWITCHBOARD_CONSOLE_TOKEN", hide_env_values = true)]
+        console_token: Option<String>,
+        /// Do not serve the web console.
+        #[arg(long)]
+        no_console: bool,
     },
     /// Run one module (a script that may open outbound clients); exits when it has no timers,
     /// pending work or open clients left.
@@ -208,6 +215,8 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             broker,
+            console_token,
+            no_console,
         } => block_on(app::serve(ServeOptions {
             workspace,
             listen,
@@ -220,6 +229,8 @@ fn main() -> ExitCode {
                 prefix: broker.broker_prefix,
             }),
             node_name: broker.node_name,
+            console_token,
+            console: !no_console,
         })),
         Command::Types { project } => match app::write_types(&project) {
             Ok(written) => {

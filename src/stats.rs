@@ -94,6 +94,8 @@ pub struct HandlerFailures {
     pub errors: AtomicU64,
     /// Events terminated for running too long or allocating too much.
     pub terminations: AtomicU64,
+    /// How long this handler's events took (the web console shows it per endpoint).
+    pub latency: LatencyHistogram,
 }
 
 /// All counters of the runtime.
@@ -109,6 +111,8 @@ pub struct Stats {
     pub event_latency: LatencyHistogram,
     /// The link to other nodes through a broker (`serve --broker`).
     pub broker: BrokerCounters,
+    /// What handlers logged, kept for the web console.
+    pub logs: crate::logbook::LogBook,
 }
 
 /// The link to other nodes, for `/metrics`.

@@ -15,6 +15,7 @@ use crate::cluster::{Broker, Cluster, RedisBroker};
 use crate::endpoints::{Reloader, Runtime};
 use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
+use crate::server::console::ConsoleAccess;
 use crate::server::{self, AppState};
 use crate::workspace::{self, WorkspacePaths, WorkspaceScan};
 
@@ -40,6 +41,10 @@ pub struct ServeOptions {
     pub broker: Option<BrokerOptions>,
     /// This node's name (default: host name and listening port).
     pub node_name: Option<String>,
+    /// The token the web console requires, if any.
+    pub console_token: Option<String>,
+    /// Whether to serve the web console (on loopback, or with a token).
+    pub console: bool,
 }
 
 /// Where the nodes of one application meet.
@@ -203,10 +208,24 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             cluster.node()
         );
     }
+    let console =
+        ConsoleAccess::for_listener(address, options.console_token.clone(), !options.console);
+    match console.enabled {
+        true => println!(
+            "console: {}://{address}/{}",
+            if tls.is_some() { "https" } else { "http" },
+            if console.token.is_some() {
+                " (open it with ?token=TOKEN once)"
+            } else {
+                ""
+            }
+        ),
+        false => println!("{}", console.why_off),
+    }
     let served = server::run(
         listener,
         tls,
-        AppState::new(runtime),
+        AppState::new(runtime).with_console(console),
         server::shutdown_signal(),
     )
     .await

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::runtime::Runtime;
+use super::runtime::{ReloadRecord, Runtime};
 use crate::event::HandlerLoadError;
 use crate::workspace::{self, Endpoint, Problem};
 
@@ -215,6 +215,19 @@ impl Reloader {
             );
         } else {
             tracing::info!("reload in {elapsed} ms: {}", report.join("; "));
+            let failed = report
+                .iter()
+                .any(|line| line.contains("failed to load") || line.contains("NOT reloaded"));
+            self.state.record_reload(ReloadRecord {
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                milliseconds: started.elapsed().as_secs_f64() * 1000.0,
+                changed: self.names(changed),
+                report,
+                failed,
+            });
         }
     }
 

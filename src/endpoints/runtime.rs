@@ -34,6 +34,37 @@ pub struct Runtime {
     pub stats: Arc<Stats>,
     /// Workspace changes applied since start, for `/metrics`.
     pub reloads: AtomicU64,
+    /// The last reloads, newest last, for the web console.
+    pub reload_history: parking_lot::Mutex<std::collections::VecDeque<ReloadRecord>>,
+}
+
+/// How many reloads the history keeps.
+pub const RELOAD_HISTORY: usize = 50;
+
+/// One applied workspace change, as the console's reload history shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadRecord {
+    /// When it was applied, in milliseconds since the Unix epoch.
+    pub time: u64,
+    /// How long it took, in milliseconds.
+    pub milliseconds: f64,
+    /// The files that changed, relative to the workspace.
+    pub changed: String,
+    /// What it did: one entry per endpoint or handler affected.
+    pub report: Vec<String>,
+    /// Whether something failed (a handler that did not load, a descriptor with a problem).
+    pub failed: bool,
+}
+
+impl Runtime {
+    /// Records a reload in the history.
+    pub fn record_reload(&self, record: ReloadRecord) {
+        let mut history = self.reload_history.lock();
+        if history.len() == RELOAD_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(record);
+    }
 }
 
 impl Runtime {
@@ -61,6 +92,7 @@ impl Runtime {
             limits,
             stats,
             reloads: AtomicU64::new(0),
+            reload_history: Default::default(),
         })
     }
 }

@@ -36,8 +36,8 @@ pub struct Dispatched {
 pub struct Watch<'a> {
     /// The watchdog's view of the isolate.
     pub watched: &'a Watched,
-    /// Where each event's duration is counted.
-    pub latency: &'a LatencyHistogram,
+    /// Where each event's duration is counted: all handlers together, and this one.
+    pub latency: [&'a LatencyHistogram; 2],
     /// The time limit per event (for a termination the watchdog did not record).
     pub event_time: Duration,
     /// The handler, for the log.
@@ -141,7 +141,9 @@ impl Dispatcher {
             let result = dispatch.call(scope, receiver, &args);
             watch.watched.end();
             clock = Instant::now();
-            watch.latency.observe(clock - started);
+            for latency in watch.latency {
+                latency.observe(clock - started);
+            }
             let terminated = watch.watched.take_termination();
             if terminated.is_some() || scope.has_terminated() {
                 scope.cancel_terminate_execution();

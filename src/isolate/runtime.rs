@@ -145,7 +145,7 @@ struct HandlerRuntime {
     pending: VecDeque<IsolateEvent>,
     /// The watchdog's view of this isolate, and why it last terminated the handler.
     watched: Arc<Watched>,
-    /// Errors and terminations of this handler, for `/metrics`.
+    /// Errors, terminations and event durations of this handler, for `/metrics` and the console.
     failures: Arc<HandlerFailures>,
     /// Set when the heap ran out: the module is reloaded so that its state is freed.
     reload_for_heap: bool,
@@ -395,7 +395,7 @@ impl HandlerRuntime {
             batch,
             Watch {
                 watched: &self.watched,
-                latency: &self.services.stats.event_latency,
+                latency: [&self.services.stats.event_latency, &self.failures.latency],
                 event_time: self.services.limits.event_time,
                 handler: &self.handler,
             },

@@ -4,6 +4,7 @@
 //! - [`state`]: what request handlers share.
 //! - `routes`: which URL is served by what.
 //! - `upgrade` and `connection`: a WebSocket upgrade, and the connection's life after it.
+//! - `console`: the web console at `/` (access rule, live feed, actions).
 //! - `pages` and `metrics`: plain HTTP; `files`: reading projects' static files, bounded.
 //! - `stomp`: Dirigible's STOMP broker at `/stomp` (and SockJS) for browser pages.
 //! - `tls`: the certificate for https and wss.
@@ -12,6 +13,7 @@
 
 mod accept;
 mod connection;
+pub mod console;
 mod files;
 mod metrics;
 mod pages;

@@ -1,8 +1,9 @@
-//! Plain HTTP: the index page, the JSON endpoint list, and the projects' static files.
+//! Plain HTTP: the JSON endpoint list and status, the overview the console page starts from, and
+//! the projects' static files.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Serialize;
 
@@ -78,27 +79,17 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `GET /`: the endpoints, their projects' pages, and the workspace's problems.
-pub async fn index(State(state): State<AppState>) -> Html<String> {
+/// The endpoints, their projects' pages, and the workspace's problems, as static HTML: what the
+/// console page shows before its script runs (and all it shows without one).
+pub fn overview_html(state: &AppState) -> String {
     let snapshot = state.runtime.endpoints.snapshot();
-    let mut page = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Switchboard</title>\
-         <style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}\
-         .error{color:#b00}</style></head><body>\n<h1>Switchboard</h1>\n<h2>Endpoints</h2>\n",
-    );
-    let infos = endpoint_infos(&state);
+    let mut page = String::from("<h2>Endpoints</h2>\n");
+    let infos = endpoint_infos(state);
     if infos.is_empty() {
         page.push_str(
             "<p>No endpoints: add a <code>*.websocket</code> descriptor, or a \
              <code>*Websocket.ts</code> module with a <code>@Websocket</code> class, to a \
-             project.</p>\n",
+             project (or run <code>switchboard new PROJECT</code>).</p>\n",
         );
     } else {
         page.push_str(
@@ -133,8 +124,15 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
         }
         page.push_str("</ul>\n");
     }
-    page.push_str("<p>JSON: <a href=\"/websockets/v4/service\">/websockets/v4/service</a></p>\n</body></html>\n");
-    Html(page)
+    page
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn text(status: StatusCode, message: String) -> Response {

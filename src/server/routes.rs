@@ -4,12 +4,12 @@ use axum::routing::get;
 use axum::Router;
 
 use super::state::AppState;
-use super::{metrics, pages, stomp, upgrade};
+use super::{console, metrics, pages, stomp, upgrade};
 
 /// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(pages::index))
+        .merge(console::routes())
         .route("/metrics", get(metrics::metrics))
         .route("/switchboard/status", get(pages::status))
         .route("/switchboard/client.js", get(pages::client_library))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use super::console::{Activity, ConsoleAccess};
 use super::files::StaticFiles;
 use super::stomp::broker::StompBroker;
 use crate::endpoints::Runtime;
@@ -22,6 +23,10 @@ pub struct AppState {
     pub static_files: StaticFiles,
     /// STOMP sessions and their broker subscriptions.
     pub stomp: Arc<StompBroker>,
+    /// Who may use the web console.
+    pub console: Arc<ConsoleAccess>,
+    /// The console's per-second samples.
+    pub activity: Arc<Activity>,
 }
 
 impl AppState {
@@ -36,6 +41,14 @@ impl AppState {
             tasks: Default::default(),
             static_files: Default::default(),
             stomp,
+            console: Default::default(),
+            activity: Default::default(),
         }
+    }
+
+    /// The same state with the console's access rule.
+    pub fn with_console(mut self, access: ConsoleAccess) -> Self {
+        self.console = Arc::new(access);
+        self
     }
 }

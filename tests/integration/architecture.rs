@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("limits", 0, "vocabulary"),
     ("stats", 0, "vocabulary"),
     ("memory", 0, "vocabulary"),
+    ("logbook", 0, "vocabulary"),
     ("workspace", 1, "workspace"),
     ("net", 1, "net"),
     ("isolate::ops", 2, "ops"),

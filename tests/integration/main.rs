@@ -7,6 +7,7 @@ mod check;
 mod clients;
 mod cluster;
 mod conformance;
+mod console;
 mod control;
 mod core;
 mod hardening;

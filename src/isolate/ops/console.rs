@@ -1,4 +1,7 @@
-//! `console.*` in handler code, logged through `tracing` with the handler's path.
+//! `console.*` in handler code, logged through `tracing` with the handler's path (and kept in the
+//! log book for the web console).
+
+use std::sync::Arc;
 
 use deno_core::op2;
 use deno_core::OpState;
@@ -20,6 +23,12 @@ pub fn op_sb_log(state: &mut OpState, #[string] level: &str, #[string] text: &st
     } else {
         text
     };
+    // A copy for the web console's live log of this handler.
+    context
+        .services
+        .stats
+        .logs
+        .record(&Arc::from(handler), level, text);
     match level {
         "error" => tracing::error!(target: "handler", "{handler}: {text}"),
         "warn" => tracing::warn!(target: "handler", "{handler}: {text}"),
