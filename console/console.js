@@ -255,10 +255,12 @@
     replace("connections", h("div.table-wrap#connections", {}, list.length === 0
       ? h("p.muted", {}, "No connection open. Connect with the test client above.")
       : h("table.data", {}, h("thead", {}, h("tr", {}, h("th", {}, "Id"), h("th", {}, "Remote address"),
-          h("th", {}, "Opened"), h("th", {}, "Topics"), h("th.hide-narrow", {}, "conn.data"))),
+          h("th", {}, "Opened"), h("th.num", {}, "In"), h("th.num", {}, "Out"), h("th", {}, "Topics"),
+          h("th.hide-narrow", {}, "conn.data"))),
         h("tbody", {}, list.map((c) => h(`tr.selectable${c.id === selected ? ".selected" : ""}`,
           { dataset: { id: c.id }, onclick: () => { selected = c.id; handlers.connections(list); } },
           h("td.mono", {}, c.id), h("td.mono", {}, c.remoteAddress), h("td", {}, ago(c.openedAt)),
+          h("td.num", { dataset: { field: "in" } }, c.messagesIn), h("td.num", { dataset: { field: "out" } }, c.messagesOut),
           h("td", {}, c.topics.join(", ") || "–"), h("td.mono.hide-narrow", {}, c.data ?? "–")))))));
   };
   function connectionActions() {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-/// Traffic of one endpoint (or of all outbound clients).
+/// Traffic of one endpoint (or of all outbound clients), or of one connection within its
+/// endpoint's (counted in both).
 #[derive(Debug, Default)]
 pub struct Traffic {
     /// Messages received.
@@ -18,25 +19,44 @@ pub struct Traffic {
     pub messages_out: AtomicU64,
     /// Payload bytes sent.
     pub bytes_out: AtomicU64,
+    /// The endpoint's traffic, when this is one connection's.
+    pub within: Option<Arc<Traffic>>,
 }
 
 impl Traffic {
+    /// One connection's traffic, counted in its endpoint's too.
+    pub fn within(endpoint: Arc<Traffic>) -> Self {
+        Self {
+            within: Some(endpoint),
+            ..Self::default()
+        }
+    }
+
     /// Counts a message received.
     pub fn received(&self, bytes: usize) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(endpoint) = &self.within {
+            endpoint.received(bytes);
+        }
     }
 
     /// Counts a message sent.
     pub fn sent(&self, bytes: usize) {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(endpoint) = &self.within {
+            endpoint.sent(bytes);
+        }
     }
 
     /// Takes back a [`Traffic::sent`] for a message that was not written after all.
     pub fn not_sent(&self, bytes: usize) {
         self.messages_out.fetch_sub(1, Ordering::Relaxed);
         self.bytes_out.fetch_sub(bytes as u64, Ordering::Relaxed);
+        if let Some(endpoint) = &self.within {
+            endpoint.not_sent(bytes);
+        }
     }
 }
 

@@ -267,6 +267,9 @@ declare module "net/websockets" {
     /** `conn.data`, as `onUpgrade` attached it. */
     data?: unknown;
     topics: string[];
+    /** Messages received from it, and sent to it. */
+    messagesIn: number;
+    messagesOut: number;
   }
 
   /** What `getAllConnections` found. */

@@ -18,6 +18,7 @@ use super::outbox::{Outbox, OutboxHandle, PushError};
 pub use super::records::{ConnectionInfo, SendError};
 use super::remote::{first_id, node_of, Interest, NodeId, NodeInfo, RemoteNodes};
 use crate::event::ConnectionId;
+use crate::stats::Traffic;
 
 /// The registry's handle on one connection.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct ConnectionEntry {
     pub topics: std::collections::BTreeSet<String>,
     /// The queue its pump writes from.
     outbox: Outbox,
+    /// Its own message counts, once its pump runs.
+    traffic: Option<Arc<Traffic>>,
 }
 
 /// Why an upgrade could not reserve a connection slot.
@@ -289,9 +292,17 @@ impl ConnectionRegistry {
                 data,
                 topics: Default::default(),
                 outbox,
+                traffic: None,
             },
         );
         id
+    }
+
+    /// Gives connection `id` its own message counts (shown in listings).
+    pub fn count_traffic(&self, id: ConnectionId, traffic: Arc<Traffic>) {
+        if let Some(entry) = self.connections.write().by_id.get_mut(&id) {
+            entry.traffic = Some(traffic);
+        }
     }
 
     pub fn remove(&self, id: ConnectionId) {
@@ -342,6 +353,14 @@ impl ConnectionRegistry {
                 .unwrap_or(0),
             data: entry.data.clone(),
             topics: entry.topics.iter().cloned().collect(),
+            messages_in: entry
+                .traffic
+                .as_ref()
+                .map_or(0, |t| t.messages_in.load(Ordering::Relaxed)),
+            messages_out: entry
+                .traffic
+                .as_ref()
+                .map_or(0, |t| t.messages_out.load(Ordering::Relaxed)),
         }
     }
 

@@ -22,6 +22,12 @@ pub struct ConnectionInfo {
     pub data: Option<String>,
     /// The topics it subscribed to.
     pub topics: Vec<String>,
+    /// Messages received from it.
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Messages sent to it.
+    #[serde(default)]
+    pub messages_out: u64,
 }
 
 /// Why a send to a connection did not happen.

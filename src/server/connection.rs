@@ -10,6 +10,7 @@ use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::outbox::{outbox, OutboxReader};
 use crate::net::pump::{pump, Peer, PumpOptions, PumpedSocket};
+use crate::stats::Traffic;
 
 /// An upgrade that was accepted: the connection is registered (its id is given in the order
 /// upgrades are answered, and it can be sent to at once); only its socket is still to come.
@@ -123,6 +124,8 @@ where
             .close(id, 1011, "handler unavailable".into());
     }
     let address = peer.to_string();
+    let traffic = Arc::new(Traffic::within(state.runtime.stats.endpoint(&endpoint)));
+    state.runtime.connections.count_traffic(id, traffic.clone());
     let ending = pump(
         socket,
         queue,
@@ -136,7 +139,7 @@ where
             keepalive: limits
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
-            traffic: state.runtime.stats.endpoint(&endpoint),
+            traffic,
         },
         || {},
     )

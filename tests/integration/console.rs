@@ -136,6 +136,18 @@ async fn an_endpoint_page_talks_shows_the_handler_log_and_disconnects_a_connecti
                return [...document.querySelectorAll('#connections tr[data-id]')].map((row) => Number(row.dataset.id));"#,
         )
         .await;
+        let counted = run(
+            &mut page,
+            r#"await waitFor("the messages counted", () => [...document.querySelectorAll('#connections td[data-field="in"]')].some((td) => td.textContent === "1"));
+               return [...document.querySelectorAll('#connections tr[data-id]')].map((row) => [row.querySelector('[data-field="in"]').textContent, row.querySelector('[data-field="out"]').textContent]);"#,
+        )
+        .await;
+        // The page's client sent 2 messages and got 2 replies; the outside one 1 and 1.
+        assert_eq!(
+            counted,
+            serde_json::json!([["2", "2"], ["1", "1"]]),
+            "{counted}"
+        );
         // The outside client is the newer one.
         list.as_array()
             .unwrap()
