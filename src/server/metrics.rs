@@ -174,19 +174,34 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
-    let (buckets, count, sum) = state.runtime.stats.event_latency.snapshot();
     let name = "switchboard_event_duration_seconds";
     let _ = writeln!(
         out,
-        "# HELP {name} Time handlers took per event.\n# TYPE {name} histogram"
+        "# HELP {name} Time handlers took per event: all handlers together, and each (the console's latency per endpoint).\n# TYPE {name} histogram"
     );
-    for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(&buckets) {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    let mut histograms = vec![(String::new(), &state.runtime.stats.event_latency)];
+    for (handler, failures) in &handlers {
+        histograms.push((format!("handler=\"{}\"", label(handler)), &failures.latency));
     }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-    );
+    for (labels, histogram) in histograms {
+        let (buckets, count, sum) = histogram.snapshot();
+        let comma = if labels.is_empty() { "" } else { "," };
+        for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(&buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{comma}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{comma}le=\"+Inf\"}} {count}\n{name}_sum{braces} {sum}\n{name}_count{braces} {count}"
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,
