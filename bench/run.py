@@ -20,6 +20,10 @@ redis-server on a free loopback port, persistence off): Switchboard (`serve --br
 Socket.IO 4 with @socket.io/redis-adapter on the same Redis, and each on one node, in interleaved
 rounds, with one load generator (Socket.IO spoken by it too). Every server and Redis on core 0.
 
+--console measures what an open console page costs: the echo scenario (100 connections, 32 B)
+with the endpoint page's live feed (/console/feed?endpoint=echo) being read, against none, in
+interleaved rounds.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -356,6 +360,49 @@ def socketio_nodes(servers, redis_port, count):
     return [p for p, _ in nodes], [f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket" for _, port in nodes]
 
 
+def console_cost(servers, loadgen_binary, options):
+    """Echo with and without a console page's feed open on the endpoint; the median round of each."""
+    import threading
+    duration, warmup, rounds = (1.0, 0.3, 1) if options.smoke else (options.duration, options.warmup, options.repeat)
+    runs = {}
+    for _ in range(rounds):
+        for mode in ("no console", "console page open"):
+            process, url = start(servers, "switchboard")
+            base = url.split("/websockets/")[0].replace("ws://", "http://")
+            reader = None
+            events = [0]
+            try:
+                if mode != "no console":
+                    feed = urllib.request.urlopen(f"{base}/console/feed?endpoint=echo", timeout=30)
+
+                    def read():
+                        try:
+                            for line in feed:
+                                if line.startswith(b"event: "):
+                                    events[0] += 1
+                        except Exception:
+                            pass
+                    reader = threading.Thread(target=read, daemon=True)
+                    reader.start()
+                cpu_before = cpu_seconds(process.pid)
+                result = loadgen(loadgen_binary, ["--url", url, "--mode", "echo", "--connections", "100", "--size", "32",
+                                                  "--window", "1", "--duration", str(duration), "--warmup", str(warmup),
+                                                  "--label", mode], 120)
+                result["server_cpu_seconds"] = round(cpu_seconds(process.pid) - cpu_before, 3)
+                if reader is not None:
+                    result["feed_events"] = events[0]
+                    if events[0] == 0:
+                        result = {"error": "the console feed sent nothing"}
+            except Exception as error:
+                result = {"error": str(error)}
+            finally:
+                stop(process)
+            runs.setdefault(mode, []).append(result)
+            extra = f", feed events read {result['feed_events']}" if "feed_events" in result else ""
+            print(f"{mode:<20} {summary(result)}{extra}", file=sys.stderr)
+    return {mode: median_round(results) for mode, results in runs.items()}
+
+
 def cluster_broadcast(servers, loadgen_binary, options):
     """Broadcast to 1,000 connections over two nodes through Redis: Switchboard against Socket.IO
     with its Redis adapter, and each on one node; rounds interleaved, the median round of each."""
@@ -423,6 +470,8 @@ def main():
                         help="only the reload time of a 1,000-line TypeScript handler (fresh, cached) and its JavaScript twin")
     parser.add_argument("--stomp", action="store_true",
                         help="only an echo and a handler building a new string, each over raw WebSocket against over STOMP (100 connections, 32 B and 16 KiB)")
+    parser.add_argument("--console", action="store_true",
+                        help="only the echo scenario with a console page's live feed open on the endpoint, against none")
     parser.add_argument("--cluster", action="store_true",
                         help="only a broadcast to 1,000 connections over two nodes through Redis, against Socket.IO with its Redis adapter and one node")
     parser.add_argument("--repeat", type=int, default=3,
@@ -438,6 +487,12 @@ def main():
     loadgen_binary = ROOT / "target" / ("debug" if options.smoke else "release") / "switchboard-loadgen"
     if options.stomp:
         print(json.dumps(stomp_echo(servers, loadgen_binary, options), indent=1))
+        return
+    if options.console:
+        results = console_cost(servers, loadgen_binary, options)
+        print(json.dumps(results, indent=1))
+        if any("error" in result for result in results.values()):
+            sys.exit("console run failed")
         return
     if options.cluster:
         results = cluster_broadcast(servers, loadgen_binary, options)
