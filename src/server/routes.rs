@@ -9,7 +9,7 @@ use super::{console, metrics, pages, stomp, upgrade};
 /// The routes: WebSocket upgrades at Dirigible's paths, listings, and project pages.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(console::routes())
+        .merge(console::routes(state.clone()))
         .route("/metrics", get(metrics::metrics))
         .route("/switchboard/status", get(pages::status))
         .route("/switchboard/client.js", get(pages::client_library))

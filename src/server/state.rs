@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-use super::console::{Activity, ConsoleAccess};
+use super::console::access::ConsoleAccess;
+use super::console::activity::Activity;
 use super::files::StaticFiles;
 use super::stomp::broker::StompBroker;
 use crate::endpoints::Runtime;

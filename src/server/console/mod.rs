@@ -8,15 +8,16 @@
 //! - `feed`: the live feed (Server-Sent Events) and the state it carries.
 //! - here: the routes, the page, and the two actions (send to and disconnect one connection).
 
-mod access;
-mod activity;
+pub mod access;
+pub mod activity;
 mod feed;
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -38,56 +39,70 @@ const SCRIPT: &str = include_str!("../../../console/console.js");
 /// The page's style.
 const STYLE: &str = include_str!("../../../console/console.css");
 
-/// The console's routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The console's routes: pages and the feed behind the access rule, actions behind it and the
+/// `Origin` check.
+pub fn routes(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
         .route("/", get(page))
         .route("/console/endpoint/{endpoint}", get(page))
         .route("/console/console.js", get(script))
         .route("/console/console.css", get(style))
         .route("/console/feed", get(live_feed))
         .route("/console/state", get(state_json))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate));
+    let actions = Router::new()
         .route("/console/connections/{id}/send", post(send))
         .route("/console/connections/{id}/disconnect", post(disconnect))
+        .route_layer(middleware::from_fn_with_state(state, gate_action));
+    pages.merge(actions)
 }
 
-/// Admits the request (see `access`) and starts the sampler with the first console request.
-fn admit(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Option<HeaderValue>, Refusal> {
-    let admitted = state
-        .console
-        .admit(headers, query.get("token").map(String::as_str))?;
-    state.activity.start(&state.runtime);
-    Ok(admitted)
+/// The `token` of a query string, if any.
+fn query_token(request: &Request) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
-/// A response, with the token's cookie when the token came in the query.
-fn with_cookie(response: impl IntoResponse, cookie: Option<HeaderValue>) -> Response {
-    let mut response = response.into_response();
-    if let Some(cookie) = cookie {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+/// Lets a console request through (see `access`), setting the token's cookie when the token came
+/// in the query; starts the sampler with the first console request.
+async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let token = query_token(&request);
+    match state.console.admit(request.headers(), token.as_deref()) {
+        Ok(cookie) => {
+            state.activity.start(&state.runtime);
+            let mut response = next.run(request).await;
+            if let Some(cookie) = cookie {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(refusal) => refusal.into_response(),
     }
-    response
+}
+
+/// Lets an action through: the console's rule, and a page of this server (`Origin`).
+async fn gate_action(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Err(refusal) = state.console.admit(request.headers(), None) {
+        return refusal.into_response();
+    }
+    if !access::same_origin(request.headers()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "console actions are accepted only from the console's own page (Origin must be this server)",
+        );
+    }
+    next.run(request).await
 }
 
 /// `GET /` and `GET /console/endpoint/{name}`: the page, with the overview rendered in it.
-async fn page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let cookie = match admit(&state, &headers, &query) {
-        Ok(cookie) => cookie,
-        Err(refusal) => return refusal.into_response(),
-    };
+async fn page(State(state): State<AppState>) -> Response {
     let node = state.runtime.connections.this_node();
     let html = PAGE
         .replace("{{OVERVIEW}}", &overview_html(&state))
         .replace("{{NODE}}", &escape(&node.name));
-    with_cookie(([(header::CACHE_CONTROL, "no-store")], Html(html)), cookie)
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 /// An asset of the page.
@@ -102,67 +117,35 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn script(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    match admit(&state, &headers, &query) {
-        Ok(_) => asset("text/javascript; charset=utf-8", SCRIPT),
-        Err(refusal) => refusal.into_response(),
-    }
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-async fn style(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    match admit(&state, &headers, &query) {
-        Ok(_) => asset("text/css; charset=utf-8", STYLE),
-        Err(refusal) => refusal.into_response(),
-    }
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 /// `GET /console/feed[?endpoint=NAME]`: the live feed.
 async fn live_feed(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    match admit(&state, &headers, &query) {
-        Ok(_) => feed::feed(
-            state.runtime.clone(),
-            state.activity.clone(),
-            query.get("endpoint").cloned(),
-        )
-        .into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
+    feed::feed(
+        state.runtime.clone(),
+        state.activity.clone(),
+        query.get("endpoint").cloned(),
+    )
+    .into_response()
 }
 
 /// `GET /console/state`: what the feed's `state` event carries, once (for scripts and tests).
-async fn state_json(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    match admit(&state, &headers, &query) {
-        Ok(_) => Json(feed::state(&state.runtime, &state.activity)).into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
+async fn state_json(State(state): State<AppState>) -> Response {
+    Json(feed::state(&state.runtime, &state.activity)).into_response()
 }
 
-/// Admits an action: the console's rule, and a page of this server (`Origin`).
-fn admit_action(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
-    admit(state, headers, &HashMap::new())?;
-    if !access::same_origin(headers) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "console actions are accepted only from the console's own page (Origin must be this server)",
-        ));
-    }
-    Ok(())
+/// A refusal, as a response.
+fn refuse(status: StatusCode, message: &str) -> Response {
+    Refusal::new(status, message).into_response()
 }
 
 /// What the page sends to a connection: text, or bytes written as hex.
@@ -172,11 +155,6 @@ struct Outgoing {
     text: Option<String>,
     /// A binary message, as hexadecimal digits.
     hex: Option<String>,
-}
-
-/// A refusal, as a response.
-fn refuse(status: StatusCode, message: &str) -> Response {
-    Refusal::new(status, message).into_response()
 }
 
 /// Bytes from hexadecimal digits (spaces allowed).
@@ -192,15 +170,7 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
 }
 
 /// `POST /console/connections/{id}/send` with `{"text": ...}` or `{"hex": ...}`.
-async fn send(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Bytes,
-) -> Response {
-    if let Err(refusal) = admit_action(&state, &headers) {
-        return refusal.into_response();
-    }
+async fn send(State(state): State<AppState>, Path(id): Path<u64>, body: Bytes) -> Response {
     let message = match serde_json::from_slice::<Outgoing>(&body) {
         Ok(Outgoing {
             text: Some(text), ..
@@ -238,15 +208,7 @@ struct Closing {
 }
 
 /// `POST /console/connections/{id}/disconnect` with `{"code": 4000, "reason": "..."}`.
-async fn disconnect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Bytes,
-) -> Response {
-    if let Err(refusal) = admit_action(&state, &headers) {
-        return refusal.into_response();
-    }
+async fn disconnect(State(state): State<AppState>, Path(id): Path<u64>, body: Bytes) -> Response {
     let Ok(closing) = serde_json::from_slice::<Closing>(&body) else {
         return refuse(
             StatusCode::BAD_REQUEST,
