@@ -4,6 +4,7 @@
 //!
 //! From the bottom up:
 //! - [`close`]: close codes and reasons.
+//! - [`compression`]: permessage-deflate negotiation (RFC 7692; the codec and frame layer follow).
 //! - [`direct`]: writing a frame straight to its socket from the thread that drives it.
 //! - [`outbox`]: the bounded outbound queue of one socket, which tries a direct write first.
 //! - `batch`: one frame to many sockets per system call, through io_uring (Linux).
@@ -21,6 +22,7 @@
 mod batch;
 pub mod clients;
 pub mod close;
+pub mod compression;
 pub mod connections;
 pub mod direct;
 pub mod home;
