@@ -5,8 +5,13 @@
 //! next one is considered); a client checks that the server's answer is one its offer allows
 //! (section 7: otherwise it must fail the connection).
 //!
-//! This is the first part of issue 19: the compressor, the frame layer (RSV1) and the
-//! configuration that turns it on come next; nothing calls this yet.
+//! [`codec`] compresses and inflates the messages themselves (bounded).
+//!
+//! This is the first part of issue 19: the frame layer (RSV1 on the wire, in the library's reader
+//! and our direct writers), the shared per-thread compressor, and the configuration that turns it
+//! on come next; nothing calls this yet.
+
+pub mod codec;
 
 /// The extension's name.
 pub const EXTENSION: &str = "permessage-deflate";
