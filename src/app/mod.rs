@@ -20,7 +20,9 @@ use crate::server::{self, AppState};
 use crate::workspace::{self, WorkspacePaths, WorkspaceScan};
 
 mod new_project;
+mod types;
 pub use new_project::{new_project, NewProject};
+pub use types::{write_types, TYPE_DECLARATIONS, TYPE_DECLARATIONS_FILE};
 
 /// Options of `switchboard serve`.
 #[derive(Debug, Clone)]
@@ -325,52 +327,4 @@ pub async fn check(workspace_path: &Path, limits: Limits) -> anyhow::Result<usiz
         workspace_path.display()
     );
     Ok(problems)
-}
-
-/// The type declarations of the handler API (`net/websockets`, `@aerokit/sdk/net`), for editors.
-pub const TYPE_DECLARATIONS: &str = include_str!("../../runtime_js/types/switchboard.d.ts");
-
-/// The file `switchboard types` writes the declarations to, in a project folder.
-pub const TYPE_DECLARATIONS_FILE: &str = "switchboard.d.ts";
-
-/// The `tsconfig.json` `switchboard types` writes when a project has none: what the runtime
-/// accepts (ES modules, TC39 decorators, imports with or without `.ts`), type-checked strictly,
-/// with no browser or Node globals.
-const TSCONFIG: &str = r#"{
-  "compilerOptions": {
-    "target": "ES2022",
-    "module": "ESNext",
-    "moduleResolution": "Bundler",
-    "allowImportingTsExtensions": true,
-    "lib": ["ES2022"],
-    "types": [],
-    "strict": true,
-    "noEmit": true
-  },
-  "include": ["**/*.ts", "**/*.mts", "**/*.cts"]
-}
-"#;
-
-/// `switchboard types PROJECT`: writes the handler API's type declarations into a project (and a
-/// `tsconfig.json`, if it has none), so that an editor completes `Websockets.` and checks
-/// handlers typed with `WebsocketHandler`. Returns the files written.
-pub fn write_types(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if !project.is_dir() {
-        bail!(
-            "{} is not a folder: name a project folder",
-            project.display()
-        );
-    }
-    let mut written = Vec::new();
-    let declarations = project.join(TYPE_DECLARATIONS_FILE);
-    std::fs::write(&declarations, TYPE_DECLARATIONS)
-        .with_context(|| format!("cannot write {}", declarations.display()))?;
-    written.push(declarations);
-    let tsconfig = project.join("tsconfig.json");
-    if !tsconfig.exists() {
-        std::fs::write(&tsconfig, TSCONFIG)
-            .with_context(|| format!("cannot write {}", tsconfig.display()))?;
-        written.push(tsconfig);
-    }
-    Ok(written)
 }

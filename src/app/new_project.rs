@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::{TSCONFIG, TYPE_DECLARATIONS, TYPE_DECLARATIONS_FILE};
+use super::types::{TSCONFIG, TYPE_DECLARATIONS, TYPE_DECLARATIONS_FILE};
 use crate::workspace::{self, descriptor::is_valid_endpoint, WorkspacePaths};
 
 /// The JavaScript handler.
