@@ -249,19 +249,21 @@
     while (log.childElementCount > 1000) log.firstElementChild.remove();
     if (stick) log.scrollTop = log.scrollHeight;
   }
-  handlers.connections = (list) => {
+  handlers.connections = ({ total, shown }) => {
+    const list = shown;
     if (selected !== null && !list.some((c) => c.id === selected)) selected = null;
     document.getElementById("act-id").textContent = selected === null ? "none (click a row)" : selected;
+    const table = h("table.data", {}, h("thead", {}, h("tr", {}, h("th", {}, "Id"), h("th", {}, "Remote address"),
+        h("th", {}, "Opened"), h("th.num", {}, "In"), h("th.num", {}, "Out"), h("th", {}, "Topics"),
+        h("th.hide-narrow", {}, "conn.data"))),
+      h("tbody", {}, list.map((c) => h(`tr.selectable${c.id === selected ? ".selected" : ""}`,
+        { dataset: { id: c.id }, onclick: () => { selected = c.id; handlers.connections({ total, shown }); } },
+        h("td.mono", {}, c.id), h("td.mono", {}, c.remoteAddress), h("td", {}, ago(c.openedAt)),
+        h("td.num", { dataset: { field: "in" } }, c.messagesIn), h("td.num", { dataset: { field: "out" } }, c.messagesOut),
+        h("td", {}, c.topics.join(", ") || "–"), h("td.mono.hide-narrow", {}, c.data ?? "–")))));
     replace("connections", h("div.table-wrap#connections", {}, list.length === 0
       ? h("p.muted", {}, "No connection open. Connect with the test client above.")
-      : h("table.data", {}, h("thead", {}, h("tr", {}, h("th", {}, "Id"), h("th", {}, "Remote address"),
-          h("th", {}, "Opened"), h("th.num", {}, "In"), h("th.num", {}, "Out"), h("th", {}, "Topics"),
-          h("th.hide-narrow", {}, "conn.data"))),
-        h("tbody", {}, list.map((c) => h(`tr.selectable${c.id === selected ? ".selected" : ""}`,
-          { dataset: { id: c.id }, onclick: () => { selected = c.id; handlers.connections(list); } },
-          h("td.mono", {}, c.id), h("td.mono", {}, c.remoteAddress), h("td", {}, ago(c.openedAt)),
-          h("td.num", { dataset: { field: "in" } }, c.messagesIn), h("td.num", { dataset: { field: "out" } }, c.messagesOut),
-          h("td", {}, c.topics.join(", ") || "–"), h("td.mono.hide-narrow", {}, c.data ?? "–")))))));
+      : [table, total > list.length ? h("p.muted.small", {}, `The ${list.length} oldest of ${total} open connections.`) : null]));
   };
   function connectionActions() {
     const result = h("span.muted.small#act-result");

@@ -378,6 +378,27 @@ impl ConnectionRegistry {
         list
     }
 
+    /// The oldest `limit` open connections of `endpoint`, and how many it has: a listing that
+    /// stays small however many connections there are (the console's, once a second).
+    pub fn list_first(&self, endpoint: &str, limit: usize) -> (Vec<ConnectionInfo>, usize) {
+        let open = self.connections.read();
+        let Some(of_endpoint) = open.by_endpoint.get(endpoint) else {
+            return (Vec::new(), 0);
+        };
+        let mut ids: Vec<ConnectionId> = of_endpoint.keys().copied().collect();
+        let total = ids.len();
+        if total > limit {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        let list = ids
+            .into_iter()
+            .filter_map(|id| open.by_id.get(&id).map(|entry| Self::info(id, entry)))
+            .collect();
+        (list, total)
+    }
+
     /// One open connection.
     pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
         self.connections
@@ -648,6 +669,22 @@ mod tests {
             Poll::Pending => Vec::new(),
             Poll::Ready(other) => panic!("expected a batch, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_bounded_listing_shows_the_oldest_and_counts_them_all() {
+        let registry = ConnectionRegistry::new();
+        let opened: Vec<(ConnectionId, OutboxReader)> =
+            (0..5).map(|_| open(&registry, "room")).collect();
+        let _lobby = open(&registry, "lobby");
+        let (shown, total) = registry.list_first("room", 2);
+        assert_eq!(total, 5);
+        let ids: Vec<ConnectionId> = shown.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [opened[0].0, opened[1].0]);
+        registry.remove(opened[0].0);
+        let (shown, total) = registry.list_first("room", 10);
+        assert_eq!((shown.len(), total), (4, 4));
+        assert_eq!(registry.list_first("nowhere", 3).1, 0);
     }
 
     #[test]

@@ -24,6 +24,19 @@ use crate::stats::LATENCY_BUCKETS;
 /// Log lines an endpoint page gets when it opens.
 const BACKLOG: usize = 200;
 
+/// Connections an endpoint page lists (the oldest), however many are open: the list goes out
+/// every second, so it must stay small.
+const LISTED: usize = 500;
+
+/// An endpoint's connections, as its page lists them.
+#[derive(Debug, Serialize)]
+struct Listing {
+    /// How many are open.
+    total: usize,
+    /// The oldest of them, at most [`LISTED`].
+    shown: Vec<ConnectionInfo>,
+}
+
 /// Event durations of a handler, as a histogram.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -203,8 +216,8 @@ pub fn feed(
                         open &= send(event("sample", &sample));
                     }
                     if let Some(name) = &endpoint {
-                        let connections: Vec<ConnectionInfo> = runtime.connections.list(Some(name));
-                        open &= send(event("connections", &connections));
+                        let (shown, total) = runtime.connections.list_first(name, LISTED);
+                        open &= send(event("connections", &Listing { total, shown }));
                     }
                     if !open {
                         return;
