@@ -47,8 +47,13 @@ impl AppState {
         }
     }
 
-    /// The same state with the console's access rule.
+    /// The same state with the console's access rule; when the console is on, its sampling
+    /// starts now, so that the chart has the minutes before it is first opened (call inside the
+    /// network runtime).
     pub fn with_console(mut self, access: ConsoleAccess) -> Self {
+        if access.enabled {
+            self.activity.start(&self.runtime);
+        }
         self.console = Arc::new(access);
         self
     }

@@ -1,6 +1,7 @@
 //! The console's chart: connections and messages per second, sampled every second for the last
 //! ten minutes, all endpoints together and per endpoint (the rates of the endpoint table). It
-//! starts with the first console request, so a server nobody looks at samples nothing.
+//! starts with the server when the console is on (one small pass a second), so the chart shows
+//! the minutes before anyone opened it; a server without a console samples nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
