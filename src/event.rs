@@ -33,6 +33,14 @@ pub fn first_id(node: NodeId) -> ConnectionId {
     (u64::from(node) << NODE_SHIFT) | 1
 }
 
+/// `time` in milliseconds since the Unix epoch, as handlers, the console and presence show times
+/// (0 for a time before it).
+pub fn epoch_millis(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Identifies one outbound client for the life of the process; never reused (a separate id space
 /// from connections).
 pub type ClientId = u64;

@@ -5,10 +5,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
+
+use crate::event::epoch_millis;
 
 /// How many lines are kept, all handlers together.
 const KEPT: usize = 4_000;
@@ -77,10 +79,7 @@ impl LogBook {
         };
         let line = Arc::new(LogLine {
             seq: self.next.fetch_add(1, Ordering::Relaxed),
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            time: epoch_millis(SystemTime::now()),
             handler: handler.clone(),
             level: level_name(level),
             text,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::runtime::{ReloadRecord, Runtime};
-use crate::event::HandlerLoadError;
+use crate::event::{epoch_millis, HandlerLoadError};
 use crate::workspace::{self, Endpoint, Problem};
 
 /// Close code and reasons used when the workspace takes something away.
@@ -70,6 +70,8 @@ impl Reloader {
         );
         let change = state.endpoints.apply(scan);
         let mut report: Vec<String> = Vec::new();
+        // Whether a handler failed to load or reload (the console's history marks it).
+        let mut failed = false;
 
         for endpoint in &change.removed {
             state.lifecycle.unbind(&endpoint.name).await;
@@ -176,6 +178,7 @@ impl Reloader {
                     state
                         .endpoints
                         .set_handler_error(&file, Some(error.clone()));
+                    failed = true;
                     report.push(format!(
                         "handler {} NOT reloaded, the last good version keeps serving: {error}",
                         slot.handler
@@ -198,6 +201,7 @@ impl Reloader {
                 )),
                 Ok(()) => {}
                 Err(error) if had_error.as_ref() != Some(&error) => {
+                    failed = true;
                     report.push(format!("handler failed to load: {error}"))
                 }
                 Err(_) => {}
@@ -206,8 +210,9 @@ impl Reloader {
 
         self.bind_unbound().await;
         self.state.reloads.fetch_add(1, Ordering::Relaxed);
+        let milliseconds = started.elapsed().as_secs_f64() * 1000.0;
         // Tenths of a millisecond: a reload of a cached module takes about one.
-        let elapsed = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+        let elapsed = format!("{milliseconds:.1}");
         if report.is_empty() {
             tracing::debug!(
                 "workspace change ({}) needed no reload ({elapsed} ms)",
@@ -215,15 +220,9 @@ impl Reloader {
             );
         } else {
             tracing::info!("reload in {elapsed} ms: {}", report.join("; "));
-            let failed = report
-                .iter()
-                .any(|line| line.contains("failed to load") || line.contains("NOT reloaded"));
             self.state.record_reload(ReloadRecord {
-                time: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-                milliseconds: started.elapsed().as_secs_f64() * 1000.0,
+                time: epoch_millis(std::time::SystemTime::now()),
+                milliseconds,
                 changed: self.names(changed),
                 report,
                 failed,

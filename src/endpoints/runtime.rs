@@ -52,7 +52,7 @@ pub struct ReloadRecord {
     pub changed: String,
     /// What it did: one entry per endpoint or handler affected.
     pub report: Vec<String>,
-    /// Whether something failed (a handler that did not load, a descriptor with a problem).
+    /// Whether a handler failed to load, or to reload (the last good version kept serving).
     pub failed: bool,
 }
 

@@ -6,11 +6,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
 use crate::endpoints::Runtime;
+use crate::event::epoch_millis;
 
 /// Samples kept: ten minutes at one a second.
 const KEPT: usize = 600;
@@ -103,10 +104,7 @@ impl Activity {
             samples.series.pop_front();
         }
         samples.series.push_back(Sample {
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            time: epoch_millis(SystemTime::now()),
             connections: runtime.connections.len(),
             messages_in: all_in,
             messages_out: all_out,
