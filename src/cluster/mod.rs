@@ -44,7 +44,7 @@ pub use redis::RedisBroker;
 use broker::{Inbox, Wanted};
 use envelope::Body;
 use members::{Control, Heard, Members};
-use presence::{limited, Queries};
+use presence::Queries;
 
 use crate::event::ConnectionId;
 use crate::net::close::checked_close;
@@ -338,7 +338,8 @@ impl Cluster {
 
     /// Whether another node is live (if none is, nothing needs publishing).
     fn has_members(&self) -> bool {
-        !self.members.lock().is_empty()
+        // The count every change of membership keeps (`count_nodes`): no lock per publish.
+        self.stats.broker.nodes.load(Ordering::Relaxed) > 1
     }
 
     /// The link is up: counts it, and gives every known node time to speak up again.
@@ -421,7 +422,8 @@ impl Cluster {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
-                let (connections, truncated) = limited(registry.list(endpoint.as_deref()), limit);
+                let (connections, total) = registry.list_first(endpoint.as_deref(), limit);
+                let truncated = total > connections.len();
                 let answer = Control::Answer {
                     request,
                     node: self.this_node(),
@@ -541,7 +543,11 @@ impl RemoteNodes for Cluster {
         deadline: Duration,
     ) -> BoxFuture<'static, Presence> {
         let local = match self.registry.upgrade() {
-            Some(registry) => limited(registry.list(endpoint.as_deref()), limit),
+            Some(registry) => {
+                let (connections, total) = registry.list_first(endpoint.as_deref(), limit);
+                let truncated = total > connections.len();
+                (connections, truncated)
+            }
             None => (Vec::new(), false),
         };
         let this = self.this_node();

@@ -128,13 +128,6 @@ pub fn assemble(
     }
 }
 
-/// The connections in an answer, cut to `limit`, and whether there were more.
-pub fn limited(mut connections: Vec<ConnectionInfo>, limit: usize) -> (Vec<ConnectionInfo>, bool) {
-    let truncated = connections.len() > limit;
-    connections.truncate(limit);
-    (connections, truncated)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

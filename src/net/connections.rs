@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::outbox::{Outbox, OutboxHandle, PushError};
 pub use super::records::{ConnectionInfo, SendError};
 use super::remote::{first_id, node_of, Interest, NodeId, NodeInfo, RemoteNodes};
-use crate::event::ConnectionId;
+use crate::event::{epoch_millis, ConnectionId};
 use crate::stats::Traffic;
 
 /// The registry's handle on one connection.
@@ -110,9 +110,7 @@ pub struct ConnectionRegistry {
     topics: RwLock<HashMap<String, std::collections::BTreeSet<ConnectionId>>>,
     /// Where publishes also go (STOMP subscribers), once set.
     relay: std::sync::OnceLock<Arc<dyn TopicRelay>>,
-    /// This node's number (the high bits of its connection ids); 0 without a broker.
-    node: AtomicU16,
-    /// The first id this node gave.
+    /// The first id this node gave; its high bits are this node's number (0 without a broker).
     first_id: AtomicU64,
     /// This node's name and the address its clients connect to, once serving.
     identity: std::sync::OnceLock<(String, String)>,
@@ -131,7 +129,6 @@ impl Default for ConnectionRegistry {
             counts: Mutex::default(),
             topics: RwLock::default(),
             relay: std::sync::OnceLock::new(),
-            node: AtomicU16::new(0),
             first_id: AtomicU64::new(1),
             identity: std::sync::OnceLock::new(),
             remote: std::sync::OnceLock::new(),
@@ -148,14 +145,13 @@ impl ConnectionRegistry {
     /// Makes this node `node`: the ids given from now on carry it. Called before the first
     /// connection is registered (ids already given stay as they are).
     pub fn set_node(&self, node: NodeId) {
-        self.node.store(node, Ordering::Relaxed);
         self.first_id.store(first_id(node), Ordering::Relaxed);
         self.next_id.store(first_id(node), Ordering::Relaxed);
     }
 
     /// This node's number (0 without a broker).
     pub fn node(&self) -> NodeId {
-        self.node.load(Ordering::Relaxed)
+        node_of(self.first_id.load(Ordering::Relaxed))
     }
 
     /// Names this node (`--node-name`) and the address it serves (set once, when serving).
@@ -323,20 +319,30 @@ impl ConnectionRegistry {
             removed
         };
         if let Some(entry) = removed {
-            {
-                let mut topics = self.topics.write();
-                for topic in &entry.topics {
-                    if let Some(subscribers) = topics.get_mut(topic) {
-                        subscribers.remove(&id);
-                        if subscribers.is_empty() {
-                            topics.remove(topic);
-                        }
+            self.leave_topics(id, &entry.topics);
+        }
+    }
+
+    /// Takes connection `id` off the subscribers of `topics` (a topic nobody holds any more is
+    /// forgotten), then counts the holders down.
+    fn leave_topics<'a>(
+        &self,
+        id: ConnectionId,
+        topics: impl IntoIterator<Item = &'a String> + Copy,
+    ) {
+        {
+            let mut subscribed = self.topics.write();
+            for topic in topics {
+                if let Some(subscribers) = subscribed.get_mut(topic) {
+                    subscribers.remove(&id);
+                    if subscribers.is_empty() {
+                        subscribed.remove(topic);
                     }
                 }
             }
-            for topic in &entry.topics {
-                self.topic_holder(topic, false);
-            }
+        }
+        for topic in topics {
+            self.topic_holder(topic, false);
         }
     }
 
@@ -346,11 +352,7 @@ impl ConnectionRegistry {
             node: node_of(id),
             endpoint: entry.endpoint.to_string(),
             remote_address: entry.remote_address.to_string(),
-            opened_at: entry
-                .opened_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            opened_at: epoch_millis(entry.opened_at),
             data: entry.data.clone(),
             topics: entry.topics.iter().cloned().collect(),
             messages_in: entry
@@ -378,14 +380,18 @@ impl ConnectionRegistry {
         list
     }
 
-    /// The oldest `limit` open connections of `endpoint`, and how many it has: a listing that
-    /// stays small however many connections there are (the console's, once a second).
-    pub fn list_first(&self, endpoint: &str, limit: usize) -> (Vec<ConnectionInfo>, usize) {
+    /// The oldest `limit` open connections (of one endpoint, or of all), and how many there are:
+    /// a listing that stays small however many connections there are (the console's once a
+    /// second, presence answers across nodes). Only the listed ones are described.
+    pub fn list_first(&self, endpoint: Option<&str>, limit: usize) -> (Vec<ConnectionInfo>, usize) {
         let open = self.connections.read();
-        let Some(of_endpoint) = open.by_endpoint.get(endpoint) else {
-            return (Vec::new(), 0);
+        let mut ids: Vec<ConnectionId> = match endpoint {
+            Some(endpoint) => match open.by_endpoint.get(endpoint) {
+                Some(of_endpoint) => of_endpoint.keys().copied().collect(),
+                None => return (Vec::new(), 0),
+            },
+            None => open.by_id.keys().copied().collect(),
         };
-        let mut ids: Vec<ConnectionId> = of_endpoint.keys().copied().collect();
         let total = ids.len();
         if total > limit {
             ids.select_nth_unstable(limit);
@@ -481,19 +487,9 @@ impl ConnectionRegistry {
             Some(entry) => entry.topics.remove(topic),
             None => false,
         };
-        if !held {
-            return;
+        if held {
+            self.leave_topics(id, &[topic.to_string()]);
         }
-        {
-            let mut topics = self.topics.write();
-            if let Some(subscribers) = topics.get_mut(topic) {
-                subscribers.remove(&id);
-                if subscribers.is_empty() {
-                    topics.remove(topic);
-                }
-            }
-        }
-        self.topic_holder(topic, false);
     }
 
     /// Publishes also reach `relay`'s subscribers (set once, by the server).
@@ -677,14 +673,15 @@ mod tests {
         let opened: Vec<(ConnectionId, OutboxReader)> =
             (0..5).map(|_| open(&registry, "room")).collect();
         let _lobby = open(&registry, "lobby");
-        let (shown, total) = registry.list_first("room", 2);
+        let (shown, total) = registry.list_first(Some("room"), 2);
         assert_eq!(total, 5);
         let ids: Vec<ConnectionId> = shown.iter().map(|c| c.id).collect();
         assert_eq!(ids, [opened[0].0, opened[1].0]);
         registry.remove(opened[0].0);
-        let (shown, total) = registry.list_first("room", 10);
+        let (shown, total) = registry.list_first(Some("room"), 10);
         assert_eq!((shown.len(), total), (4, 4));
-        assert_eq!(registry.list_first("nowhere", 3).1, 0);
+        assert_eq!(registry.list_first(Some("nowhere"), 3).1, 0);
+        assert_eq!(registry.list_first(None, 10).1, 5, "the lobby's too");
     }
 
     #[test]

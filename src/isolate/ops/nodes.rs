@@ -52,9 +52,8 @@ pub async fn op_ws_all_connections(
     match registry.remote() {
         Some(remote) => remote.all_connections(endpoint, limit, wait).await,
         None => {
-            let mut connections = registry.list(endpoint.as_deref());
-            let truncated = connections.len() > limit;
-            connections.truncate(limit);
+            let (connections, total) = registry.list_first(endpoint.as_deref(), limit);
+            let truncated = total > connections.len();
             Presence {
                 connections,
                 nodes: vec![registry.this_node()],

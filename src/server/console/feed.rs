@@ -216,7 +216,7 @@ pub fn feed(
                         open &= send(event("sample", &sample));
                     }
                     if let Some(name) = &endpoint {
-                        let (shown, total) = runtime.connections.list_first(name, LISTED);
+                        let (shown, total) = runtime.connections.list_first(Some(name), LISTED);
                         open &= send(event("connections", &Listing { total, shown }));
                     }
                     if !open {
