@@ -178,6 +178,19 @@ impl Publisher for RedisPublisher {
     }
 }
 
+/// Waits for a command's answer, at most [`COMMAND_TIMEOUT`]; the error says which command and
+/// what went wrong.
+async fn answered<T>(
+    command: &str,
+    answer: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("{command} failed: {error}")),
+        Err(_) => Err(format!("{command} got no answer")),
+    }
+}
+
 /// The subscribing connection.
 struct RedisSubscriber {
     /// The connection in subscribe mode.
@@ -199,16 +212,15 @@ impl Subscriber for RedisSubscriber {
             let mut subscribed: BTreeSet<Arc<str>> = BTreeSet::new();
             let mut ping = tokio::time::interval(SUBSCRIBER_PING);
             loop {
+                // Follow the wanted set when it changed (not per message: the set is copied).
                 let now = wanted.snapshot();
                 let added: Vec<&[u8]> = now
                     .difference(&subscribed)
                     .map(|c| c.as_bytes())
                     .collect();
                 if !added.is_empty() {
-                    match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(added)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return failed(&format!("SUBSCRIBE failed: {e}")),
-                        Err(_) => return failed("SUBSCRIBE got no answer"),
+                    if let Err(error) = answered("SUBSCRIBE", sink.subscribe(added)).await {
+                        return failed(&error);
                     }
                 }
                 let removed: Vec<&[u8]> = subscribed
@@ -216,27 +228,25 @@ impl Subscriber for RedisSubscriber {
                     .map(|c| c.as_bytes())
                     .collect();
                 if !removed.is_empty() {
-                    match tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(removed)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return failed(&format!("UNSUBSCRIBE failed: {e}")),
-                        Err(_) => return failed("UNSUBSCRIBE got no answer"),
+                    if let Err(error) = answered("UNSUBSCRIBE", sink.unsubscribe(removed)).await {
+                        return failed(&error);
                     }
                 }
                 subscribed = now;
-                tokio::select! {
-                    message = stream.next() => match message {
-                        Some(message) => inbox.deliver(
-                            message.get_channel_name().as_bytes(),
-                            Bytes::copy_from_slice(message.get_payload_bytes()),
-                        ),
-                        None => return failed("the connection closed"),
-                    },
-                    () = wanted.changed() => {}
-                    _ = ping.tick() => {
-                        match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => return failed(&format!("PING failed: {e}")),
-                            Err(_) => return failed("PING got no answer"),
+                loop {
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(message) => inbox.deliver(
+                                message.get_channel_name().as_bytes(),
+                                Bytes::copy_from_slice(message.get_payload_bytes()),
+                            ),
+                            None => return failed("the connection closed"),
+                        },
+                        () = wanted.changed() => break,
+                        _ = ping.tick() => {
+                            if let Err(error) = answered("PING", sink.ping::<redis::Value>()).await {
+                                return failed(&error);
+                            }
                         }
                     }
                 }
