@@ -23,19 +23,12 @@ fn compress_bits(window_bits: u8) -> u8 {
 }
 
 /// Compresses the messages of one direction.
+#[derive(Debug)]
 pub struct Deflater {
     /// The zlib stream.
     stream: Compress,
     /// Whether the window carries over to the next message.
     takeover: bool,
-}
-
-impl std::fmt::Debug for Deflater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deflater")
-            .field("takeover", &self.takeover)
-            .finish()
-    }
 }
 
 impl Deflater {
@@ -103,19 +96,12 @@ pub enum InflateError {
 }
 
 /// Inflates the messages of one direction.
+#[derive(Debug)]
 pub struct Inflater {
     /// The zlib stream.
     stream: Decompress,
     /// Whether the window carries over to the next message.
     takeover: bool,
-}
-
-impl std::fmt::Debug for Inflater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inflater")
-            .field("takeover", &self.takeover)
-            .finish()
-    }
 }
 
 impl Inflater {
@@ -138,9 +124,12 @@ impl Inflater {
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
         let start = out.len();
+        // One chunk for both parts; it is kept only while a message inflates, so an idle
+        // connection holds none.
+        let mut chunk = vec![0u8; INFLATE_CHUNK];
         let outcome = self
-            .inflate_part(compressed, limit, start, out)
-            .and_then(|()| self.inflate_part(&TAIL, limit, start, out));
+            .inflate_part(compressed, limit, start, &mut chunk, out)
+            .and_then(|()| self.inflate_part(&TAIL, limit, start, &mut chunk, out));
         if outcome.is_err() || !self.takeover {
             self.stream.reset(false);
         }
@@ -153,15 +142,15 @@ impl Inflater {
         input: &[u8],
         limit: usize,
         start: usize,
+        chunk: &mut [u8],
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
-        let mut chunk = vec![0u8; INFLATE_CHUNK];
         let mut offset = 0;
         loop {
             let (before_in, before_out) = (self.stream.total_in(), self.stream.total_out());
             let status = self
                 .stream
-                .decompress(&input[offset..], &mut chunk, FlushDecompress::Sync)
+                .decompress(&input[offset..], chunk, FlushDecompress::Sync)
                 .map_err(|e| InflateError::Corrupt(e.to_string()))?;
             let read = (self.stream.total_in() - before_in) as usize;
             let written = (self.stream.total_out() - before_out) as usize;
