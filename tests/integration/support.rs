@@ -254,8 +254,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Whether it exited by itself tells a crash from a test failure.
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failing test shows what the server said, so a failure seen once in CI explains
+            // itself.
+            eprintln!(
+                "--- server log ({}) ---\n{}\n--- end of server log ---",
+                match exited {
+                    Some(status) => format!("it had exited by itself: {status}"),
+                    None => "it was still running".to_string(),
+                },
+                self.stderr.text()
+            );
+        }
     }
 }
 

@@ -8913,7 +8913,9 @@ static void build_backtrace(JSContext *ctx, JSValueConst error_val,
                 if (JS_IsException(v))
                     break;
                 if (JS_DefinePropertyValueUint32(ctx, stack, j, v, JS_PROP_C_W_E) < 0) {
-                    JS_FreeValue(ctx, v);
+                    /* The failed definition freed v, and v's finalizer freed csd[j]'s
+                       values: neither may be freed again below. */
+                    j++;
                     break;
                 }
             }
