@@ -40,6 +40,7 @@
     dataType: "string",
     tls: "object",
     connectTimeoutMs: "number",
+    compression: "boolean",
     engine: "string",
   };
 

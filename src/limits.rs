@@ -21,6 +21,65 @@ impl Default for QueueBounds {
     }
 }
 
+/// permessage-deflate (RFC 7692) for an endpoint: the descriptor's `compression` (with
+/// `compressionWindowBits`), or `serve --compression` for endpoints that do not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionMode {
+    /// No compression: offers are declined (the default, as in Bun and ws).
+    #[default]
+    Off,
+    /// No context takeover in either direction: one compressor per thread serves every
+    /// connection (a broadcast is compressed once), and an idle connection holds no compression
+    /// state.
+    Shared,
+    /// Context takeover both ways, with this window (8-15) for what this side compresses: a better
+    /// ratio for chatty peers, at a window's memory per connection (bounded by
+    /// [`Limits::compression_memory`]).
+    Dedicated {
+        /// The window this side compresses with, in bits.
+        window_bits: u8,
+    },
+}
+
+impl CompressionMode {
+    /// The window a dedicated compressor uses unless told otherwise.
+    pub const DEFAULT_WINDOW_BITS: u8 = 15;
+
+    /// Reads `off`, `shared` or `dedicated` (with `window_bits`, 8-15, for dedicated only).
+    pub fn parse(name: &str, window_bits: Option<u8>) -> Result<Self, String> {
+        let mode = match name {
+            "off" => Self::Off,
+            "shared" => Self::Shared,
+            "dedicated" => Self::Dedicated {
+                window_bits: window_bits.unwrap_or(Self::DEFAULT_WINDOW_BITS),
+            },
+            other => {
+                return Err(format!(
+                    "unknown compression {other:?}: use \"off\", \"shared\" or \"dedicated\""
+                ))
+            }
+        };
+        match (mode, window_bits) {
+            (Self::Dedicated { .. }, Some(bits)) if !(8..=15).contains(&bits) => {
+                Err(format!("the window is 8 to 15 bits, got {bits}"))
+            }
+            (Self::Dedicated { .. }, _) | (_, None) => Ok(mode),
+            (_, Some(_)) => Err(format!(
+                "a window size applies to \"dedicated\" compression only, not {name:?}"
+            )),
+        }
+    }
+
+    /// The name the descriptor and the command line use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Shared => "shared",
+            Self::Dedicated { .. } => "dedicated",
+        }
+    }
+}
+
 /// Limits that apply to every endpoint unless its descriptor says otherwise.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -46,6 +105,14 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Origins allowed on every endpoint without `allowedOrigins` (empty: any).
     pub allowed_origins: Vec<String>,
+    /// permessage-deflate for endpoints whose descriptor does not choose.
+    pub compression: CompressionMode,
+    /// Messages shorter than this are sent uncompressed even where compression is on (deflate
+    /// cannot gain much on them, and costs the same per call).
+    pub compression_min_bytes: usize,
+    /// Most memory all dedicated compression windows may take together; past it, new
+    /// connections that ask for dedicated compression get shared compression.
+    pub compression_memory: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +128,9 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            compression: CompressionMode::Off,
+            compression_min_bytes: 256,
+            compression_memory: 256 << 20,
         }
     }
 }

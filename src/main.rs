@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard::app::{self, BrokerOptions, ServeOptions};
-use switchboard::limits::{Limits, QueueBounds};
+use switchboard::limits::{CompressionMode, Limits, QueueBounds};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -154,6 +154,22 @@ struct LimitArgs {
     /// any origin).
     #[arg(long = "allowed-origin")]
     allowed_origins: Vec<String>,
+    /// permessage-deflate for endpoints whose descriptor does not choose (compression): off;
+    /// shared (no context kept between messages, one compressor per thread, nothing per idle
+    /// connection); or dedicated (a window per connection, better for chatty peers).
+    #[arg(long, default_value = "off", value_parser = ["off", "shared", "dedicated"])]
+    compression: String,
+    /// The window of dedicated compression, in bits (8-15; per endpoint:
+    /// compressionWindowBits).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(8..=15))]
+    compression_window_bits: Option<u8>,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 256)]
+    compression_min_bytes: usize,
+    /// Most memory, in MiB, that dedicated compression windows take together; past it, new
+    /// connections get shared compression.
+    #[arg(long, default_value_t = 256)]
+    compression_memory_mib: usize,
 }
 
 impl From<LimitArgs> for Limits {
@@ -177,6 +193,16 @@ impl From<LimitArgs> for Limits {
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            compression: CompressionMode::parse(&args.compression, args.compression_window_bits)
+                .unwrap_or_else(|error| {
+                    clap::Error::raw(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--compression-window-bits: {error}\n"),
+                    )
+                    .exit()
+                }),
+            compression_min_bytes: args.compression_min_bytes,
+            compression_memory: args.compression_memory_mib << 20,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The runtime's own counters, kept with atomics on the hot paths and rendered by `/metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +133,90 @@ pub struct Stats {
     pub broker: BrokerCounters,
     /// What handlers logged, kept for the web console.
     pub logs: crate::logbook::LogBook,
+    /// permessage-deflate bytes per endpoint.
+    compression: RwLock<BTreeMap<String, Arc<CompressionCounters>>>,
+    /// permessage-deflate bytes of outbound clients, all together.
+    pub clients_compression: Arc<CompressionCounters>,
+    /// The memory of dedicated compression windows (per socket), bounded.
+    pub compression_windows: Arc<WindowBudget>,
+}
+
+/// permessage-deflate's bytes before and after, for `/metrics` (per endpoint, and for all
+/// outbound clients).
+#[derive(Debug, Default)]
+pub struct CompressionCounters {
+    /// Sent messages that were compressed: their size.
+    pub sent_raw: AtomicU64,
+    /// The same messages on the wire (payloads, compressed).
+    pub sent_wire: AtomicU64,
+    /// Received compressed messages: their payloads on the wire.
+    pub received_wire: AtomicU64,
+    /// The same messages inflated.
+    pub received_raw: AtomicU64,
+}
+
+/// The memory all per-socket compression windows may take together, and what they take now.
+#[derive(Debug)]
+pub struct WindowBudget {
+    /// The most, in bytes.
+    limit: AtomicUsize,
+    /// Reserved now, in bytes.
+    used: AtomicUsize,
+}
+
+impl Default for WindowBudget {
+    fn default() -> Self {
+        Self {
+            limit: AtomicUsize::new(crate::limits::Limits::default().compression_memory),
+            used: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl WindowBudget {
+    /// Sets the most that may be reserved (`serve --compression-memory-mib`).
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The most that may be reserved, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes`, if they fit; they are given back when the reservation is dropped.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<WindowReservation> {
+        let limit = self.limit();
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= limit).then_some(used + bytes)
+            })
+            .ok()?;
+        Some(WindowReservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Memory held from a [`WindowBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct WindowReservation {
+    /// Where it came from.
+    budget: Arc<WindowBudget>,
+    /// How much.
+    bytes: usize,
+}
+
+impl Drop for WindowReservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The link to other nodes, for `/metrics`.
@@ -178,6 +262,27 @@ impl Stats {
             .entry(handler.to_string())
             .or_default()
             .clone()
+    }
+
+    /// The compression counters of `endpoint`, created on first use.
+    pub fn compression(&self, endpoint: &str) -> Arc<CompressionCounters> {
+        if let Some(counters) = self.compression.read().get(endpoint) {
+            return counters.clone();
+        }
+        self.compression
+            .write()
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Every endpoint's compression counters, by name (endpoints that compressed or inflated).
+    pub fn compressions(&self) -> Vec<(String, Arc<CompressionCounters>)> {
+        self.compression
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Every endpoint's traffic, by name.

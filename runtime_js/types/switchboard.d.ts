@@ -101,6 +101,8 @@ declare module "net/websockets" {
     tls?: { ca?: string; insecure?: boolean };
     /** Connect and handshake timeout in milliseconds (default 10000). */
     connectTimeoutMs?: number;
+    /** Offer permessage-deflate (default true); used when the server accepts it. */
+    compression?: boolean;
     /** Dirigible's engine name: accepted and ignored. */
     engine?: string;
   }

@@ -75,6 +75,9 @@ impl Runtime {
         let clients = Arc::new(ClientRegistry::new());
         let limits = Arc::new(limits);
         let stats = Arc::new(Stats::default());
+        stats
+            .compression_windows
+            .set_limit(limits.compression_memory);
         let isolates = IsolateHost::new(
             workspace.clone(),
             connections.clone(),

@@ -6,7 +6,7 @@ use std::io;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::direct::{frame_parts, FrameHead};
+use super::direct::{wire_frame, WireFrame};
 use super::outbox::DirectClaim;
 
 /// Most sockets one [`Batch`] writes with one system call.
@@ -39,16 +39,69 @@ fn new_ring() -> Option<io_uring::IoUring> {
 /// socket. Each socket's queue stays locked (claimed) from `add` until its write is settled, so
 /// nothing else reaches the socket in between; every write is non-blocking, so all of them are
 /// done when the submission returns, and a socket that took part or none of the frame is handled
-/// exactly as by [`DirectSocket::try_write`].
+/// exactly as by [`DirectSocket::try_write`](super::direct::DirectSocket::try_write).
+///
+/// Sockets with permessage-deflate from the thread's shared compressor get one compressed frame
+/// (compressed once for all of them); a socket with a window of its own is written at once by
+/// itself, its message compressed in its own context.
 pub struct Batch<'a> {
     /// The message every claimed socket gets.
     message: &'a Message,
-    /// Its frame's header (a socket that took part of the frame is finished from it).
-    head: FrameHead,
-    /// The whole frame, built once.
-    frame: Vec<u8>,
+    /// The frame as it is, for sockets without compression.
+    plain: Group<'a>,
+    /// The compressed frame, for sockets compressing with the thread's shared compressor; made
+    /// for the first such socket.
+    compressed: Option<Group<'a>>,
+}
+
+/// The sockets of a batch that get the same frame.
+struct Group<'a> {
+    /// The frame.
+    frame: WireFrame<'a>,
+    /// The whole frame, header and payload, in one buffer.
+    bytes: Vec<u8>,
     /// The sockets claimed so far, each with its queue locked.
     claims: Vec<DirectClaim<'a>>,
+}
+
+impl<'a> Group<'a> {
+    fn new(frame: WireFrame<'a>) -> Option<Self> {
+        u32::try_from(frame.len()).ok()?;
+        let mut bytes = Vec::with_capacity(frame.len());
+        bytes.extend_from_slice(frame.head.bytes());
+        bytes.extend_from_slice(frame.payload.bytes());
+        Some(Self {
+            frame,
+            bytes,
+            claims: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Writes the frame to every claimed socket; returns how many got the message.
+    fn flush(&mut self, message: &Message) -> usize {
+        if self.claims.is_empty() {
+            return 0;
+        }
+        let payload_len = message.len();
+        for claim in &self.claims {
+            claim.socket().count_sent(payload_len, &self.frame);
+        }
+        let results =
+            RING.with(|ring| write_all(&mut ring.borrow_mut(), &self.claims, &self.bytes));
+        let mut delivered = 0;
+        for (claim, result) in self.claims.drain(..).zip(results) {
+            let sent = match result {
+                Some(bytes) if bytes >= 0 => Ok(bytes as usize),
+                Some(error) => Err(io::Error::from_raw_os_error(-error)),
+                None => Err(io::Error::other("the batched write did not run")),
+            };
+            let direct = claim.socket().conclude(payload_len, &self.frame, sent);
+            if claim.settle(message, direct).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
 }
 
 impl<'a> Batch<'a> {
@@ -57,53 +110,48 @@ impl<'a> Batch<'a> {
         if !RING.with(|ring| ring.borrow().is_some()) {
             return None;
         }
-        let (head, payload) = frame_parts(message)?;
-        u32::try_from(head.bytes().len() + payload.len()).ok()?;
-        let mut frame = Vec::with_capacity(head.bytes().len() + payload.len());
-        frame.extend_from_slice(head.bytes());
-        frame.extend_from_slice(payload);
         Some(Self {
             message,
-            head,
-            frame,
-            claims: Vec::with_capacity(BATCH),
+            plain: Group::new(wire_frame(message, None)?)?,
+            compressed: None,
         })
     }
 
-    /// Adds a claimed socket, and writes the batch once it is full; returns how many sockets
+    /// Adds a claimed socket, and writes its group once it is full; returns how many sockets
     /// got the message (written or queued) by that write.
     pub fn add(&mut self, claim: DirectClaim<'a>) -> usize {
-        self.claims.push(claim);
-        if self.claims.len() == BATCH {
-            self.flush()
+        let group = match claim.socket().compression() {
+            None => &mut self.plain,
+            Some(compression) if compression.sends_shared_default() => {
+                if self.compressed.is_none() {
+                    match wire_frame(self.message, Some(compression)).and_then(Group::new) {
+                        Some(group) => self.compressed = Some(group),
+                        None => return self.write_alone(claim),
+                    }
+                }
+                self.compressed.as_mut().expect("made above")
+            }
+            Some(_) => return self.write_alone(claim),
+        };
+        group.claims.push(claim);
+        if group.claims.len() == BATCH {
+            group.flush(self.message)
         } else {
             0
         }
     }
 
+    /// Writes one claimed socket by itself (a socket with a compression window of its own).
+    fn write_alone(&self, claim: DirectClaim<'a>) -> usize {
+        let direct = claim.socket().try_write(self.message);
+        usize::from(claim.settle(self.message, direct).is_ok())
+    }
+
     /// Writes the frame to every claimed socket; returns how many got the message.
     pub fn flush(&mut self) -> usize {
-        if self.claims.is_empty() {
-            return 0;
-        }
-        let payload_len = self.message.len();
-        for claim in &self.claims {
-            claim.socket().count_sent(payload_len);
-        }
-        let results =
-            RING.with(|ring| write_all(&mut ring.borrow_mut(), &self.claims, &self.frame));
-        let header = self.head.bytes();
-        let mut delivered = 0;
-        for (claim, result) in self.claims.drain(..).zip(results) {
-            let sent = match result {
-                Some(bytes) if bytes >= 0 => Ok(bytes as usize),
-                Some(error) => Err(io::Error::from_raw_os_error(-error)),
-                None => Err(io::Error::other("the batched write did not run")),
-            };
-            let direct = claim.socket().conclude(self.message, header, sent);
-            if claim.settle(self.message, direct).is_ok() {
-                delivered += 1;
-            }
+        let mut delivered = self.plain.flush(self.message);
+        if let Some(compressed) = &mut self.compressed {
+            delivered += compressed.flush(self.message);
         }
         delivered
     }

@@ -39,6 +39,10 @@ pub fn close_code_for(error: &WsError) -> (u16, String) {
         WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message".into()),
         WsError::Capacity(_) => (1009, "message too big".into()),
         WsError::Protocol(problem) => (1002, truncate_reason(&problem.to_string())),
+        // A compressed message that does not inflate (see `compression::socket`).
+        WsError::Io(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+            (1007, truncate_reason(&error.to_string()))
+        }
         _ => (1011, "read error".into()),
     }
 }

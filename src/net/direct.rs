@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::compression::socket::SocketCompression;
 use crate::stats::Traffic;
 
 /// Frames up to this size (header included) are written with one `send` from a stack copy.
@@ -47,6 +48,8 @@ pub struct DirectSocket {
     idle: AtomicBool,
     /// Where the socket's sent messages are counted.
     traffic: Arc<Traffic>,
+    /// permessage-deflate, when it was agreed: data messages are compressed as they are written.
+    compression: Option<Arc<SocketCompression>>,
 }
 
 /// Tells threads apart cheaply: the address of a thread-local, unique among live threads.
@@ -59,13 +62,23 @@ fn thread_token() -> usize {
 
 impl DirectSocket {
     /// The socket `fd`, driven by the calling thread.
-    pub fn new(fd: RawFd, traffic: Arc<Traffic>) -> Self {
+    pub fn new(
+        fd: RawFd,
+        traffic: Arc<Traffic>,
+        compression: Option<Arc<SocketCompression>>,
+    ) -> Self {
         Self {
             fd,
             thread: thread_token(),
             idle: AtomicBool::new(false),
             traffic,
+            compression,
         }
+    }
+
+    /// The socket's permessage-deflate, if agreed.
+    pub fn compression(&self) -> Option<&SocketCompression> {
+        self.compression.as_deref()
     }
 
     /// Whether direct writes may happen now; the pump says no before it writes anything itself.
@@ -85,9 +98,15 @@ impl DirectSocket {
         self.fd
     }
 
-    /// Counts a message as sent before its bytes leave, so that a peer holding it sees it counted.
-    pub(super) fn count_sent(&self, bytes: usize) {
-        self.traffic.sent(bytes);
+    /// Counts a message of `message_len` bytes as sent as `frame`, before its bytes leave, so
+    /// that a peer holding it sees it counted.
+    pub(super) fn count_sent(&self, message_len: usize, frame: &WireFrame<'_>) {
+        self.traffic.sent(message_len);
+        if let (Payload::Compressed(compressed), Some(compression)) =
+            (&frame.payload, self.compression())
+        {
+            compression.count_sent(message_len, compressed.len());
+        }
     }
 
     /// Writes `message` if the calling thread drives the socket and its pump is idle. The caller
@@ -96,10 +115,11 @@ impl DirectSocket {
         if !self.writable_here() {
             return Attempt::NotNow;
         }
-        let Some((head, payload)) = frame_parts(message) else {
+        let Some(frame) = wire_frame(message, self.compression()) else {
             return Attempt::NotNow;
         };
-        let header = head.bytes();
+        let header = frame.head.bytes();
+        let payload = frame.payload.bytes();
         // SAFETY: `self.fd` is the open socket. This registration lives in the outbox's locked
         // state, and the caller holds that lock (`OutboxHandle::offer`); the pump removes the
         // registration under the same lock (`outbox::DirectWrites::drop`) before it closes the
@@ -107,7 +127,7 @@ impl DirectSocket {
         // closed, or reused, during this call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let socket = socket2::SockRef::from(&fd);
-        self.count_sent(payload.len());
+        self.count_sent(message.len(), &frame);
         let frame_len = header.len() + payload.len();
         let sent = if frame_len <= SMALL_FRAME {
             // A small frame is copied into one buffer: a plain send costs the kernel less than
@@ -122,23 +142,23 @@ impl DirectSocket {
                 libc::MSG_NOSIGNAL,
             )
         };
-        self.conclude(message, header, sent)
+        self.conclude(message.len(), &frame, sent)
     }
 
-    /// What a write of `message`'s frame (header `header`) that returned `sent` means; the
-    /// message was counted as sent before the write.
+    /// What a write of a message of `message_len` bytes as `frame` that returned `sent` means;
+    /// the message was counted as sent before the write.
     pub(super) fn conclude(
         &self,
-        message: &Message,
-        header: &[u8],
+        message_len: usize,
+        frame: &WireFrame<'_>,
         sent: io::Result<usize>,
     ) -> Attempt {
-        let payload_len = message.len();
+        let payload_len = message_len;
         match sent {
-            Ok(n) if n == header.len() + payload_len => Attempt::Written,
+            Ok(n) if n == frame.len() => Attempt::Written,
             Ok(n) => {
                 self.idle.store(false, Ordering::Release);
-                Attempt::Partly(remainder(message, header, n))
+                Attempt::Partly(frame.after(n))
             }
             // A full socket waits for the pump (which counts the message when it writes it); a
             // failed one fails again there, which reports it.
@@ -165,41 +185,93 @@ impl FrameHead {
     }
 }
 
-/// The header and payload of `message`'s frame, if it is a data message.
-pub(super) fn frame_parts(message: &Message) -> Option<(FrameHead, &[u8])> {
-    let (opcode, payload): (Data, &[u8]) = match message {
-        Message::Text(text) => (Data::Text, text.as_bytes()),
-        Message::Binary(data) => (Data::Binary, data),
+/// What a data message's frame carries: the message's own bytes, or their compressed form.
+pub(super) enum Payload<'a> {
+    /// The message as it is.
+    Plain(&'a Message),
+    /// Compressed (the frame has RSV1 set).
+    Compressed(Bytes),
+}
+
+impl Payload<'_> {
+    /// The bytes after the header.
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Plain(Message::Text(text)) => text.as_bytes(),
+            Payload::Plain(Message::Binary(data)) => data,
+            Payload::Plain(_) => &[],
+            Payload::Compressed(bytes) => bytes,
+        }
+    }
+
+    /// The payload as shared bytes (a reference count, no copy).
+    fn shared(&self) -> Bytes {
+        match self {
+            Payload::Plain(Message::Text(text)) => Bytes::from(text.clone()),
+            Payload::Plain(Message::Binary(data)) => data.clone(),
+            Payload::Plain(_) => Bytes::new(),
+            Payload::Compressed(bytes) => bytes.clone(),
+        }
+    }
+}
+
+/// A data message's frame, ready for the socket: header and payload.
+pub(super) struct WireFrame<'a> {
+    /// The header.
+    pub(super) head: FrameHead,
+    /// The payload.
+    pub(super) payload: Payload<'a>,
+}
+
+impl WireFrame<'_> {
+    /// The frame's length on the wire.
+    pub(super) fn len(&self) -> usize {
+        self.head.len + self.payload.bytes().len()
+    }
+
+    /// The bytes of the frame after the first `written`.
+    fn after(&self, written: usize) -> Bytes {
+        let header = self.head.bytes();
+        let payload = self.payload.shared();
+        if written >= header.len() {
+            payload.slice(written - header.len()..)
+        } else {
+            let mut rest = header[written..].to_vec();
+            rest.extend_from_slice(&payload);
+            rest.into()
+        }
+    }
+}
+
+/// The frame of `message`, if it is a data message: compressed when `compression` compresses it.
+pub(super) fn wire_frame<'a>(
+    message: &'a Message,
+    compression: Option<&SocketCompression>,
+) -> Option<WireFrame<'a>> {
+    let opcode = match message {
+        Message::Text(_) => Data::Text,
+        Message::Binary(_) => Data::Binary,
         _ => return None,
+    };
+    let payload = match compression.and_then(|compression| compression.compress(message)) {
+        Some(compressed) => Payload::Compressed(compressed),
+        None => Payload::Plain(message),
     };
     let mut header = Cursor::new([0u8; 10]);
     let frame = FrameHeader {
         opcode: OpCode::Data(opcode),
+        rsv1: matches!(payload, Payload::Compressed(_)),
         ..FrameHeader::default()
     };
-    frame.format(payload.len() as u64, &mut header).ok()?;
+    frame
+        .format(payload.bytes().len() as u64, &mut header)
+        .ok()?;
     let len = header.position() as usize;
-    Some((
-        FrameHead {
+    Some(WireFrame {
+        head: FrameHead {
             bytes: header.into_inner(),
             len,
         },
         payload,
-    ))
-}
-
-/// The bytes of the frame after the first `written`.
-fn remainder(message: &Message, header: &[u8], written: usize) -> Bytes {
-    let payload = match message {
-        Message::Text(text) => Bytes::from(text.clone()),
-        Message::Binary(data) => data.clone(),
-        _ => Bytes::new(),
-    };
-    if written >= header.len() {
-        payload.slice(written - header.len()..)
-    } else {
-        let mut rest = header[written..].to_vec();
-        rest.extend_from_slice(&payload);
-        rest.into()
-    }
+    })
 }

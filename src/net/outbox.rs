@@ -21,6 +21,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::compression::socket::SocketCompression;
 use super::direct::{Attempt, DirectSocket};
 use crate::limits::QueueBounds;
 use crate::stats::Traffic;
@@ -356,8 +357,13 @@ impl Drop for Outbox {
 impl OutboxReader {
     /// Lets senders on the calling (the pump's) thread write to the socket `fd` directly, until
     /// the registration this returns is dropped (see `direct`).
-    pub fn direct_writes(&self, fd: std::os::fd::RawFd, traffic: Arc<Traffic>) -> DirectWrites {
-        let socket = Arc::new(DirectSocket::new(fd, traffic));
+    pub fn direct_writes(
+        &self,
+        fd: std::os::fd::RawFd,
+        traffic: Arc<Traffic>,
+        compression: Option<Arc<SocketCompression>>,
+    ) -> DirectWrites {
+        let socket = Arc::new(DirectSocket::new(fd, traffic, compression));
         self.shared.queue.lock().direct = Some(socket.clone());
         DirectWrites {
             shared: self.shared.clone(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::state::AppState;
 use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
 use crate::isolate::HandlerSlot;
+use crate::net::compression::socket::SocketCompression;
 use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::outbox::{outbox, OutboxReader};
@@ -33,6 +34,8 @@ pub struct AcceptedUpgrade {
     _slot: Reservation,
     /// The handler's isolate thread, when the connection runs there.
     home: Option<SocketHome>,
+    /// permessage-deflate, when it was agreed.
+    compression: Option<Arc<SocketCompression>>,
 }
 
 impl AcceptedUpgrade {
@@ -44,6 +47,7 @@ impl AcceptedUpgrade {
         handler: Arc<HandlerSlot>,
         data: Option<String>,
         slot: Reservation,
+        compression: Option<Arc<SocketCompression>>,
     ) -> Self {
         let connections = &state.runtime.connections;
         let (sender, queue) = outbox(state.runtime.limits.send_queue);
@@ -62,6 +66,7 @@ impl AcceptedUpgrade {
             data,
             _slot: slot,
             home,
+            compression,
         }
     }
 
@@ -104,6 +109,7 @@ where
         data,
         _slot,
         home,
+        compression,
     } = accepted;
     let limits = &state.runtime.limits;
     let target = Target::Connection(id);
@@ -140,6 +146,7 @@ where
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
             traffic,
+            compression,
         },
         || {},
     )

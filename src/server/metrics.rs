@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 
 use super::state::AppState;
 use crate::memory::resident_bytes;
-use crate::stats::{HandlerFailures, Traffic, LATENCY_BUCKETS};
+use crate::stats::{CompressionCounters, HandlerFailures, Traffic, LATENCY_BUCKETS};
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -151,6 +151,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    compression_metrics(&mut out, &state);
     let handlers = state.runtime.stats.handlers();
     for (name, help, read) in [
         (
@@ -217,4 +218,55 @@ fn label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// permessage-deflate: bytes before and after, per endpoint (endpoints that compressed or
+/// inflated anything) and for outbound clients, and the memory of dedicated windows.
+fn compression_metrics(out: &mut String, state: &AppState) {
+    let stats = &state.runtime.stats;
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_compression_windows_bytes Memory reserved by dedicated permessage-deflate windows (bounded by --compression-memory-mib).\n# TYPE switchboard_compression_windows_bytes gauge\nswitchboard_compression_windows_bytes {}",
+        stats.compression_windows.used()
+    );
+    let mut counters: Vec<(String, Arc<CompressionCounters>)> = stats
+        .compressions()
+        .into_iter()
+        .map(|(endpoint, counters)| (format!("endpoint=\"{}\"", label(&endpoint)), counters))
+        .collect();
+    counters.push((
+        "endpoint=\"(outbound clients)\"".into(),
+        stats.clients_compression.clone(),
+    ));
+    for (name, help, read) in [
+        (
+            "switchboard_compression_sent_bytes_total",
+            "Bytes of sent messages that were compressed, before compression.",
+            (|c: &CompressionCounters| &c.sent_raw) as fn(&CompressionCounters) -> &AtomicU64,
+        ),
+        (
+            "switchboard_compression_sent_wire_bytes_total",
+            "The same messages' payload bytes on the wire, compressed.",
+            |c: &CompressionCounters| &c.sent_wire,
+        ),
+        (
+            "switchboard_compression_received_wire_bytes_total",
+            "Payload bytes of compressed messages received, as they came.",
+            |c: &CompressionCounters| &c.received_wire,
+        ),
+        (
+            "switchboard_compression_received_bytes_total",
+            "The same messages' bytes, inflated.",
+            |c: &CompressionCounters| &c.received_raw,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, counters) in &counters {
+            let _ = writeln!(
+                out,
+                "{name}{{{labels}}} {}",
+                read(counters).load(Ordering::Relaxed)
+            );
+        }
+    }
 }

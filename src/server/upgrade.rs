@@ -17,9 +17,12 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::connection::{serve_connection, AcceptedUpgrade};
 use super::state::AppState;
+use crate::endpoints::Runtime;
 use crate::event::UpgradeDecision;
 use crate::isolate::HandlerSlot;
-use crate::limits::Limits;
+use crate::limits::{CompressionMode, Limits};
+use crate::net::compression;
+use crate::net::compression::socket::{CompressionSetup, Side, SocketCompression};
 use crate::net::websocket_config;
 use crate::workspace::Endpoint;
 
@@ -114,9 +117,24 @@ pub async fn upgrade(
         .options
         .max_message_size
         .unwrap_or(runtime.limits.max_message_size);
-    let accepted =
-        AcceptedUpgrade::register(state.clone(), endpoint_name, peer, handler, data, slot);
+    let compression = negotiate_compression(
+        &state.runtime,
+        &endpoint,
+        request.headers(),
+        max_message_size,
+    );
+    let answer = compression.as_ref().map(|(_, answer)| answer.clone());
+    let accepted = AcceptedUpgrade::register(
+        state.clone(),
+        endpoint_name,
+        peer,
+        handler,
+        data,
+        slot,
+        compression.map(|(socket, _)| socket),
+    );
     let home = accepted.home().cloned();
+    let answer_given = answer.is_some();
     let task = state.tasks.track_future(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -126,7 +144,7 @@ pub async fn upgrade(
                 return;
             }
         };
-        let config = Some(websocket_config(max_message_size));
+        let config = Some(websocket_config(max_message_size).compressed_messages(answer_given));
         match adopt_upgraded(upgraded) {
             Ok(UpgradedSocket::Tcp(stream, already_read)) => {
                 let socket =
@@ -159,7 +177,55 @@ pub async fn upgrade(
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(answer) = answer.and_then(|answer| HeaderValue::from_str(&answer).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
     response
+}
+
+/// permessage-deflate for a connection to `endpoint`: the first offer in the request that the
+/// endpoint's mode (its descriptor's, or the server's) can honour, with the answer header. A
+/// dedicated connection whose windows do not fit in the memory budget gets no context takeover
+/// (shared compression) instead.
+fn negotiate_compression(
+    runtime: &Runtime,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    max_message_size: usize,
+) -> Option<(Arc<SocketCompression>, String)> {
+    let mode = endpoint
+        .options
+        .compression
+        .unwrap_or(runtime.limits.compression);
+    if mode == CompressionMode::Off {
+        return None;
+    }
+    let offers: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let agreed = compression::accept(&offers, mode)?;
+    let setup = CompressionSetup {
+        min_bytes: runtime.limits.compression_min_bytes,
+        max_message_size,
+        counters: runtime.stats.compression(&endpoint.name),
+        budget: runtime.stats.compression_windows.clone(),
+    };
+    let socket = |agreed| SocketCompression::new(agreed, Side::Server, &setup);
+    let (agreed, socket) = match socket(agreed) {
+        Ok(socket) => (agreed, socket),
+        Err(exhausted) => {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(endpoint = %endpoint.name, "{exhausted} (--compression-memory-mib): connections that ask for dedicated compression get shared compression until some close (said once)");
+            }
+            let agreed = agreed.without_takeover();
+            (agreed, socket(agreed).ok()?)
+        }
+    };
+    Some((Arc::new(socket), compression::answer_header(&agreed)))
 }
 
 /// An upgraded connection, ready for the WebSocket protocol.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::paths::{PathError, WorkspacePaths};
+use crate::limits::CompressionMode;
 
 /// Fields a descriptor may carry; anything else is reported as a warning.
 const KNOWN_FIELDS: &[&str] = &[
@@ -16,6 +17,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "maxConnections",
     "allowedOrigins",
     "service",
+    "compression",
+    "compressionWindowBits",
     // Written by Dirigible itself into the descriptors it generates: normal, and ignored.
     "location",
     "createdBy",
@@ -36,6 +39,8 @@ pub struct EndpointOptions {
     pub allowed_origins: Option<Vec<String>>,
     /// Runs the handler's `onTick` export at this interval (a periodic global service).
     pub service_interval: Option<std::time::Duration>,
+    /// permessage-deflate on this endpoint (`compression`, `compressionWindowBits`).
+    pub compression: Option<CompressionMode>,
 }
 
 /// A descriptor that parsed and whose handler module exists inside the workspace.
@@ -265,11 +270,53 @@ fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, Desc
             ))
         }
     };
+    let window_bits = match object.get("compressionWindowBits") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(bits @ 8..=15) => Some(bits as u8),
+            _ => {
+                return Err(invalid(
+                    "compressionWindowBits",
+                    format!("must be a whole number from 8 to 15, got {n}"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(invalid(
+                "compressionWindowBits",
+                format!("must be a number, got {}", json_kind(other)),
+            ))
+        }
+    };
+    let compression = match object.get("compression") {
+        None | Some(Value::Null) if window_bits.is_some() => {
+            return Err(invalid(
+                "compressionWindowBits",
+                "applies to \"compression\": \"dedicated\" only, and compression is not set"
+                    .to_string(),
+            ))
+        }
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(
+            CompressionMode::parse(name, window_bits)
+                .map_err(|problem| invalid("compression", problem))?,
+        ),
+        Some(other) => {
+            return Err(invalid(
+                "compression",
+                format!(
+                    "must be \"off\", \"shared\" or \"dedicated\", got {}",
+                    json_kind(other)
+                ),
+            ))
+        }
+    };
     Ok(EndpointOptions {
         max_message_size,
         max_connections,
         allowed_origins,
         service_interval,
+        compression,
     })
 }
 
@@ -467,6 +514,45 @@ mod tests {
         assert!(
             err(r#"{"handler":"p/h","endpoint":"e","service":{"interval":"soon"}}"#)
                 .starts_with("field \"service\": interval must be milliseconds")
+        );
+        let compression = |text: &str| {
+            parse_descriptor(
+                &format!(r#"{{"handler":"p/h","endpoint":"e",{text}}}"#),
+                &paths,
+            )
+            .map(|d| d.options.compression)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            compression(r#""compression":"shared""#),
+            Ok(Some(CompressionMode::Shared))
+        );
+        assert_eq!(
+            compression(r#""compression":"dedicated","compressionWindowBits":10"#),
+            Ok(Some(CompressionMode::Dedicated { window_bits: 10 }))
+        );
+        assert_eq!(
+            compression(r#""compression":"dedicated""#),
+            Ok(Some(CompressionMode::Dedicated { window_bits: 15 }))
+        );
+        assert_eq!(
+            compression(r#""compression":"gzip""#),
+            Err("field \"compression\": unknown compression \"gzip\": use \"off\", \"shared\" or \"dedicated\"".into())
+        );
+        assert_eq!(
+            compression(r#""compression":"shared","compressionWindowBits":10"#),
+            Err("field \"compression\": a window size applies to \"dedicated\" compression only, not \"shared\"".into())
+        );
+        assert_eq!(
+            compression(r#""compression":"dedicated","compressionWindowBits":16"#),
+            Err(
+                "field \"compressionWindowBits\": must be a whole number from 8 to 15, got 16"
+                    .into()
+            )
+        );
+        assert_eq!(
+            compression(r#""compressionWindowBits":9"#),
+            Err("field \"compressionWindowBits\": applies to \"compression\": \"dedicated\" only, and compression is not set".into())
         );
         assert_eq!(
             parse_interval(&serde_json::json!(250)).unwrap(),

@@ -484,7 +484,11 @@ async fn bad_arguments_throw_clear_errors() {
         ),
         (
             r#"websockets.createWebsocket("ws://127.0.0.1:1/", "t/ctl", { colour: 1 })"#,
-            "TypeError: createWebsocket: unknown option \"colour\"; known options: headers, protocols, dataType, tls, connectTimeoutMs, engine",
+            "TypeError: createWebsocket: unknown option \"colour\"; known options: headers, protocols, dataType, tls, connectTimeoutMs, compression, engine",
+        ),
+        (
+            r#"websockets.createWebsocket("ws://127.0.0.1:1/", "t/ctl", { compression: "on" })"#,
+            "TypeError: createWebsocket: option \"compression\" must be a boolean, got \"on\"",
         ),
         (
             r#"websockets.createWebsocket("ws://127.0.0.1:1/", "t/ctl", { dataType: "xml" })"#,

@@ -6,6 +6,7 @@ mod browser;
 mod check;
 mod clients;
 mod cluster;
+mod compression;
 mod conformance;
 mod console;
 mod control;

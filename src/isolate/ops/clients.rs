@@ -12,6 +12,7 @@ use crate::net::clients::{
     create, ClientConnection, ClientError, ClientInfo, ClientOptions, ClientRequest, ClientSummary,
 };
 use crate::net::close::{checked_close, CloseRequestError};
+use crate::net::compression::socket::CompressionSetup;
 use crate::net::pump::PumpOptions;
 use crate::workspace::resolve_handler;
 
@@ -100,6 +101,14 @@ pub fn op_ws_client_create(
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
             traffic: services.stats.clients.clone(),
+            // Set once the server answers the offer (see `net::clients::connect`).
+            compression: None,
+        },
+        compression: CompressionSetup {
+            min_bytes: limits.compression_min_bytes,
+            max_message_size: limits.max_message_size,
+            counters: services.stats.clients_compression.clone(),
+            budget: services.stats.compression_windows.clone(),
         },
     };
     let (id, client) = create(&services.clients, request)?;

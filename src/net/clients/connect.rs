@@ -16,7 +16,9 @@ use super::options::{ClientOptions, HeaderValue, Protocols};
 use super::registry::{ClientEntry, ClientError, ClientRegistry, ClientStatus, NewClient};
 use super::tls;
 use crate::event::{ClientId, EventSink, IsolateEvent, Target};
-use crate::limits::QueueBounds;
+use crate::limits::{CompressionMode, QueueBounds};
+use crate::net::compression;
+use crate::net::compression::socket::{CompressionSetup, Side, SocketCompression};
 use crate::net::outbox::{outbox, OutboxReader};
 use crate::net::pump::{pump, Ending, Peer, PumpOptions};
 use crate::net::websocket_config;
@@ -44,6 +46,8 @@ pub struct ClientRequest {
     pub max_message_size: usize,
     /// Keepalive and counters of its socket.
     pub pump: PumpOptions,
+    /// permessage-deflate is offered with this, unless the options turn it off.
+    pub compression: CompressionSetup,
 }
 
 /// Registers a client (status "Connecting"). It starts connecting when the returned
@@ -74,6 +78,7 @@ pub fn create(
         registry: registry.clone(),
         max_message_size: request.max_message_size,
         pump: request.pump,
+        compression: (request.options.compression != Some(false)).then_some(request.compression),
         _counted: Counted::new(registry.clone()),
     };
     Ok((id, connection))
@@ -142,6 +147,14 @@ fn prepare(request: &ClientRequest) -> Result<Prepared, ClientError> {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
     }
+    if options.compression != Some(false) {
+        if let Some(offer) = compression::offer_header(CompressionMode::Shared) {
+            headers.insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HttpHeaderValue::from_str(&offer).expect("the offer is ASCII"),
+            );
+        }
+    }
     let connector = if secure {
         Connector::Rustls(
             tls::client_config(&options.tls, &request.workspace_root).map_err(invalid)?,
@@ -179,6 +192,8 @@ pub struct ClientConnection {
     max_message_size: usize,
     /// Keepalive and counters of its socket.
     pump: PumpOptions,
+    /// permessage-deflate, offered when set.
+    compression: Option<CompressionSetup>,
     /// Counts the client as a running task of its registry while it exists.
     _counted: Counted,
 }
@@ -222,14 +237,15 @@ impl ClientConnection {
             queue,
             registry,
             max_message_size,
-            pump: pump_options,
+            pump: mut pump_options,
+            compression: setup,
             _counted,
         } = self;
         let entry = &entry;
         let target = Target::Client(id);
         let connecting = tokio_tungstenite::connect_async_tls_with_config(
             prepared.request,
-            Some(websocket_config(max_message_size)),
+            Some(websocket_config(max_message_size).compressed_messages(setup.is_some())),
             true,
             Some(prepared.connector),
         );
@@ -258,6 +274,30 @@ impl ClientConnection {
                 return;
             }
         };
+        match agreed_compression(response.headers(), setup.as_ref()) {
+            Ok(compression) => pump_options.compression = compression,
+            Err(message) => {
+                let message = format!("connected to {}, but {message}", entry.uri);
+                tracing::warn!(client = id, handler = %entry.handler, "{message}");
+                let _ = handler
+                    .deliver(IsolateEvent::Error { target, message })
+                    .await;
+                let mut socket = socket;
+                let _ = tokio::time::timeout(
+                    crate::net::pump::CLOSE_HANDSHAKE_TIMEOUT,
+                    futures_util::SinkExt::send(
+                        &mut socket,
+                        crate::net::close::close_message(
+                            1010,
+                            "permessage-deflate answer refused".into(),
+                        ),
+                    ),
+                )
+                .await;
+                finish(id, &registry, handler, Ending::abnormal()).await;
+                return;
+            }
+        }
         let protocol = response
             .headers()
             .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -288,6 +328,37 @@ impl ClientConnection {
         .await;
         finish(id, &registry, handler, ending).await;
     }
+}
+
+/// The compression the server's answer agrees to, if it was offered (`setup`) and accepted; an
+/// answer the offer does not allow, or windows the memory budget cannot hold, fail the client
+/// (RFC 7692 section 7: a client must fail the connection on an answer it cannot use).
+fn agreed_compression(
+    headers: &tokio_tungstenite::tungstenite::http::HeaderMap,
+    setup: Option<&CompressionSetup>,
+) -> Result<Option<Arc<SocketCompression>>, String> {
+    let answers: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let Some(setup) = setup else {
+        return match answers.is_empty() {
+            true => Ok(None),
+            false => Err(format!(
+                "the server accepted extensions that were not offered: {}",
+                answers.join(", ")
+            )),
+        };
+    };
+    let Some(agreed) =
+        compression::check_answer(&answers, CompressionMode::Shared).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    SocketCompression::new(agreed, Side::Client, setup)
+        .map(|socket| Some(Arc::new(socket)))
+        .map_err(|exhausted| format!("the server keeps a compression window, and {exhausted}"))
 }
 
 /// The client leaves the registry (and `getClients()`) before its `onClose` runs.

@@ -66,6 +66,8 @@ pub struct ClientOptions {
     pub tls: TlsOptions,
     /// How long connecting and the handshake may take (default 10 s).
     pub connect_timeout_ms: Option<u64>,
+    /// Offer permessage-deflate (default: yes).
+    pub compression: Option<bool>,
     /// Dirigible's `engine`, accepted inside the options too and ignored.
     pub engine: Option<String>,
 }

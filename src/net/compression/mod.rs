@@ -7,11 +7,11 @@
 //!
 //! [`codec`] compresses and inflates the messages themselves (bounded).
 //!
-//! This is the first part of issue 19: the frame layer (RSV1 on the wire, in the library's reader
-//! and our direct writers), the shared per-thread compressor, and the configuration that turns it
-//! on come next; nothing calls this yet.
+//! [`socket`] is what one socket compresses and inflates with once the extension is agreed: a
+//! compressor shared by the thread (no context takeover) or one of its own (dedicated).
 
 pub mod codec;
+pub mod socket;
 
 /// The extension's name.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -22,22 +22,8 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 /// The smallest window a peer may ask for.
 pub const MIN_WINDOW_BITS: u8 = 8;
 
-/// How a side compresses, as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// No compression: offers are declined.
-    Off,
-    /// No context takeover in either direction: one compressor per thread serves every
-    /// connection (a broadcast is compressed once), and an idle connection holds no compression
-    /// state.
-    Shared,
-    /// Context takeover both ways, with this window (8-15) for what this side compresses: a better
-    /// ratio for chatty peers, at a window's memory per connection.
-    Dedicated {
-        /// The window this side compresses with, in bits.
-        window_bits: u8,
-    },
-}
+/// How a side compresses, as configured (the descriptor's `compression`, `serve --compression`).
+pub use crate::limits::CompressionMode as Mode;
 
 /// What both sides use once the extension is agreed. "Server" and "client" are the roles of the
 /// WebSocket handshake: the server compresses with `server_*`, the client with `client_*`.
@@ -51,6 +37,19 @@ pub struct Agreed {
     pub server_max_window_bits: u8,
     /// The client's window, in bits (8-15).
     pub client_max_window_bits: u8,
+}
+
+impl Agreed {
+    /// The same agreement with no context takeover either way (a server may always answer so,
+    /// RFC 7692 sections 7.1.1.1 and 7.1.1.2): what a dedicated connection gets when the memory
+    /// for its windows is used up.
+    pub fn without_takeover(self) -> Self {
+        Self {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..self
+        }
+    }
 }
 
 /// A window size in bits: `Some(None)` for a parameter given without a value.
@@ -317,9 +316,10 @@ pub fn check_answer(answers: &[&str], mode: Mode) -> Result<Option<Agreed>, Answ
         });
     }
     Ok(Some(Agreed {
-        // In shared mode this side asked for no takeover both ways; the server's answer may
-        // leave it out, but this side keeps no context anyway.
-        server_no_context_takeover: answer.server_no_context_takeover || mode == Mode::Shared,
+        // What the server does is what it answered: a server that keeps its window although
+        // asked not to is still inflated correctly (with a window kept here).
+        server_no_context_takeover: answer.server_no_context_takeover,
+        // In shared mode this side keeps no context, whether or not the answer repeats it.
         client_no_context_takeover: answer.client_no_context_takeover || mode == Mode::Shared,
         server_max_window_bits: server_bits,
         client_max_window_bits: answer

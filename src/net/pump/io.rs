@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::net::close::close_message;
+use crate::net::compression::socket::SocketCompression;
 use crate::net::outbox::Outbound;
 use crate::stats::Traffic;
 
@@ -184,6 +185,7 @@ pub(super) async fn write_batch<S>(
     raw: &mut Bytes,
     batch: VecDeque<Outbound>,
     traffic: &Traffic,
+    compression: Option<&SocketCompression>,
 ) -> Result<bool, WsError>
 where
     S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
@@ -202,6 +204,10 @@ where
                 if message.is_text() || message.is_binary() {
                     traffic.sent(message.len());
                 }
+                let message = match compression {
+                    Some(compression) => compression.outgoing(message),
+                    None => message,
+                };
                 sink.feed(message).await?
             }
             Outbound::Close { code, reason } => {

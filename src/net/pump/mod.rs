@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use self::io::{finish_then_close, peer_went_away, send_close, write_batch, ReadWake};
 use self::phase::Phase;
 use super::close::close_code_for;
+use super::compression::socket::SocketCompression;
 use super::outbox::{Outbound, OutboxReader, Taken};
 use crate::event::{EventSink, IsolateEvent, Target};
 use crate::stats::Traffic;
@@ -37,6 +38,8 @@ pub struct PumpOptions {
     pub keepalive: Option<(Duration, Duration)>,
     /// Counters the socket's messages are added to.
     pub traffic: Arc<Traffic>,
+    /// permessage-deflate, when it was agreed for this socket.
+    pub compression: Option<Arc<SocketCompression>>,
 }
 
 /// Who the socket is, for its events and log lines.
@@ -88,6 +91,7 @@ where
         outbox.direct_writes(
             std::os::fd::AsRawFd::as_raw_fd(tcp),
             options.traffic.clone(),
+            options.compression.clone(),
         )
     });
     let mut state = PumpState {
@@ -96,6 +100,7 @@ where
         handler,
         outbox: &outbox,
         traffic: &options.traffic,
+        compression: options.compression.as_deref(),
         keepalive,
         phase: Phase::Open { flushed: true },
         last_heard: tokio::time::Instant::now(),
@@ -161,6 +166,8 @@ struct PumpState<'a, H> {
     outbox: &'a OutboxReader,
     /// Where its messages are counted.
     traffic: &'a Traffic,
+    /// permessage-deflate, if agreed: what it reads is inflated, what it writes compressed.
+    compression: Option<&'a SocketCompression>,
     /// Ping interval and answer timeout, if pings are on.
     keepalive: Option<(Duration, Duration)>,
     /// Where the socket is in its life.
@@ -215,7 +222,7 @@ impl<H: EventSink> PumpState<'_, H> {
                 let outbox = self.outbox;
                 let written = tokio::select! {
                     biased;
-                    written = write_batch(socket, &mut raw, batch, self.traffic) => written,
+                    written = write_batch(socket, &mut raw, batch, self.traffic, self.compression) => written,
                     (code, reason) = poll_fn(|cx| outbox.poll_close_now(cx)) => {
                         finish_then_close(socket, &mut raw, code, reason).await;
                         Ok(true)
@@ -247,6 +254,18 @@ impl<H: EventSink> PumpState<'_, H> {
     ) -> Flow {
         self.last_heard = tokio::time::Instant::now();
         let target = self.peer.target;
+        // A compressed message (RSV1) arrives as one frame, still compressed.
+        let frame = match (frame, self.compression) {
+            (Some(Ok(Message::Frame(compressed))), Some(compression)) => {
+                Some(compression.inflate(compressed))
+            }
+            // RSV1 where no compression was agreed (the library only lets it through when
+            // compression was offered).
+            (Some(Ok(Message::Frame(_))), None) => Some(Err(WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::NonZeroReservedBits,
+            ))),
+            (frame, _) => frame,
+        };
         let event = match frame {
             None => return Flow::Stop,
             Some(Ok(Message::Text(text))) => {

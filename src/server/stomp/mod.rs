@@ -442,6 +442,8 @@ where
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
             traffic: state.runtime.stats.endpoint(STOMP_SOCKETS),
+            // STOMP pages are not offered compression (yet): see docs/compression.md.
+            compression: None,
         },
         || {},
     );
