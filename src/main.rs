@@ -166,6 +166,9 @@ struct LimitArgs {
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 256)]
     compression_min_bytes: usize,
+    /// zlib's compression level, 1 (fastest) to 9 (smallest messages).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
+    compression_level: u8,
     /// Most memory, in MiB, that dedicated compression windows take together; past it, new
     /// connections get shared compression.
     #[arg(long, default_value_t = 256)]
@@ -202,6 +205,7 @@ impl From<LimitArgs> for Limits {
                     .exit()
                 }),
             compression_min_bytes: args.compression_min_bytes,
+            compression_level: args.compression_level,
             compression_memory: args.compression_memory_mib << 20,
         }
     }

@@ -208,6 +208,7 @@ fn negotiate_compression(
     let agreed = compression::accept(&offers, mode)?;
     let setup = CompressionSetup {
         min_bytes: runtime.limits.compression_min_bytes,
+        level: runtime.limits.compression_level,
         max_message_size,
         counters: runtime.stats.compression(&endpoint.name),
         budget: runtime.stats.compression_windows.clone(),

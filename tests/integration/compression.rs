@@ -121,6 +121,28 @@ async fn python_websockets_negotiates_shared_and_dedicated_and_messages_are_comp
 }
 
 #[tokio::test]
+async fn a_higher_compression_level_sends_fewer_bytes() {
+    let ws = Workspace::new();
+    echo_endpoint(&ws, "shared", r#", "compression": "shared""#);
+    let mut wire = Vec::new();
+    for level in ["1", "9"] {
+        let server = Server::start_with(ws.path(), &["--no-watch", "--compression-level", level]);
+        let result = python_client(&server.ws_url("shared"), 20).await;
+        assert_eq!(result["echoed"], 40);
+        let [sent, sent_wire, ..] = compressed_bytes(&server, "shared").await;
+        assert!(sent > 0.0);
+        wire.push(sent_wire);
+    }
+    // Level 1 is zlib's quick strategy (fixed Huffman codes); 9 builds codes per message.
+    assert!(
+        wire[1] < wire[0] * 0.9,
+        "level 9 sent {} bytes, level 1 sent {}",
+        wire[1],
+        wire[0]
+    );
+}
+
+#[tokio::test]
 async fn serve_compression_is_the_default_and_the_memory_bound_falls_back_to_shared() {
     let ws = Workspace::new();
     echo_endpoint(&ws, "by-default", "");
@@ -174,6 +196,23 @@ fn a_bad_compression_setting_is_refused_with_the_field_and_the_reason() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
         said.contains("a window size applies to \"dedicated\" compression only, not \"shared\""),
+        "{said}"
+    );
+    let output = std::process::Command::new(binary())
+        .args([
+            "serve",
+            "--compression",
+            "shared",
+            "--compression-level",
+            "12",
+        ])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("--compression-level") && said.contains("1..=9"),
         "{said}"
     );
 }

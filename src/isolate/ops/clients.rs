@@ -106,6 +106,7 @@ pub fn op_ws_client_create(
         },
         compression: CompressionSetup {
             min_bytes: limits.compression_min_bytes,
+            level: limits.compression_level,
             max_message_size: limits.max_message_size,
             counters: services.stats.clients_compression.clone(),
             budget: services.stats.compression_windows.clone(),

@@ -33,11 +33,16 @@ pub struct Deflater {
 
 impl Deflater {
     /// A compressor with a window of `window_bits` (8-15), keeping it between messages when
-    /// `takeover`.
+    /// `takeover`, at the fastest level.
     pub fn new(window_bits: u8, takeover: bool) -> Self {
+        Self::with_level(window_bits, takeover, 1)
+    }
+
+    /// The same at zlib's `level` (1 fastest to 9 smallest).
+    pub fn with_level(window_bits: u8, takeover: bool, level: u8) -> Self {
         Self {
             stream: Compress::new_with_window_bits(
-                Compression::fast(),
+                Compression::new(u32::from(level.clamp(1, 9))),
                 false,
                 compress_bits(window_bits),
             ),

@@ -74,6 +74,8 @@ pub struct SocketCompression {
     receiving: Direction,
     /// Messages shorter than this are sent as they are.
     min_bytes: usize,
+    /// zlib's level (1-9).
+    level: u8,
     /// The largest message accepted, inflated.
     max_message_size: usize,
     /// Windows kept between messages (directions with context takeover only).
@@ -89,6 +91,8 @@ pub struct SocketCompression {
 pub struct CompressionSetup {
     /// Messages shorter than this are sent as they are.
     pub min_bytes: usize,
+    /// zlib's level when compressing (1 fastest, 9 smallest).
+    pub level: u8,
     /// The largest message accepted, inflated.
     pub max_message_size: usize,
     /// Where bytes before and after are counted.
@@ -145,6 +149,7 @@ impl SocketCompression {
             sending,
             receiving,
             min_bytes: setup.min_bytes,
+            level: setup.level,
             max_message_size: setup.max_message_size,
             contexts: Mutex::new(Contexts::default()),
             counters: setup.counters.clone(),
@@ -168,14 +173,19 @@ impl SocketCompression {
         }
         if self.sending.takeover {
             let mut contexts = self.contexts.lock();
-            let deflater = contexts
-                .deflater
-                .get_or_insert_with(|| Deflater::new(self.sending.window_bits, true));
+            let deflater = contexts.deflater.get_or_insert_with(|| {
+                Deflater::with_level(self.sending.window_bits, true, self.level)
+            });
             let mut out = Vec::new();
             deflater.compress(bytes, &mut out);
             Some(Bytes::from(out))
         } else {
-            Some(shared_compress(message, bytes, self.sending.window_bits))
+            Some(shared_compress(
+                message,
+                bytes,
+                self.sending.window_bits,
+                self.level,
+            ))
         }
     }
 
@@ -280,14 +290,14 @@ pub fn compressed_frame(payload: Bytes, data: Data) -> Frame {
 
 /// The thread's compressors and inflater for directions without context takeover.
 struct Shared {
-    /// One compressor per window size in use on this thread (almost always just 15).
-    deflaters: Vec<(u8, Deflater)>,
+    /// One compressor per window size and level in use on this thread (almost always one).
+    deflaters: Vec<((u8, u8), Deflater)>,
     /// The inflater (a 15-bit window inflates what any smaller one made).
     inflater: Option<Inflater>,
-    /// The last message compressed, its window size and the result: a broadcast hands every
+    /// The last message compressed, its window size and level, and the result: a broadcast hands every
     /// receiver the same message, which is then compressed once. The message is kept (a
     /// reference count), so its bytes cannot be freed and reused by another while remembered.
-    last: Option<(Message, u8, Bytes)>,
+    last: Option<(Message, (u8, u8), Bytes)>,
 }
 
 thread_local! {
@@ -311,29 +321,30 @@ fn same_bytes(a: &Message, b: &Message) -> bool {
     }
 }
 
-/// Compresses with the thread's compressor for `window_bits`, or returns the result of the
-/// previous call if it was for the same message.
-fn shared_compress(message: &Message, bytes: &[u8], window_bits: u8) -> Bytes {
+/// Compresses with the thread's compressor for `window_bits` and `level`, or returns the result
+/// of the previous call if it was for the same message.
+fn shared_compress(message: &Message, bytes: &[u8], window_bits: u8, level: u8) -> Bytes {
+    let key = (window_bits, level);
     SHARED.with(|shared| {
         let mut shared = shared.borrow_mut();
-        if let Some((last, bits, compressed)) = &shared.last {
-            if *bits == window_bits && same_bytes(last, message) {
+        if let Some((last, last_key, compressed)) = &shared.last {
+            if *last_key == key && same_bytes(last, message) {
                 return compressed.clone();
             }
         }
-        let index = match shared.deflaters.iter().position(|(b, _)| *b == window_bits) {
+        let index = match shared.deflaters.iter().position(|(k, _)| *k == key) {
             Some(index) => index,
             None => {
                 shared
                     .deflaters
-                    .push((window_bits, Deflater::new(window_bits, false)));
+                    .push((key, Deflater::with_level(window_bits, false, level)));
                 shared.deflaters.len() - 1
             }
         };
         let mut out = Vec::with_capacity(bytes.len() / 2 + 16);
         shared.deflaters[index].1.compress(bytes, &mut out);
         let compressed = Bytes::from(out);
-        shared.last = Some((message.clone(), window_bits, compressed.clone()));
+        shared.last = Some((message.clone(), key, compressed.clone()));
         compressed
     })
 }
@@ -360,6 +371,7 @@ mod tests {
     fn setup(budget: &Arc<WindowBudget>) -> CompressionSetup {
         CompressionSetup {
             min_bytes: 16,
+            level: 1,
             max_message_size: 50_000,
             counters: Arc::default(),
             budget: budget.clone(),
