@@ -4,15 +4,15 @@
 //! empty window; with it, the window carries over from message to message.
 //!
 //! Inflating is bounded: it stops with [`InflateError::TooLarge`] as soon as the output would pass
-//! the limit, so a small frame that inflates to gigabytes costs at most the limit (plus one
-//! chunk), never the whole.
+//! the limit, so a small frame that inflates to gigabytes costs at most the limit (and one byte),
+//! never the whole.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The four bytes an empty stored block ends with, which the sender leaves off.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// How much output is produced per step while inflating (the overshoot past a limit, at most).
+/// The least a message's buffer grows by while inflating.
 const INFLATE_CHUNK: usize = 16 * 1024;
 
 /// zlib cannot compress raw DEFLATE with a 256-byte window: a peer that allows 8 bits gets 9
@@ -129,42 +129,53 @@ impl Inflater {
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
         let start = out.len();
-        // One chunk for both parts; it is kept only while a message inflates, so an idle
-        // connection holds none.
-        let mut chunk = vec![0u8; INFLATE_CHUNK];
+        // A first guess at the size (JSON inflates about four to one); `out` then grows by
+        // doubling, never past the limit and one byte, which is how passing it is seen.
+        out.reserve_exact((compressed.len() * 4).clamp(64, limit + 1));
         let outcome = self
-            .inflate_part(compressed, limit, start, &mut chunk, out)
-            .and_then(|()| self.inflate_part(&TAIL, limit, start, &mut chunk, out));
+            .inflate_part(compressed, limit, start, out)
+            .and_then(|()| self.inflate_part(&TAIL, limit, start, out));
         if outcome.is_err() || !self.takeover {
             self.stream.reset(false);
         }
         outcome
     }
 
-    /// Inflates `input` completely (or up to the limit), a chunk at a time.
+    /// Inflates `input` completely (or up to the limit) into `out`'s spare room, growing it as
+    /// needed: zlib writes straight into the message's buffer (no zeroed chunk, no copy).
     fn inflate_part(
         &mut self,
         input: &[u8],
         limit: usize,
         start: usize,
-        chunk: &mut [u8],
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
         let mut offset = 0;
         loop {
-            let (before_in, before_out) = (self.stream.total_in(), self.stream.total_out());
-            let status = self
-                .stream
-                .decompress(&input[offset..], chunk, FlushDecompress::Sync)
-                .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-            let read = (self.stream.total_in() - before_in) as usize;
-            let written = (self.stream.total_out() - before_out) as usize;
-            offset += read;
-            if out.len() - start + written > limit {
+            let produced = out.len() - start;
+            if produced > limit {
                 return Err(InflateError::TooLarge(limit));
             }
-            out.extend_from_slice(&chunk[..written]);
-            let input_done = offset == input.len() && written < chunk.len();
+            if out.len() == out.capacity() {
+                // Double what is there (at least a chunk), but never past the limit and one byte.
+                let room = produced.max(INFLATE_CHUNK).min(limit + 1 - produced);
+                out.reserve_exact(room);
+            }
+            let before_in = self.stream.total_in();
+            let spare = out.capacity() - out.len();
+            let status = self
+                .stream
+                .decompress_vec(&input[offset..], out, FlushDecompress::Sync)
+                .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+            let read = (self.stream.total_in() - before_in) as usize;
+            let written = out.len() - start - produced;
+            offset += read;
+            if out.len() - start > limit {
+                return Err(InflateError::TooLarge(limit));
+            }
+            // Done when all input is in and zlib did not fill the room it had (it has nothing
+            // more to give), or the stream ended, or nothing moved.
+            let input_done = offset == input.len() && written < spare;
             if status == Status::StreamEnd || input_done || (read == 0 && written == 0) {
                 return Ok(());
             }
@@ -267,11 +278,7 @@ mod tests {
             inflater.inflate(&bomb, limit, &mut out),
             Err(InflateError::TooLarge(limit))
         );
-        assert!(
-            out.capacity() <= limit + 2 * INFLATE_CHUNK,
-            "{}",
-            out.capacity()
-        );
+        assert!(out.capacity() <= limit + 1, "{}", out.capacity());
         // The inflater is usable again after the refusal.
         let hello = deflate(&mut deflater, b"hello");
         assert_eq!(inflate(&mut inflater, &hello), b"hello");
