@@ -21,6 +21,16 @@
 //! `broadcast` with the payload and receivers expect the `message` events the server emits, so
 //! Socket.IO is measured with the same client as everyone else.
 //!
+//! `--deflate` offers permessage-deflate as a browser does (`permessage-deflate;
+//! client_max_window_bits`) and fails if the server declines it. Messages are sent compressed from
+//! a pool of 1,000 precompressed messages (sequence numbers cycle through the pool, so the
+//! generator spends no time compressing), echoes are inflated and checked (in broadcast mode, on
+//! one receiver in 50; the others count arrivals), and the bytes on the wire (frame headers and
+//! payloads, both directions) are reported beside the raw bytes. `--json` makes the messages JSON
+//! documents (readings of sensors) instead of a repeated alphabet, which compress like real
+//! traffic. The codec is Switchboard's own (`net::compression::codec`); Autobahn's cases 12-13,
+//! Python's websockets and Chromium check it independently in the tests.
+//!
 //! Output is one JSON object on stdout; progress and errors go to stderr. Traffic goes only to
 //! the URL given (loopback in the suite), and every run stops by itself.
 
@@ -31,9 +41,13 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use switchboard::net::compression::codec::{Deflater, Inflater};
 use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -81,6 +95,12 @@ struct Args {
     /// Broadcast over Socket.IO 4 (the URL is `ws://host:port/socket.io/?EIO=4&transport=websocket`).
     #[arg(long)]
     socketio: bool,
+    /// Offer permessage-deflate (and require it): send compressed, inflate what comes back.
+    #[arg(long)]
+    deflate: bool,
+    /// JSON messages (sensor readings) instead of a repeated alphabet.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Args {
@@ -100,25 +120,77 @@ fn fail(message: String) -> ! {
 
 /// tungstenite's default 128 KiB read buffer is zeroed on every read: with it, the generator
 /// spent a third of its time in memset and capped every server near 90k messages/s.
-fn config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096)
+fn config(deflate: bool) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .compressed_messages(deflate)
+}
+
+/// What a browser offers.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// A connection and what was agreed on it.
+struct Connection {
+    socket: Socket,
+    /// permessage-deflate was agreed: whether the server keeps its window between messages
+    /// (`server_no_context_takeover` absent), which the inflater must do too.
+    server_takeover: Option<bool>,
 }
 
 /// Opens `count` connections, a few at a time (so that a server is not flooded with upgrades).
 async fn connect_all(url: &str, count: usize) -> Vec<Socket> {
+    connect_all_with(url, count, false)
+        .await
+        .into_iter()
+        .map(|c| c.socket)
+        .collect()
+}
+
+/// Opens one connection, offering permessage-deflate when `deflate` (and requiring it).
+async fn connect_one(url: &str, deflate: bool) -> Result<Connection, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if deflate {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Extensions", DEFLATE_OFFER.parse().unwrap());
+    }
+    let (socket, response) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config(deflate)), true)
+            .await
+            .map_err(|e| e.to_string())?;
+    let server_takeover = if deflate {
+        let answer = response
+            .headers()
+            .get("Sec-WebSocket-Extensions")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !answer.starts_with("permessage-deflate") {
+            fail(format!(
+                "the server declined permessage-deflate (answer {answer:?})"
+            ));
+        }
+        Some(!answer.contains("server_no_context_takeover"))
+    } else {
+        None
+    };
+    Ok(Connection {
+        socket,
+        server_takeover,
+    })
+}
+
+/// Opens `count` connections, offering permessage-deflate when `deflate`.
+async fn connect_all_with(url: &str, count: usize, deflate: bool) -> Vec<Connection> {
     let mut sockets = Vec::with_capacity(count);
     let mut pending = futures_util::stream::iter(0..count)
         .map(|i| {
             let url = url.to_string();
             async move {
                 for attempt in 0..5 {
-                    match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        tokio_tungstenite::connect_async_with_config(&url, Some(config()), true),
-                    )
-                    .await
+                    match tokio::time::timeout(Duration::from_secs(10), connect_one(&url, deflate))
+                        .await
                     {
-                        Ok(Ok((socket, _))) => return socket,
+                        Ok(Ok(connection)) => return connection,
                         Ok(Err(error)) if attempt == 4 => fail(format!("connection {i}: {error}")),
                         Err(_) if attempt == 4 => fail(format!("connection {i}: timed out")),
                         _ => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
@@ -134,37 +206,161 @@ async fn connect_all(url: &str, count: usize) -> Vec<Socket> {
     sockets
 }
 
-/// Payloads of one connection: a fixed ASCII body whose first 10 bytes carry the message's
-/// sequence number, so that every echo is checked cheaply (no formatting per message).
+/// Payloads of one connection: a fixed ASCII body with the message's sequence number in 10
+/// digits at a fixed place, so that every echo is checked cheaply (no formatting per message);
+/// or, with `--json`, a pool of JSON documents that differ as real readings do.
 struct Payloads {
     template: Vec<u8>,
+    /// JSON mode: message `seq` is `documents[seq % POOL]`.
+    documents: Vec<Bytes>,
 }
 
 const SEQ_DIGITS: usize = 10;
 
+/// Distinct messages in `--json` and `--deflate` modes (sequence numbers cycle through them, and
+/// with `--deflate` each is compressed once, before the run).
+const POOL: u64 = 1000;
+
 impl Payloads {
-    fn new(conn: usize, size: usize) -> Self {
+    fn new(conn: usize, size: usize, json: bool) -> Self {
+        if json {
+            return Self {
+                template: Vec::new(),
+                documents: (0..POOL)
+                    .map(|seq| json_document(seq, size).into())
+                    .collect(),
+            };
+        }
         let fill = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let template = (0..size.max(SEQ_DIGITS))
             .map(|i| fill[(i + conn) % fill.len()])
             .collect();
-        Self { template }
+        Self {
+            template,
+            documents: Vec::new(),
+        }
+    }
+
+    fn bytes(&self, seq: u64) -> Bytes {
+        if !self.documents.is_empty() {
+            return self.documents[(seq % POOL) as usize].clone();
+        }
+        let mut bytes = self.template.clone();
+        write_digits(&mut bytes[..SEQ_DIGITS], seq);
+        bytes.into()
     }
 
     fn make(&self, seq: u64) -> Message {
-        let mut bytes = self.template.clone();
-        write_digits(&mut bytes[..SEQ_DIGITS], seq);
-        // SAFETY: the template and the digits are ASCII, so the bytes are valid UTF-8 (checking
-        // 16 KiB per message again would cost the generator time it needs for sending).
-        Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(bytes.into()) })
+        // SAFETY: the template and the digits, and the JSON documents, are ASCII, so the bytes
+        // are valid UTF-8 (checking 16 KiB per message again would cost the generator time it
+        // needs for sending).
+        Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(self.bytes(seq)) })
     }
 
     fn matches(&self, received: &[u8], seq: u64) -> bool {
+        if !self.documents.is_empty() {
+            return received == self.documents[(seq % POOL) as usize];
+        }
         let mut digits = [0u8; SEQ_DIGITS];
         write_digits(&mut digits, seq);
         received.len() == self.template.len()
             && received[..SEQ_DIGITS] == digits
             && received[SEQ_DIGITS..] == self.template[SEQ_DIGITS..]
+    }
+
+    /// The pool of precompressed messages (`--deflate`): message `seq` is `pool[seq % POOL]`.
+    fn compressed_pool(&self) -> Vec<Bytes> {
+        let mut deflater = Deflater::new(15, false);
+        (0..POOL)
+            .map(|seq| {
+                let mut out = Vec::new();
+                deflater.compress(&self.bytes(seq), &mut out);
+                Bytes::from(out)
+            })
+            .collect()
+    }
+}
+
+/// A JSON document of exactly `size` bytes (ASCII): a sequence number, a time and sensor
+/// readings whose values differ from message to message, padded to size.
+fn json_document(seq: u64, size: usize) -> Vec<u8> {
+    const KINDS: [(&str, &str); 3] = [
+        ("temperature", "celsius"),
+        ("humidity", "percent"),
+        ("pressure", "hPa"),
+    ];
+    let mut text = format!(
+        "{{\"seq\":\"{seq:0SEQ_DIGITS$}\",\"time\":{},\"readings\":[",
+        1_764_745_200_000 + seq * 250
+    );
+    let closing = "],\"pad\":\"\"}";
+    // A small LCG: the same documents on every run, values that do not repeat.
+    let mut state = seq.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    for reading in 0.. {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let (kind, unit) = KINDS[reading % KINDS.len()];
+        let value = (state >> 33) % 100_000;
+        let item = format!(
+            "{}{{\"sensor\":\"sensor-{:03}\",\"kind\":\"{kind}\",\"value\":{}.{:02},\"unit\":\"{unit}\",\"ok\":{}}}",
+            if reading == 0 { "" } else { "," },
+            (seq as usize * 7 + reading) % 200,
+            value / 100,
+            value % 100,
+            !(state >> 20).is_multiple_of(16),
+        );
+        if text.len() + item.len() + closing.len() > size {
+            break;
+        }
+        text.push_str(&item);
+    }
+    text.push_str("],\"pad\":\"");
+    while text.len() + 2 < size {
+        text.push(' ');
+    }
+    text.push_str("\"}");
+    text.into_bytes()
+}
+
+/// A text message sent compressed (RSV1 set).
+fn compressed_text(payload: Bytes) -> Message {
+    let mut frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    Message::Frame(frame)
+}
+
+/// A frame's size on the wire: its header (with the mask key when the client sends) and payload.
+fn wire_size(payload: usize, masked: bool) -> u64 {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    (2 + length + if masked { 4 } else { 0 } + payload) as u64
+}
+
+/// The bytes of a received message (inflated into `buffer` when it came compressed and an
+/// inflater is given) and its size on the wire; `None` for a compressed message not inflated.
+fn received<'a>(
+    message: &'a Message,
+    inflater: Option<&mut Inflater>,
+    buffer: &'a mut Vec<u8>,
+) -> Result<(Option<&'a [u8]>, u64), String> {
+    match message {
+        Message::Text(text) => Ok((Some(text.as_bytes()), wire_size(text.len(), false))),
+        Message::Frame(frame) if frame.header().rsv1 => {
+            let wire = wire_size(frame.payload().len(), false);
+            let Some(inflater) = inflater else {
+                return Ok((None, wire));
+            };
+            buffer.clear();
+            inflater
+                .inflate(frame.payload(), 64 << 20, buffer)
+                .map_err(|e| e.to_string())?;
+            Ok((Some(buffer), wire))
+        }
+        other => Err(format!("unexpected {other:?}")),
     }
 }
 
@@ -220,39 +416,64 @@ fn stomp_reply_text(frame: &[u8]) -> &[u8] {
 }
 
 async fn echo(args: &Args) -> serde_json::Value {
-    let mut sockets = connect_all(args.url(), args.connections).await;
+    let mut connections = connect_all_with(args.url(), args.connections, args.deflate).await;
     if let Some(endpoint) = &args.stomp {
-        for socket in &mut sockets {
-            stomp_session(socket, endpoint).await;
+        for connection in &mut connections {
+            stomp_session(&mut connection.socket, endpoint).await;
         }
     }
+    // JSON documents and compressed messages are made once, for every connection.
+    let shared =
+        (args.json || args.deflate).then(|| Arc::new(Payloads::new(0, args.size, args.json)));
+    let pool = shared
+        .as_ref()
+        .filter(|_| args.deflate)
+        .map(|payloads| Arc::new(payloads.compressed_pool()));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let counted = Arc::new(AtomicU64::new(0));
-    let start_line = Arc::new(Barrier::new(sockets.len() + 1));
+    let wire = Arc::new(WireCount::default());
+    let start_line = Arc::new(Barrier::new(connections.len() + 1));
     let mut tasks = Vec::new();
-    for (conn, socket) in sockets.into_iter().enumerate() {
-        let (size, window) = (args.size, args.window.max(1));
+    for (conn, connection) in connections.into_iter().enumerate() {
+        let (size, window, json) = (args.size, args.window.max(1), args.json);
         let stomp = args.stomp.clone();
-        let (measuring, stop, counted, start_line) = (
+        let (shared, measuring, stop, counted, start_line, pool, wire) = (
+            shared.clone(),
             measuring.clone(),
             stop.clone(),
             counted.clone(),
             start_line.clone(),
+            pool.clone(),
+            wire.clone(),
         );
         tasks.push(tokio::spawn(async move {
             // Sends only follow receives, so the socket is used whole: no split, no lock.
-            let mut socket = socket;
-            let payloads = Payloads::new(conn, size);
-            let make = |seq: u64| match &stomp {
-                None => payloads.make(seq),
-                Some(endpoint) => {
-                    let Message::Text(text) = payloads.make(seq) else { unreachable!() };
-                    Message::text(format!(
-                        "SEND\ndestination:/ws/stomp/{endpoint}\n\n{{\"from\":\"loadgen\",\"text\":\"{}\"}}\0",
-                        text.as_str()
-                    ))
+            let mut socket = connection.socket;
+            let mut inflater = connection
+                .server_takeover
+                .map(|takeover| Inflater::new(15, takeover));
+            let mut buffer = Vec::new();
+            let payloads = shared.unwrap_or_else(|| Arc::new(Payloads::new(conn, size, json)));
+            let digits = |seq: u64| if pool.is_some() { seq % POOL } else { seq };
+            let make = |seq: u64| -> (Message, u64) {
+                if let Some(pool) = &pool {
+                    let payload = pool[(seq % POOL) as usize].clone();
+                    let on_wire = wire_size(payload.len(), true);
+                    return (compressed_text(payload), on_wire);
                 }
+                let message = match &stomp {
+                    None => payloads.make(seq),
+                    Some(endpoint) => {
+                        let Message::Text(text) = payloads.make(seq) else { unreachable!() };
+                        Message::text(format!(
+                            "SEND\ndestination:/ws/stomp/{endpoint}\n\n{{\"from\":\"loadgen\",\"text\":\"{}\"}}\0",
+                            text.as_str()
+                        ))
+                    }
+                };
+                let on_wire = wire_size(message.len(), true);
+                (message, on_wire)
             };
             let mut in_flight = std::collections::VecDeque::with_capacity(window);
             let mut latencies: Vec<u32> = Vec::new();
@@ -260,33 +481,37 @@ async fn echo(args: &Args) -> serde_json::Value {
             start_line.wait().await;
             for _ in 0..window {
                 in_flight.push_back((seq, Instant::now()));
-                socket.feed(make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
+                socket.feed(make(seq).0).await.unwrap_or_else(|e| fail(format!("send: {e}")));
                 seq += 1;
             }
             socket.flush().await.unwrap_or_else(|e| fail(format!("send: {e}")));
             while !stop.load(Ordering::Relaxed) {
                 let message = match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-                    Ok(Some(Ok(Message::Text(text)))) => text,
                     Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                    Ok(Some(Ok(other))) => fail(format!("connection {conn}: unexpected {other:?}")),
+                    Ok(Some(Ok(message))) => message,
                     Ok(Some(Err(e))) => fail(format!("connection {conn}: {e}")),
                     Ok(None) => fail(format!("connection {conn}: closed by the server")),
                     Err(_) => fail(format!("connection {conn}: no echo for 10 s")),
                 };
+                let (bytes, received_wire) = received(&message, inflater.as_mut(), &mut buffer)
+                    .unwrap_or_else(|e| fail(format!("connection {conn}: {e}")));
                 let (expected, sent_at) = in_flight.pop_front().unwrap_or_else(|| fail("echo of nothing".into()));
+                let bytes = bytes.unwrap_or_else(|| fail(format!("connection {conn}: compressed, but not agreed")));
                 let echoed = match &stomp {
-                    None => message.as_bytes(),
-                    Some(_) => stomp_reply_text(message.as_bytes()),
+                    None => bytes,
+                    Some(_) => stomp_reply_text(bytes),
                 };
-                if !payloads.matches(echoed, expected) {
+                if !payloads.matches(echoed, digits(expected)) {
                     fail(format!("connection {conn}: echo {expected} is wrong (dropped, reordered or corrupted)"));
                 }
+                let (next, sent_wire) = make(seq);
                 if measuring.load(Ordering::Relaxed) {
                     latencies.push(sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     counted.fetch_add(1, Ordering::Relaxed);
+                    wire.add(sent_wire, received_wire);
                 }
                 in_flight.push_back((seq, Instant::now()));
-                socket.send(make(seq)).await.unwrap_or_else(|e| fail(format!("send: {e}")));
+                socket.send(next).await.unwrap_or_else(|e| fail(format!("send: {e}")));
                 seq += 1;
             }
             let _ = socket.close(None).await;
@@ -308,13 +533,47 @@ async fn echo(args: &Args) -> serde_json::Value {
     }
     latencies.sort_unstable();
     let rate = messages as f64 / elapsed;
-    json!({
+    let mut result = json!({
         "mode": "echo", "label": args.label, "stomp": args.stomp, "connections": args.connections, "window": args.window,
         "size": args.size, "seconds": elapsed, "messages": messages,
         "messages_per_second": rate,
         "mb_per_second": rate * args.size as f64 * 2.0 / 1e6,
         "latency_ms": { "p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "p999": percentile(&latencies, 0.999) },
-    })
+    });
+    if args.deflate || args.json {
+        result["json"] = json!(args.json);
+        result["deflate"] = json!(args.deflate);
+        result["wire"] = wire.report(messages, args.size);
+    }
+    result
+}
+
+/// Bytes on the wire while measuring (frame headers and payloads).
+#[derive(Default)]
+struct WireCount {
+    /// Sent by the generator.
+    sent: AtomicU64,
+    /// Received from the server.
+    received: AtomicU64,
+}
+
+impl WireCount {
+    fn add(&self, sent: u64, received: u64) {
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        self.received.fetch_add(received, Ordering::Relaxed);
+    }
+
+    /// Per message: wire bytes each way and the server's ratio (raw message size over the bytes
+    /// it sent).
+    fn report(&self, messages: u64, size: usize) -> serde_json::Value {
+        let per = |total: &AtomicU64| total.load(Ordering::Relaxed) as f64 / messages.max(1) as f64;
+        let received = per(&self.received);
+        json!({
+            "client_to_server_bytes_per_message": per(&self.sent),
+            "server_to_client_bytes_per_message": received,
+            "server_ratio": if received > 0.0 { size as f64 / received } else { 0.0 },
+        })
+    }
 }
 
 /// Joins Socket.IO's default namespace on a new Engine.IO WebSocket: the server's open packet
@@ -357,21 +616,32 @@ struct RoundCount {
 }
 
 /// Receivers spread over `urls` in turn (nodes of one application).
-async fn connect_spread(urls: &[String], count: usize) -> Vec<Socket> {
-    let mut sockets = Vec::with_capacity(count);
+async fn connect_spread(urls: &[String], count: usize, deflate: bool) -> Vec<Connection> {
+    let mut connections = Vec::with_capacity(count);
     for (index, url) in urls.iter().enumerate() {
         let share = count / urls.len() + usize::from(index < count % urls.len());
-        sockets.extend(connect_all(url, share).await);
+        connections.extend(connect_all_with(url, share, deflate).await);
     }
-    sockets
+    connections
 }
 
+/// With `--deflate`, one receiver in this many inflates and checks every broadcast; the others
+/// count compressed arrivals (inflating 1,000 copies would make the generator the bottleneck).
+const CHECK_ONE_IN: usize = 50;
+
 async fn broadcast(args: &Args) -> serde_json::Value {
-    let mut receivers = connect_spread(&args.urls, args.connections).await;
-    let mut sender = connect_all(args.url(), 1).await.pop().unwrap();
+    if args.socketio && args.deflate {
+        fail("--socketio and --deflate together are not supported".into());
+    }
+    let mut receivers = connect_spread(&args.urls, args.connections, args.deflate).await;
+    let mut sender = connect_all_with(args.url(), 1, args.deflate)
+        .await
+        .pop()
+        .unwrap()
+        .socket;
     if args.socketio {
-        for (index, socket) in receivers.iter_mut().enumerate() {
-            socketio_join(socket, index).await;
+        for (index, connection) in receivers.iter_mut().enumerate() {
+            socketio_join(&mut connection.socket, index).await;
         }
         socketio_join(&mut sender, args.connections).await;
     }
@@ -384,36 +654,53 @@ async fn broadcast(args: &Args) -> serde_json::Value {
         complete: tokio::sync::Notify::new(),
         target: args.connections as u64,
     });
-    for (index, socket) in receivers.into_iter().enumerate() {
-        let round = round.clone();
-        let payloads = Payloads::new(0, args.size);
+    let wire = Arc::new(WireCount::default());
+    let (deflate, count_wire) = (args.deflate, args.deflate || args.json);
+    // Every receiver checks against the same messages, made once.
+    let payloads = Arc::new(Payloads::new(0, args.size, args.json));
+    for (index, connection) in receivers.into_iter().enumerate() {
+        let (round, wire, payloads) = (round.clone(), wire.clone(), payloads.clone());
+        let mut inflater = connection
+            .server_takeover
+            .filter(|_| index % CHECK_ONE_IN == 0)
+            .map(|takeover| Inflater::new(15, takeover));
         tokio::spawn(async move {
-            let (mut sink, mut stream) = socket.split();
+            let (mut sink, mut stream) = connection.socket.split();
             let mut expected = 0u64;
+            let mut buffer = Vec::new();
             loop {
-                let text = match stream.next().await {
-                    Some(Ok(Message::Text(text))) => text,
+                let message = match stream.next().await {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     None | Some(Ok(Message::Close(_))) => return,
-                    Some(other) => fail(format!("receiver {index}: unexpected {other:?}")),
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => fail(format!("receiver {index}: {error}")),
                 };
-                let text: &str = if socketio {
-                    // Engine.IO's ping ("2") is answered; other packets are not the broadcast.
-                    if text.as_str() == "2" {
-                        let _ = sink.send(Message::text("3")).await;
-                        continue;
+                let (bytes, on_wire) = received(&message, inflater.as_mut(), &mut buffer)
+                    .unwrap_or_else(|e| fail(format!("receiver {index}: {e}")));
+                if count_wire {
+                    wire.add(0, on_wire);
+                }
+                let bytes: Option<&[u8]> = match bytes {
+                    Some(text) if socketio => {
+                        // Engine.IO's ping ("2") is answered; other packets are not the broadcast.
+                        if text == b"2" {
+                            let _ = sink.send(Message::text("3")).await;
+                            continue;
+                        }
+                        match socketio_payload(std::str::from_utf8(text).unwrap_or("")) {
+                            Some(payload) => Some(payload.as_bytes()),
+                            None => continue,
+                        }
                     }
-                    match socketio_payload(&text) {
-                        Some(payload) => payload,
-                        None => continue,
-                    }
-                } else {
-                    &text
+                    bytes => bytes,
                 };
-                if !payloads.matches(text.as_bytes(), expected) {
-                    fail(format!(
-                        "receiver {index}: broadcast {expected} is wrong or missing"
-                    ));
+                let digits = if deflate { expected % POOL } else { expected };
+                if let Some(bytes) = bytes {
+                    if !payloads.matches(bytes, digits) {
+                        fail(format!(
+                            "receiver {index}: broadcast {expected} is wrong or missing"
+                        ));
+                    }
                 }
                 if round.reached.fetch_add(1, Ordering::AcqRel) + 1 == round.target {
                     round.complete.notify_one();
@@ -428,7 +715,7 @@ async fn broadcast(args: &Args) -> serde_json::Value {
         (sink, stream)
     };
     tokio::spawn(async move { while own.next().await.is_some() {} });
-    let payloads = Payloads::new(0, args.size);
+    let pool = args.deflate.then(|| payloads.compressed_pool());
     let mut fanouts = Vec::with_capacity(args.rounds);
     let total = Instant::now();
     for number in 0..args.rounds as u64 {
@@ -436,7 +723,10 @@ async fn broadcast(args: &Args) -> serde_json::Value {
         // one before the reset.
         round.reached.store(0, Ordering::Release);
         let started = Instant::now();
-        let message = payloads.make(number);
+        let message = match &pool {
+            Some(pool) => compressed_text(pool[(number % POOL) as usize].clone()),
+            None => payloads.make(number),
+        };
         let message = match (socketio, message) {
             (true, Message::Text(text)) => {
                 Message::text(format!(r#"42["broadcast","{}"]"#, text.as_str()))
@@ -463,14 +753,20 @@ async fn broadcast(args: &Args) -> serde_json::Value {
     let mut sorted = fanouts.clone();
     sorted.sort_unstable();
     let delivered = args.rounds * args.connections;
-    json!({
+    let mut result = json!({
         "mode": "broadcast", "label": args.label, "connections": args.connections, "rounds": args.rounds,
         "nodes": args.urls.len(),
         "size": args.size, "seconds": seconds,
         "deliveries_per_second": delivered as f64 / seconds,
         "fanout_ms": { "mean": fanouts.iter().map(|&f| f as f64).sum::<f64>() / fanouts.len().max(1) as f64 / 1000.0,
                        "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99) },
-    })
+    });
+    if args.deflate || args.json {
+        result["json"] = json!(args.json);
+        result["deflate"] = json!(args.deflate);
+        result["wire"] = wire.report(delivered as u64, args.size);
+    }
+    result
 }
 
 async fn sender_close<S: futures_util::Sink<Message> + Unpin>(mut sink: S) -> Result<(), S::Error> {
@@ -499,14 +795,14 @@ async fn idle(args: &Args) -> serde_json::Value {
     warm[0].send(Message::text("warm")).await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident_kib(pid);
-    let sockets = connect_all(args.url(), args.connections).await;
+    let sockets = connect_all_with(args.url(), args.connections, args.deflate).await;
     // Let the server finish whatever each new connection started (the handler's onOpen).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = resident_kib(pid);
     let per_connection = (after.saturating_sub(before)) as f64 * 1024.0 / args.connections as f64;
     drop(sockets);
     json!({
-        "mode": "idle", "label": args.label, "connections": args.connections,
+        "mode": "idle", "label": args.label, "connections": args.connections, "deflate": args.deflate,
         "server_rss_kib_before": before, "server_rss_kib_after": after,
         "bytes_per_connection": per_connection,
     })

@@ -24,6 +24,13 @@ rounds, with one load generator (Socket.IO spoken by it too). Every server and R
 with the endpoint page's live feed (/console/feed?endpoint=echo) being read, against none, in
 interleaved rounds.
 
+--compression measures permessage-deflate: an echo of 1 KiB JSON messages on 100 connections, a
+broadcast of a 4 KiB JSON message to 1,000 connections, and the memory of 10,000 idle connections,
+every one with the extension negotiated: Switchboard (`--compression shared`, and `dedicated`)
+against Bun (`perMessageDeflate: true`, every send compressed) and Node's ws (`perMessageDeflate:
+true`), and Switchboard without compression for reference; msg/s, bytes on the wire per message
+each way, server and client CPU. Rounds interleaved, the median round.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -98,12 +105,20 @@ class Servers:
         return why
 
     def command(self, name, port, broadcast):
-        mode = ["broadcast"] if broadcast else []
+        # "-deflate" asks a peer for permessage-deflate; Switchboard's compression modes are
+        # "switchboard-shared" and "switchboard-dedicated".
+        deflate = name.endswith("-deflate")
+        name = name.removesuffix("-deflate")
+        mode = (["broadcast"] if broadcast else []) + (["deflate"] if deflate else [])
+        compression = {"switchboard-shared": "shared", "switchboard-dedicated": "dedicated"}.get(name)
+        if compression:
+            name = "switchboard"
         if name in ("switchboard", "baseline", "switchboard-ts"):
             binary = self.baseline if name == "baseline" else self.switchboard
             echo = "echo-ts" if name == "switchboard-ts" else "echo"
+            extra = ["--compression", compression] if compression else []
             return [str(binary), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
-                    "--no-watch", "--max-connections", "20000"], "/websockets/v4/service/" + ("broadcast" if broadcast else echo)
+                    "--no-watch", "--max-connections", "20000"] + extra, "/websockets/v4/service/" + ("broadcast" if broadcast else echo)
         if name == "rust-echo":
             return [str(self.rust_echo), f"127.0.0.1:{port}"] + (["--broadcast"] if broadcast else []), "/"
         if name == "node-ws":
@@ -448,6 +463,74 @@ def cluster_broadcast(servers, loadgen_binary, options):
     return {name: median_round(results) for name, results in runs.items()}
 
 
+def compression(servers, loadgen_binary, options):
+    """permessage-deflate: echo of 1 KiB JSON x 100 connections, broadcast of 4 KiB JSON to 1,000
+    connections, 10,000 idle connections; every server with the extension negotiated (and
+    Switchboard without it for reference). Rounds interleaved; the median round of each."""
+    duration, warmup, rounds = (1.0, 0.3, 1) if options.smoke else (options.duration, options.warmup, options.repeat)
+    receivers, broadcast_rounds, idle = (50, 20, 200) if options.smoke else (1000, 500, options.idle)
+    available = servers.available()
+    systems = [("switchboard, no compression", "switchboard", False),
+               ("switchboard, shared", "switchboard-shared", True),
+               ("switchboard, dedicated", "switchboard-dedicated", True)]
+    for label, name in (("bun, perMessageDeflate", "bun"), ("node ws, perMessageDeflate", "node-ws")):
+        if available.get(name):
+            print(f"skipping {name}: {available[name]}", file=sys.stderr)
+        elif not options.smoke:
+            systems.append((label, f"{name}-deflate", True))
+
+    def run(scenario, label, name, deflate, broadcast, arguments, timeout=300):
+        try:
+            process, url = start(servers, name, broadcast)
+        except Exception as error:
+            return {"error": f"server did not start: {error}"}
+        try:
+            cpu_before = cpu_seconds(process.pid)
+            client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result = loadgen(loadgen_binary, ["--url", url, "--label", label] + (["--deflate"] if deflate else [])
+                             + arguments(process), timeout)
+            client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result["server_cpu_seconds"] = round(cpu_seconds(process.pid) - cpu_before, 3)
+            result["client_cpu_seconds"] = round((client_after.ru_utime + client_after.ru_stime)
+                                                 - (client_before.ru_utime + client_before.ru_stime), 2)
+            return result
+        except Exception as error:
+            return {"error": str(error)}
+        finally:
+            stop(process)
+
+    runs = {}
+
+    def record(scenario, label, result):
+        runs.setdefault(scenario, {}).setdefault(label, []).append(result)
+        wire = result.get("wire", {})
+        extra = ""
+        if wire:
+            extra = (f", wire {wire['client_to_server_bytes_per_message']:.0f} B up / "
+                     f"{wire['server_to_client_bytes_per_message']:.0f} B down per message "
+                     f"(ratio {wire['server_ratio']:.2f})")
+        if "client_cpu_seconds" in result:
+            extra += f", server CPU {result['server_cpu_seconds']} s, client CPU {result['client_cpu_seconds']} s"
+        print(f"{scenario:<34} {label:<28} {summary(result)}{extra}", file=sys.stderr)
+
+    echo = "echo 1 KiB JSON x 100 conns"
+    fanout = "broadcast 4 KiB JSON to 1,000 conns"
+    for _ in range(rounds):
+        for label, name, deflate in systems:
+            record(echo, label, run(echo, label, name, deflate, False, lambda _: [
+                "--mode", "echo", "--json", "--connections", "100", "--size", "1024", "--window", "1",
+                "--duration", str(duration), "--warmup", str(warmup)], 120))
+        for label, name, deflate in systems:
+            record(fanout, label, run(fanout, label, name, deflate, True, lambda _: [
+                "--mode", "broadcast", "--json", "--connections", str(receivers), "--rounds", str(broadcast_rounds),
+                "--size", "4096"]))
+    idle_scenario = f"{idle:,} idle conns"
+    for label, name, deflate in systems:
+        record(idle_scenario, label, run(idle_scenario, label, name, deflate, False, lambda process: [
+            "--mode", "idle", "--connections", str(idle), "--server-pid", str(server_pid(process))]))
+    return {scenario: {label: median_round(results) for label, results in by.items()} for scenario, by in runs.items()}
+
+
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
@@ -474,6 +557,8 @@ def main():
                         help="only the echo scenario with a console page's live feed open on the endpoint, against none")
     parser.add_argument("--cluster", action="store_true",
                         help="only a broadcast to 1,000 connections over two nodes through Redis, against Socket.IO with its Redis adapter and one node")
+    parser.add_argument("--compression", action="store_true",
+                        help="only permessage-deflate: echo of 1 KiB JSON x 100, broadcast of 4 KiB JSON to 1,000, idle connections; against Bun and Node's ws with compression on")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -493,6 +578,13 @@ def main():
         print(json.dumps(results, indent=1))
         if any("error" in result for result in results.values()):
             sys.exit("console run failed")
+        return
+    if options.compression:
+        results = compression(servers, loadgen_binary, options)
+        print(json.dumps(results, indent=1))
+        failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
+        if failed:
+            sys.exit("compression run failed: " + "; ".join(failed))
         return
     if options.cluster:
         results = cluster_broadcast(servers, loadgen_binary, options)

@@ -1,6 +1,10 @@
-// Bun.serve websocket handlers: echo, or broadcast with server.publish. Usage: bun bun-server.ts PORT [broadcast]
+// Bun.serve websocket handlers: echo, or broadcast with server.publish.
+// Usage: bun bun-server.ts PORT [broadcast] [deflate]
+// With deflate, perMessageDeflate is on and every send and publish asks for compression (Bun
+// compresses only the messages sent with `compress` true).
 const port = Number(process.argv[2]);
-const broadcast = process.argv[3] === "broadcast";
+const broadcast = process.argv.includes("broadcast");
+const deflate = process.argv.includes("deflate");
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
@@ -9,13 +13,13 @@ const server = Bun.serve({
     return new Response("WebSocket only", { status: 400 });
   },
   websocket: {
-    perMessageDeflate: false,
+    perMessageDeflate: deflate,
     open(ws) {
       if (broadcast) ws.subscribe("all");
     },
     message(ws, message) {
-      if (broadcast) server.publish("all", message);
-      else ws.send(message);
+      if (broadcast) server.publish("all", message, deflate);
+      else ws.send(message, deflate);
     },
   },
 });

@@ -1,10 +1,13 @@
-// Node.js + ws: echo, or broadcast every message to all clients. Usage: node node-server.cjs PORT [broadcast]
-// (CommonJS, so that NODE_PATH finds ws in bench/.peers.)
+// Node.js + ws: echo, or broadcast every message to all clients.
+// Usage: node node-server.cjs PORT [broadcast] [deflate]
+// With deflate, ws's perMessageDeflate is on with its defaults (context takeover, messages of
+// 1 KiB and more compressed). (CommonJS, so that NODE_PATH finds ws in bench/.peers.)
 const { WebSocketServer } = require("ws");
 
 const port = Number(process.argv[2]);
-const broadcast = process.argv[3] === "broadcast";
-const wss = new WebSocketServer({ host: "127.0.0.1", port, perMessageDeflate: false });
+const broadcast = process.argv.includes("broadcast");
+const deflate = process.argv.includes("deflate");
+const wss = new WebSocketServer({ host: "127.0.0.1", port, perMessageDeflate: deflate });
 wss.on("connection", (ws) => {
   ws.on("message", (data, isBinary) => {
     if (broadcast) {
