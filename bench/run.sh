@@ -6,6 +6,8 @@
 #   bench/run.sh --smoke       seconds: dev build, Switchboard and the Rust echo only, no files
 #   bench/run.sh --cluster     broadcast to 1,000 conns over two nodes through Redis, against
 #                              Socket.IO with its Redis adapter and one node (needs redis-server)
+#   bench/run.sh --compression permessage-deflate: JSON echo, broadcast and idle connections,
+#                              against Bun and Node's ws with compression on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
