@@ -181,40 +181,28 @@ fn a_bad_compression_setting_is_refused_with_the_field_and_the_reason() {
         ),
         "{report}"
     );
-    let output = std::process::Command::new(binary())
-        .args([
-            "serve",
-            "--compression",
-            "shared",
-            "--compression-window-bits",
-            "10",
-        ])
-        .arg(ws.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&output.stderr);
+    let said = serve_refused(ws.path(), &["--compression-window-bits", "10"]);
     assert!(
         said.contains("a window size applies to \"dedicated\" compression only, not \"shared\""),
         "{said}"
     );
-    let output = std::process::Command::new(binary())
-        .args([
-            "serve",
-            "--compression",
-            "shared",
-            "--compression-level",
-            "12",
-        ])
-        .arg(ws.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&output.stderr);
+    let said = serve_refused(ws.path(), &["--compression-level", "12"]);
     assert!(
         said.contains("--compression-level") && said.contains("1..=9"),
         "{said}"
     );
+}
+
+/// What `serve --compression shared` with `options` says when it refuses them (exit code 2).
+fn serve_refused(workspace: &std::path::Path, options: &[&str]) -> String {
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--compression", "shared"])
+        .args(options)
+        .arg(workspace)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{options:?} were accepted");
+    String::from_utf8_lossy(&output.stderr).to_string()
 }
 
 /// A client of our own that offers the extension, reads frames' RSV1 bit, and can send any

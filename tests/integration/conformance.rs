@@ -134,29 +134,31 @@ async fn autobahn_cases_1_to_10_pass() {
 // str. With every message compressed, all 216 cases are OK. Small messages sent uncompressed are
 // tested with Python's websockets and Chromium in compression.rs.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn autobahn_cases_12_pass_with_shared_compression() {
-    let (_ws, server) = echo_server(&["--compression", "shared", "--compression-min-bytes", "0"]);
-    let report = kosoku(server.ws_url("echo"), &["-i", "12.*"], "autobahn-12").await;
-    assert_eq!(report.cases, 90, "12.* is 90 cases:\n{}", report.printed);
+/// Runs the cases `selection` against an echo endpoint with `mode` compression: all `expected`
+/// of them must be OK (strict).
+async fn compression_cases(mode: &str, selection: &str, expected: usize) {
+    let (_ws, server) = echo_server(&["--compression", mode, "--compression-min-bytes", "0"]);
+    let reports = format!("autobahn-{}", selection.trim_end_matches(".*"));
+    let report = kosoku(server.ws_url("echo"), &["-i", selection], &reports).await;
+    assert_eq!(
+        report.cases, expected,
+        "{selection} is {expected} cases:\n{}",
+        report.printed
+    );
     assert_eq!(
         report.verdicts.get("OK"),
-        Some(&90),
+        Some(&expected),
         "every compression case is strict: {:?}",
         report.failures
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_cases_12_pass_with_shared_compression() {
+    compression_cases("shared", "12.*", 90).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_cases_13_pass_with_dedicated_compression() {
-    let (_ws, server) =
-        echo_server(&["--compression", "dedicated", "--compression-min-bytes", "0"]);
-    let report = kosoku(server.ws_url("echo"), &["-i", "13.*"], "autobahn-13").await;
-    assert_eq!(report.cases, 126, "13.* is 126 cases:\n{}", report.printed);
-    assert_eq!(
-        report.verdicts.get("OK"),
-        Some(&126),
-        "every compression case is strict: {:?}",
-        report.failures
-    );
+    compression_cases("dedicated", "13.*", 126).await;
 }
