@@ -21,6 +21,13 @@ use bytes::BytesMut;
 use log::*;
 use std::io::{self, Cursor, Error as IoError, ErrorKind as IoErrorKind, Read, Write};
 
+thread_local! {
+    /// (Switchboard's patch.) The thread's read buffer: a codec with nothing buffered reads into
+    /// it and keeps only the bytes that arrived, so an idle connection holds no read buffer of
+    /// its own, and no buffer is zeroed per read.
+    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Read buffer size used for `FrameSocket`.
 const READ_BUF_LEN: usize = 128 * 1024;
 
@@ -123,7 +130,8 @@ impl FrameCodec {
     /// Create a new frame codec.
     pub(super) fn new(in_buf_len: usize) -> Self {
         Self {
-            in_buffer: BytesMut::with_capacity(in_buf_len),
+            // (Switchboard's patch.) Nothing until bytes arrive: see `read_in`.
+            in_buffer: BytesMut::new(),
             in_buf_max_read: in_buf_len.max(FrameHeader::MAX_SIZE),
             out_buffer: <_>::default(),
             max_out_buffer_len: usize::MAX,
@@ -188,7 +196,9 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
-                } else {
+                } else if !self.in_buffer.is_empty() {
+                    // (Switchboard's patch.) Only for a partial header: with nothing buffered,
+                    // `read_in` reads into the thread's buffer instead.
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
             }
@@ -231,6 +241,19 @@ impl FrameCodec {
 
     /// Read into available `in_buffer` capacity.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+        if self.in_buffer.is_empty() && self.header.is_none() {
+            // (Switchboard's patch.) Between frames: read into the thread's buffer, and keep
+            // only what arrived (a partial frame stays here until the rest comes).
+            return READ_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                if scratch.len() < self.in_buf_max_read {
+                    scratch.resize(self.in_buf_max_read, 0);
+                }
+                let size = stream.read(&mut scratch[..self.in_buf_max_read])?;
+                self.in_buffer = BytesMut::from(&scratch[..size]);
+                Ok(size)
+            });
+        }
         let len = self.in_buffer.len();
         debug_assert!(self.in_buffer.capacity() > len);
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
