@@ -21,6 +21,11 @@
 //! `broadcast` with the payload and receivers expect the `message` events the server emits, so
 //! Socket.IO is measured with the same client as everyone else.
 //!
+//! `--binary` sends binary frames; `--upper` sends the alphabet in upper case and expects it back
+//! in lower case (a handler that builds a new string); `--lean` checks only each echo's length
+//! (the generator's CPU per message is reported in every echo run, so that a reader sees it stays
+//! well below the server's).
+//!
 //! `--deflate` offers permessage-deflate as a browser does (`permessage-deflate;
 //! client_max_window_bits`) and fails if the server declines it. Messages are sent compressed from
 //! a pool of 1,000 precompressed messages (sequence numbers cycle through the pool, so the
@@ -101,6 +106,17 @@ struct Args {
     /// JSON messages (sensor readings) instead of a repeated alphabet.
     #[arg(long)]
     json: bool,
+    /// Binary frames instead of text (the server is expected to echo them as binary).
+    #[arg(long)]
+    binary: bool,
+    /// Send the alphabet in upper case and expect it back in lower case (a handler returning
+    /// `m.toLowerCase()`, which must build a new string).
+    #[arg(long)]
+    upper: bool,
+    /// Check only each echo's length, not its bytes: the least client CPU per message (run a
+    /// checked pass for correctness; the suite does).
+    #[arg(long)]
+    lean: bool,
 }
 
 impl Args {
@@ -210,7 +226,12 @@ async fn connect_all_with(url: &str, count: usize, deflate: bool) -> Vec<Connect
 /// digits at a fixed place, so that every echo is checked cheaply (no formatting per message);
 /// or, with `--json`, a pool of JSON documents that differ as real readings do.
 struct Payloads {
+    /// What is sent (sequence digits aside).
     template: Vec<u8>,
+    /// What must come back (the template in lower case with `--upper`).
+    expected: Vec<u8>,
+    /// Sent as binary frames.
+    binary: bool,
     /// JSON mode: message `seq` is `documents[seq % POOL]`.
     documents: Vec<Bytes>,
 }
@@ -222,22 +243,39 @@ const SEQ_DIGITS: usize = 10;
 const POOL: u64 = 1000;
 
 impl Payloads {
-    fn new(conn: usize, size: usize, json: bool) -> Self {
-        if json {
+    fn new(conn: usize, size: usize, shape: Shape) -> Self {
+        if shape.json {
             return Self {
                 template: Vec::new(),
+                expected: Vec::new(),
+                binary: false,
                 documents: (0..POOL)
                     .map(|seq| json_document(seq, size).into())
                     .collect(),
             };
         }
         let fill = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let template = (0..size.max(SEQ_DIGITS))
+        let expected: Vec<u8> = (0..size.max(SEQ_DIGITS))
             .map(|i| fill[(i + conn) % fill.len()])
             .collect();
+        let template = if shape.upper {
+            expected.to_ascii_uppercase()
+        } else {
+            expected.clone()
+        };
         Self {
             template,
+            expected,
+            binary: shape.binary,
             documents: Vec::new(),
+        }
+    }
+
+    /// The size of every message.
+    fn len(&self) -> usize {
+        match self.documents.first() {
+            Some(document) => document.len(),
+            None => self.template.len(),
         }
     }
 
@@ -251,6 +289,9 @@ impl Payloads {
     }
 
     fn make(&self, seq: u64) -> Message {
+        if self.binary {
+            return Message::Binary(self.bytes(seq));
+        }
         // SAFETY: the template and the digits, and the JSON documents, are ASCII, so the bytes
         // are valid UTF-8 (checking 16 KiB per message again would cost the generator time it
         // needs for sending).
@@ -263,9 +304,9 @@ impl Payloads {
         }
         let mut digits = [0u8; SEQ_DIGITS];
         write_digits(&mut digits, seq);
-        received.len() == self.template.len()
+        received.len() == self.expected.len()
             && received[..SEQ_DIGITS] == digits
-            && received[SEQ_DIGITS..] == self.template[SEQ_DIGITS..]
+            && received[SEQ_DIGITS..] == self.expected[SEQ_DIGITS..]
     }
 
     /// The pool of precompressed messages (`--deflate`): message `seq` is `pool[seq % POOL]`.
@@ -279,6 +320,42 @@ impl Payloads {
             })
             .collect()
     }
+}
+
+/// How messages look (`--json`, `--binary`, `--upper`).
+#[derive(Clone, Copy)]
+struct Shape {
+    json: bool,
+    binary: bool,
+    upper: bool,
+}
+
+impl Shape {
+    fn of(args: &Args) -> Self {
+        Self {
+            json: args.json,
+            binary: args.binary,
+            upper: args.upper,
+        }
+    }
+}
+
+/// CPU time this process has used (user and system), from /proc.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second
 }
 
 /// A JSON document of exactly `size` bytes (ASCII): a sequence number, a time and sensor
@@ -349,6 +426,7 @@ fn received<'a>(
 ) -> Result<(Option<&'a [u8]>, u64), String> {
     match message {
         Message::Text(text) => Ok((Some(text.as_bytes()), wire_size(text.len(), false))),
+        Message::Binary(bytes) => Ok((Some(bytes), wire_size(bytes.len(), false))),
         Message::Frame(frame) if frame.header().rsv1 => {
             let wire = wire_size(frame.payload().len(), false);
             let Some(inflater) = inflater else {
@@ -423,8 +501,8 @@ async fn echo(args: &Args) -> serde_json::Value {
         }
     }
     // JSON documents and compressed messages are made once, for every connection.
-    let shared =
-        (args.json || args.deflate).then(|| Arc::new(Payloads::new(0, args.size, args.json)));
+    let shape = Shape::of(args);
+    let shared = (args.json || args.deflate).then(|| Arc::new(Payloads::new(0, args.size, shape)));
     let pool = shared
         .as_ref()
         .filter(|_| args.deflate)
@@ -436,7 +514,7 @@ async fn echo(args: &Args) -> serde_json::Value {
     let start_line = Arc::new(Barrier::new(connections.len() + 1));
     let mut tasks = Vec::new();
     for (conn, connection) in connections.into_iter().enumerate() {
-        let (size, window, json) = (args.size, args.window.max(1), args.json);
+        let (size, window, lean) = (args.size, args.window.max(1), args.lean);
         let stomp = args.stomp.clone();
         let (shared, measuring, stop, counted, start_line, pool, wire) = (
             shared.clone(),
@@ -454,7 +532,8 @@ async fn echo(args: &Args) -> serde_json::Value {
                 .server_takeover
                 .map(|takeover| Inflater::new(15, takeover));
             let mut buffer = Vec::new();
-            let payloads = shared.unwrap_or_else(|| Arc::new(Payloads::new(conn, size, json)));
+            let payloads = shared.unwrap_or_else(|| Arc::new(Payloads::new(conn, size, shape)));
+            let expected_len = payloads.len();
             let digits = |seq: u64| if pool.is_some() { seq % POOL } else { seq };
             let make = |seq: u64| -> (Message, u64) {
                 if let Some(pool) = &pool {
@@ -501,7 +580,12 @@ async fn echo(args: &Args) -> serde_json::Value {
                     None => bytes,
                     Some(_) => stomp_reply_text(bytes),
                 };
-                if !payloads.matches(echoed, digits(expected)) {
+                let correct = if lean && stomp.is_none() {
+                    echoed.len() == expected_len
+                } else {
+                    payloads.matches(echoed, digits(expected))
+                };
+                if !correct {
                     fail(format!("connection {conn}: echo {expected} is wrong (dropped, reordered or corrupted)"));
                 }
                 let (next, sent_wire) = make(seq);
@@ -522,8 +606,10 @@ async fn echo(args: &Args) -> serde_json::Value {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = own_cpu_seconds();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     measuring.store(false, Ordering::Relaxed);
+    let generator_cpu = own_cpu_seconds() - cpu_before;
     let elapsed = started.elapsed().as_secs_f64();
     let messages = counted.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -539,6 +625,10 @@ async fn echo(args: &Args) -> serde_json::Value {
         "messages_per_second": rate,
         "mb_per_second": rate * args.size as f64 * 2.0 / 1e6,
         "latency_ms": { "p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "p999": percentile(&latencies, 0.999) },
+        "binary": args.binary, "upper": args.upper, "lean": args.lean,
+        // The generator's own CPU while measuring (one thread: at most the measured seconds).
+        "generator_cpu_seconds": generator_cpu,
+        "generator_cpu_us_per_message": generator_cpu * 1e6 / messages.max(1) as f64,
     });
     if args.deflate || args.json {
         result["json"] = json!(args.json);
@@ -657,7 +747,7 @@ async fn broadcast(args: &Args) -> serde_json::Value {
     let wire = Arc::new(WireCount::default());
     let (deflate, count_wire) = (args.deflate, args.deflate || args.json);
     // Every receiver checks against the same messages, made once.
-    let payloads = Arc::new(Payloads::new(0, args.size, args.json));
+    let payloads = Arc::new(Payloads::new(0, args.size, Shape::of(args)));
     for (index, connection) in receivers.into_iter().enumerate() {
         let (round, wire, payloads) = (round.clone(), wire.clone(), payloads.clone());
         let mut inflater = connection

@@ -104,22 +104,24 @@ class Servers:
         why["bun"] = None if self.bun.exists() else "the bun npm package (its linux-x64 binary) is not installed"
         return why
 
-    def command(self, name, port, broadcast):
+    def command(self, name, port, broadcast, handler="echo"):
         # "-deflate" asks a peer for permessage-deflate; Switchboard's compression modes are
         # "switchboard-shared" and "switchboard-dedicated".
         deflate = name.endswith("-deflate")
         name = name.removesuffix("-deflate")
-        mode = (["broadcast"] if broadcast else []) + (["deflate"] if deflate else [])
+        mode = (["broadcast"] if broadcast else []) + (["deflate"] if deflate else []) + (["lower"] if handler == "lower" else [])
         compression = {"switchboard-shared": "shared", "switchboard-dedicated": "dedicated"}.get(name)
         if compression:
             name = "switchboard"
         if name in ("switchboard", "baseline", "switchboard-ts"):
             binary = self.baseline if name == "baseline" else self.switchboard
-            echo = "echo-ts" if name == "switchboard-ts" else "echo"
+            echo = "echo-ts" if name == "switchboard-ts" else handler
             extra = ["--compression", compression] if compression else []
             return [str(binary), "serve", str(BENCH / "workspace"), "--listen", f"127.0.0.1:{port}",
                     "--no-watch", "--max-connections", "20000"] + extra, "/websockets/v4/service/" + ("broadcast" if broadcast else echo)
         if name == "rust-echo":
+            if handler != "echo":
+                raise ValueError("rust-echo only echoes")
             return [str(self.rust_echo), f"127.0.0.1:{port}"] + (["--broadcast"] if broadcast else []), "/"
         if name == "node-ws":
             return [self.node, str(BENCH / "peers" / "node-server.cjs"), str(port)] + mode, "/"
@@ -130,9 +132,9 @@ class Servers:
         raise ValueError(name)
 
 
-def start(servers, name, broadcast=False):
+def start(servers, name, broadcast=False, handler="echo"):
     port = free_port()
-    command, path = servers.command(name, port, broadcast)
+    command, path = servers.command(name, port, broadcast, handler)
     env = dict(os.environ, NODE_PATH=str(PEERS), RUST_LOG="warn", DENO_NO_UPDATE_CHECK="1")
     process = subprocess.Popen(["taskset", "-c", "0"] + command, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=env, cwd=str(BENCH / ".peers") if (BENCH / ".peers").exists() else None)
@@ -531,9 +533,14 @@ def compression(servers, loadgen_binary, options):
     return {scenario: {label: median_round(results) for label, results in by.items()} for scenario, by in runs.items()}
 
 
+# The identity echo (which a fast path may recognise) is kept, but beside binary frames and a
+# handler that builds a new string (`m.toLowerCase()` in every runtime; the generator sends upper
+# case and checks the lower case that comes back).
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
+    ("echo 20 B binary x 100 conns", dict(connections=100, size=20, binary=True)),
+    ("lowercase 64 B x 100 conns", dict(connections=100, size=64, handler="lower")),
     ("echo 16 KiB x 1 conn", dict(connections=1, size=16384)),
     ("echo 16 KiB x 100 conns", dict(connections=100, size=16384)),
 ]
@@ -609,10 +616,10 @@ def main():
     results = {}  # scenario -> server -> json
     rounds_of = {}  # scenario -> server -> [json], when repeated
 
-    def measure(scenario, name, arguments, broadcast=False, timeout=120, keep=True):
+    def measure(scenario, name, arguments, broadcast=False, timeout=120, keep=True, handler="echo"):
         """Starts `name`, runs the generator with arguments(url, process), stops the server."""
         try:
-            process, url = start(servers, name, broadcast)
+            process, url = start(servers, name, broadcast, handler)
         except Exception as error:
             result = {"error": f"server did not start: {error}"}
         else:
@@ -637,11 +644,15 @@ def main():
     receivers, broadcast_rounds = (50, 20) if options.smoke else (1000, 1000)
     for _ in range(options.repeat):
         for scenario, params in ECHO_SCENARIOS:
+            handler = params.get("handler", "echo")
+            shape = (["--binary"] if params.get("binary") else []) + (["--upper"] if handler == "lower" else [])
             for name in names:
+                if handler != "echo" and name == "rust-echo":
+                    continue
                 repeated(scenario, name, lambda url, _: [
                     "--url", url, "--mode", "echo", "--connections", str(params["connections"]),
                     "--size", str(params["size"]), "--window", "1", "--duration", str(options.duration),
-                    "--warmup", str(options.warmup)])
+                    "--warmup", str(options.warmup)] + shape, handler=handler)
         for name in names:
             repeated("broadcast to 1,000 conns", name, lambda url, _: [
                 "--url", url, "--mode", "broadcast", "--connections", str(receivers), "--rounds", str(broadcast_rounds),
@@ -721,6 +732,8 @@ def summary(result):
     if result.get("mode") == "echo":
         lat = result["latency_ms"]
         extra = f", {result['mb_per_second']:.1f} MB/s, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms"
+        if "generator_cpu_us_per_message" in result:
+            extra += f", generator CPU {result['generator_cpu_us_per_message']:.2f} µs/msg"
     if result.get("mode") == "broadcast":
         extra = f", fan-out mean {result['fanout_ms']['mean']:.2f} ms, p99 {result['fanout_ms']['p99']:.2f} ms"
         if "server_cpu_seconds" in result:

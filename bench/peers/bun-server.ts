@@ -1,10 +1,12 @@
 // Bun.serve websocket handlers: echo, or broadcast with server.publish.
-// Usage: bun bun-server.ts PORT [broadcast] [deflate]
+// Usage: bun bun-server.ts PORT [broadcast] [deflate] [lower]
+// With lower, text messages are answered with m.toLowerCase() (a new string), as in every runtime.
 // With deflate, perMessageDeflate is on and every send and publish asks for compression (Bun
 // compresses only the messages sent with `compress` true).
 const port = Number(process.argv[2]);
 const broadcast = process.argv.includes("broadcast");
 const deflate = process.argv.includes("deflate");
+const lower = process.argv.includes("lower");
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
@@ -19,7 +21,7 @@ const server = Bun.serve({
     },
     message(ws, message) {
       if (broadcast) server.publish("all", message, deflate);
-      else ws.send(message, deflate);
+      else ws.send(lower && typeof message === "string" ? message.toLowerCase() : message, deflate);
     },
   },
 });

@@ -1,6 +1,9 @@
-// Deno.serve + Deno.upgradeWebSocket: echo, or broadcast. Usage: deno run -A deno-server.ts PORT [broadcast]
+// Deno.serve + Deno.upgradeWebSocket: echo, or broadcast.
+// Usage: deno run -A deno-server.ts PORT [broadcast] [lower]
+// With lower, text messages are answered with m.toLowerCase() (a new string), as in every runtime.
 const port = Number(Deno.args[0]);
-const broadcast = Deno.args[1] === "broadcast";
+const broadcast = Deno.args.includes("broadcast");
+const lower = Deno.args.includes("lower");
 const sockets = new Set<WebSocket>();
 Deno.serve({ hostname: "127.0.0.1", port, onListen: () => console.log(`listening on ${port}`) }, (request) => {
   const { socket, response } = Deno.upgradeWebSocket(request);
@@ -10,7 +13,7 @@ Deno.serve({ hostname: "127.0.0.1", port, onListen: () => console.log(`listening
     if (broadcast) {
       for (const peer of sockets) peer.send(event.data);
     } else {
-      socket.send(event.data);
+      socket.send(lower && typeof event.data === "string" ? event.data.toLowerCase() : event.data);
     }
   };
   return response;

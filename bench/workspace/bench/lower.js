@@ -1,3 +1,3 @@
-// A handler that builds a new value: the load generator's payloads are lower-case ASCII and
-// digits, so the reply equals the message (it is still checked) but is a new string.
+// A handler that builds a new value: the load generator sends upper case (--upper) and checks
+// that the lower case comes back (bench/run.py's lowercase scenario, and --stomp).
 exports.onMessage = (m) => m.toLowerCase();
