@@ -30,7 +30,8 @@ const SMALL_FRAME: usize = 512;
 pub enum Attempt {
     /// The whole frame is in the socket.
     Written,
-    /// The socket took part of the frame; these bytes must follow before anything else.
+    /// The socket took part of the frame (of a compressed frame, possibly none: it is never
+    /// compressed twice); these bytes must follow before anything else.
     Partly(Bytes),
     /// Nothing was written: queue the message.
     NotNow,
@@ -153,17 +154,23 @@ impl DirectSocket {
         frame: &WireFrame<'_>,
         sent: io::Result<usize>,
     ) -> Attempt {
-        let payload_len = message_len;
         match sent {
             Ok(n) if n == frame.len() => Attempt::Written,
+            // A compressed frame goes to the pump as it is, written or not: compressing the
+            // message again there would compress it twice in a socket's own window (the peer's
+            // inflater never sees the first), and count it twice.
             Ok(n) => {
                 self.idle.store(false, Ordering::Release);
                 Attempt::Partly(frame.after(n))
             }
+            Err(_) if matches!(frame.payload, Payload::Compressed(_)) => {
+                self.idle.store(false, Ordering::Release);
+                Attempt::Partly(frame.after(0))
+            }
             // A full socket waits for the pump (which counts the message when it writes it); a
             // failed one fails again there, which reports it.
             Err(_) => {
-                self.traffic.not_sent(payload_len);
+                self.traffic.not_sent(message_len);
                 Attempt::NotNow
             }
         }
@@ -274,4 +281,89 @@ pub(super) fn wire_frame<'a>(
         },
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::net::compression::socket::{CompressionSetup, Side};
+    use crate::net::compression::Agreed;
+
+    /// A socket whose peer reads nothing, filled until a write would block.
+    fn full_socket() -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 65536];
+        loop {
+            match (&ours).write(&chunk) {
+                Ok(_) => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        (ours, peer)
+    }
+
+    #[test]
+    fn a_compressed_frame_that_could_not_be_written_goes_to_the_pump_as_it_is() {
+        let (ours, _peer) = full_socket();
+        let setup = CompressionSetup {
+            min_bytes: 0,
+            level: 1,
+            max_message_size: 1 << 20,
+            counters: Arc::default(),
+            budget: Arc::default(),
+        };
+        // A window of its own: the message may be compressed only once.
+        let agreed = Agreed {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        };
+        let compression = SocketCompression::new(agreed, Side::Server, &setup).unwrap();
+        let traffic = Arc::new(Traffic::default());
+        let socket = DirectSocket::new(
+            ours.as_raw_fd(),
+            traffic.clone(),
+            Some(Arc::new(compression)),
+        );
+        socket.set_idle(true);
+        let message = Message::text("hello, hello, hello, hello");
+        match socket.try_write(&message) {
+            Attempt::Partly(frame) => {
+                // FIN, RSV1 and text; the compressed payload follows the 2-byte header.
+                assert_eq!(frame[0], 0xc1);
+                assert_eq!(usize::from(frame[1]), frame.len() - 2);
+            }
+            Attempt::Written => panic!("the socket was full"),
+            Attempt::NotNow => panic!("the compressed frame was dropped, to be compressed again"),
+        }
+        assert!(!socket.writable_here(), "the pump writes the rest first");
+        assert_eq!(
+            setup.counters.sent_raw.load(Ordering::Relaxed),
+            26,
+            "counted once"
+        );
+        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 26);
+    }
+
+    #[test]
+    fn a_plain_message_that_could_not_be_written_waits_for_the_pump_uncounted() {
+        let (ours, _peer) = full_socket();
+        let traffic = Arc::new(Traffic::default());
+        let socket = DirectSocket::new(ours.as_raw_fd(), traffic.clone(), None);
+        socket.set_idle(true);
+        assert!(matches!(
+            socket.try_write(&Message::text("hello")),
+            Attempt::NotNow
+        ));
+        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 0);
+    }
 }
