@@ -481,7 +481,7 @@ def compression(servers, loadgen_binary, options):
         elif not options.smoke:
             systems.append((label, f"{name}-deflate", True))
 
-    def run(scenario, label, name, deflate, broadcast, arguments, timeout=300):
+    def run(label, name, deflate, broadcast, arguments, timeout=300):
         try:
             process, url = start(servers, name, broadcast)
         except Exception as error:
@@ -519,16 +519,16 @@ def compression(servers, loadgen_binary, options):
     fanout = "broadcast 4 KiB JSON to 1,000 conns"
     for _ in range(rounds):
         for label, name, deflate in systems:
-            record(echo, label, run(echo, label, name, deflate, False, lambda _: [
+            record(echo, label, run(label, name, deflate, False, lambda _: [
                 "--mode", "echo", "--json", "--connections", "100", "--size", "1024", "--window", "1",
                 "--duration", str(duration), "--warmup", str(warmup)], 120))
         for label, name, deflate in systems:
-            record(fanout, label, run(fanout, label, name, deflate, True, lambda _: [
+            record(fanout, label, run(label, name, deflate, True, lambda _: [
                 "--mode", "broadcast", "--json", "--connections", str(receivers), "--rounds", str(broadcast_rounds),
                 "--size", "4096"]))
     idle_scenario = f"{idle:,} idle conns"
     for label, name, deflate in systems:
-        record(idle_scenario, label, run(idle_scenario, label, name, deflate, False, lambda process: [
+        record(idle_scenario, label, run(label, name, deflate, False, lambda process: [
             "--mode", "idle", "--connections", str(idle), "--server-pid", str(server_pid(process))]))
     return {scenario: {label: median_round(results) for label, results in by.items()} for scenario, by in runs.items()}
 

@@ -242,64 +242,47 @@ pub struct BrokerCounters {
 impl Stats {
     /// The traffic counters of `endpoint`, created on first use.
     pub fn endpoint(&self, endpoint: &str) -> Arc<Traffic> {
-        if let Some(traffic) = self.endpoints.read().get(endpoint) {
-            return traffic.clone();
-        }
-        self.endpoints
-            .write()
-            .entry(endpoint.to_string())
-            .or_default()
-            .clone()
+        counters_of(&self.endpoints, endpoint)
     }
 
     /// The failure counters of `handler`, created on first use.
     pub fn handler(&self, handler: &str) -> Arc<HandlerFailures> {
-        if let Some(failures) = self.handlers.read().get(handler) {
-            return failures.clone();
-        }
-        self.handlers
-            .write()
-            .entry(handler.to_string())
-            .or_default()
-            .clone()
+        counters_of(&self.handlers, handler)
     }
 
     /// The compression counters of `endpoint`, created on first use.
     pub fn compression(&self, endpoint: &str) -> Arc<CompressionCounters> {
-        if let Some(counters) = self.compression.read().get(endpoint) {
-            return counters.clone();
-        }
-        self.compression
-            .write()
-            .entry(endpoint.to_string())
-            .or_default()
-            .clone()
+        counters_of(&self.compression, endpoint)
     }
 
     /// Every endpoint's compression counters, by name (endpoints that compressed or inflated).
     pub fn compressions(&self) -> Vec<(String, Arc<CompressionCounters>)> {
-        self.compression
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        all_counters(&self.compression)
     }
 
     /// Every endpoint's traffic, by name.
     pub fn endpoints(&self) -> Vec<(String, Arc<Traffic>)> {
-        self.endpoints
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        all_counters(&self.endpoints)
     }
 
     /// Every handler's failures, by handler.
     pub fn handlers(&self) -> Vec<(String, Arc<HandlerFailures>)> {
-        self.handlers
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        all_counters(&self.handlers)
     }
+}
+
+/// The counters kept under `name`, created on first use (a read lock on the usual path).
+fn counters_of<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, name: &str) -> Arc<T> {
+    if let Some(counters) = map.read().get(name) {
+        return counters.clone();
+    }
+    map.write().entry(name.to_string()).or_default().clone()
+}
+
+/// Every name's counters, in name order.
+fn all_counters<T>(map: &RwLock<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
+    map.read()
+        .iter()
+        .map(|(name, counters)| (name.clone(), counters.clone()))
+        .collect()
 }

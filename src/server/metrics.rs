@@ -120,61 +120,54 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "endpoint=\"(outbound clients)\"".into(),
         state.runtime.stats.clients.clone(),
     ));
-    for (name, help, read) in [
-        (
-            "switchboard_messages_received_total",
-            "Messages received.",
-            (|t: &Traffic| &t.messages_in) as fn(&Traffic) -> &AtomicU64,
-        ),
-        (
-            "switchboard_bytes_received_total",
-            "Message bytes received.",
-            |t: &Traffic| &t.bytes_in,
-        ),
-        (
-            "switchboard_messages_sent_total",
-            "Messages sent.",
-            |t: &Traffic| &t.messages_out,
-        ),
-        (
-            "switchboard_bytes_sent_total",
-            "Message bytes sent.",
-            |t: &Traffic| &t.bytes_out,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, counters) in &traffic {
-            let _ = writeln!(
-                out,
-                "{name}{{{labels}}} {}",
-                read(counters).load(Ordering::Relaxed)
-            );
-        }
-    }
+    write_counters(
+        &mut out,
+        &[
+            (
+                "switchboard_messages_received_total",
+                "Messages received.",
+                |t: &Traffic| &t.messages_in,
+            ),
+            (
+                "switchboard_bytes_received_total",
+                "Message bytes received.",
+                |t: &Traffic| &t.bytes_in,
+            ),
+            (
+                "switchboard_messages_sent_total",
+                "Messages sent.",
+                |t: &Traffic| &t.messages_out,
+            ),
+            (
+                "switchboard_bytes_sent_total",
+                "Message bytes sent.",
+                |t: &Traffic| &t.bytes_out,
+            ),
+        ],
+        &traffic,
+    );
     compression_metrics(&mut out, &state);
     let handlers = state.runtime.stats.handlers();
-    for (name, help, read) in [
-        (
-            "switchboard_handler_errors_total",
-            "Handler events that threw or rejected.",
-            (|f: &HandlerFailures| &f.errors) as fn(&HandlerFailures) -> &AtomicU64,
-        ),
-        (
-            "switchboard_handler_terminations_total",
-            "Handler events terminated for time or heap.",
-            |f: &HandlerFailures| &f.terminations,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (handler, failures) in &handlers {
-            let _ = writeln!(
-                out,
-                "{name}{{handler=\"{}\"}} {}",
-                label(handler),
-                read(failures).load(Ordering::Relaxed)
-            );
-        }
-    }
+    let failures: Vec<(String, Arc<HandlerFailures>)> = handlers
+        .iter()
+        .map(|(handler, failures)| (format!("handler=\"{}\"", label(handler)), failures.clone()))
+        .collect();
+    write_counters(
+        &mut out,
+        &[
+            (
+                "switchboard_handler_errors_total",
+                "Handler events that threw or rejected.",
+                |f: &HandlerFailures| &f.errors,
+            ),
+            (
+                "switchboard_handler_terminations_total",
+                "Handler events terminated for time or heap.",
+                |f: &HandlerFailures| &f.terminations,
+            ),
+        ],
+        &failures,
+    );
     let name = "switchboard_event_duration_seconds";
     let _ = writeln!(
         out,
@@ -238,30 +231,42 @@ fn compression_metrics(out: &mut String, state: &AppState) {
         "endpoint=\"(outbound clients)\"".into(),
         stats.clients_compression.clone(),
     ));
-    for (name, help, read) in [
-        (
-            "switchboard_compression_sent_bytes_total",
-            "Bytes of sent messages that were compressed, before compression.",
-            (|c: &CompressionCounters| &c.sent_raw) as fn(&CompressionCounters) -> &AtomicU64,
-        ),
-        (
-            "switchboard_compression_sent_wire_bytes_total",
-            "The same messages' payload bytes on the wire, compressed.",
-            |c: &CompressionCounters| &c.sent_wire,
-        ),
-        (
-            "switchboard_compression_received_wire_bytes_total",
-            "Payload bytes of compressed messages received, as they came.",
-            |c: &CompressionCounters| &c.received_wire,
-        ),
-        (
-            "switchboard_compression_received_bytes_total",
-            "The same messages' bytes, inflated.",
-            |c: &CompressionCounters| &c.received_raw,
-        ),
-    ] {
+    write_counters(
+        out,
+        &[
+            (
+                "switchboard_compression_sent_bytes_total",
+                "Bytes of sent messages that were compressed, before compression.",
+                |c: &CompressionCounters| &c.sent_raw,
+            ),
+            (
+                "switchboard_compression_sent_wire_bytes_total",
+                "The same messages' payload bytes on the wire, compressed.",
+                |c: &CompressionCounters| &c.sent_wire,
+            ),
+            (
+                "switchboard_compression_received_wire_bytes_total",
+                "Payload bytes of compressed messages received, as they came.",
+                |c: &CompressionCounters| &c.received_wire,
+            ),
+            (
+                "switchboard_compression_received_bytes_total",
+                "The same messages' bytes, inflated.",
+                |c: &CompressionCounters| &c.received_raw,
+            ),
+        ],
+        &counters,
+    );
+}
+
+/// A counter family: its name, its help text, and the counter it reads from each row.
+type CounterFamily<T> = (&'static str, &'static str, fn(&T) -> &AtomicU64);
+
+/// Writes each family with one line per row (the row's labels, and its counters).
+fn write_counters<T>(out: &mut String, families: &[CounterFamily<T>], rows: &[(String, Arc<T>)]) {
+    for (name, help, read) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, counters) in &counters {
+        for (labels, counters) in rows {
             let _ = writeln!(
                 out,
                 "{name}{{{labels}}} {}",

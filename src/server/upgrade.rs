@@ -200,12 +200,7 @@ fn negotiate_compression(
     if mode == CompressionMode::Off {
         return None;
     }
-    let offers: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
-    let agreed = compression::accept(&offers, mode)?;
+    let agreed = compression::accept(&compression::extension_headers(headers), mode)?;
     let setup = CompressionSetup {
         min_bytes: runtime.limits.compression_min_bytes,
         level: runtime.limits.compression_level,

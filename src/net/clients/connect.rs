@@ -337,11 +337,7 @@ fn agreed_compression(
     headers: &tokio_tungstenite::tungstenite::http::HeaderMap,
     setup: Option<&CompressionSetup>,
 ) -> Result<Option<Arc<SocketCompression>>, String> {
-    let answers: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
+    let answers = compression::extension_headers(headers);
     let Some(setup) = setup else {
         return match answers.is_empty() {
             true => Ok(None),

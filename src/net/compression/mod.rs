@@ -16,6 +16,16 @@ pub mod socket;
 /// The extension's name.
 pub const EXTENSION: &str = "permessage-deflate";
 
+/// Every `Sec-WebSocket-Extensions` value of a request (the offers) or a response (the answer),
+/// in order; values that are not text are left out.
+pub fn extension_headers(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect()
+}
+
 /// The largest LZ77 window (2^15 bytes), and the default of both directions.
 pub const MAX_WINDOW_BITS: u8 = 15;
 
