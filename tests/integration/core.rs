@@ -124,6 +124,46 @@ async fn es_module_handlers_with_imports() {
     assert_eq!(ask(&mut client, "esm").await, "ESM true commonjs");
 }
 
+/// Temporal is loaded into an isolate on first use (the engine's polyfill is large); the
+/// runtime's own scripts are cached without their source text, a handler's never is.
+#[tokio::test]
+async fn temporal_loads_on_first_use_and_handler_functions_keep_their_source() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "cjs", "p/cjs")
+        .write(
+            "p/cjs.js",
+            r#"
+            function marker() { return "kept source"; }
+            module.exports = {
+              onMessage() {
+                return [
+                  typeof Temporal,
+                  Temporal.PlainDate.from("2026-12-03").add({ days: 1 }).toString(),
+                  new Date(0).toTemporalInstant().epochMilliseconds,
+                  marker.toString().includes("kept source"),
+                ].join("|");
+              },
+            };
+            "#,
+        )
+        .endpoint("p", "esm", "p/esm")
+        .write(
+            "p/esm.mjs",
+            r#"
+            globalThis.Temporal = "replaced";
+            export function onMessage() {
+              return [Temporal, typeof Date.prototype.toTemporalInstant,
+                onMessage.toString().includes("replaced")].join("|");
+            }
+            "#,
+        );
+    let server = Server::start(ws.path());
+    let mut cjs = server.connect("cjs").await;
+    assert_eq!(ask(&mut cjs, "now").await, "object|2026-12-04|0|true");
+    let mut esm = server.connect("esm").await;
+    assert_eq!(ask(&mut esm, "now").await, "replaced|function|true");
+}
+
 #[tokio::test]
 async fn replies_by_return_value_and_conn_send() {
     let ws = Workspace::new();

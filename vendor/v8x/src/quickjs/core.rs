@@ -2226,7 +2226,7 @@ thread_local! {
   // construct CALL position (the `(`), V8 records the `new` token, and the only
   // way to bridge that gap shim-side is to re-read the source line.
   static SCRIPT_SOURCES: RefCell<
-    std::collections::HashMap<std::string::String, ScriptSource>,
+    std::collections::HashMap<std::string::String, std::sync::Arc<ScriptSource>>,
   > = RefCell::new(std::collections::HashMap::new());
 
   static CURRENT_SCRIPT_NAMES: RefCell<Vec<std::string::String>> =
@@ -2528,8 +2528,32 @@ pub(crate) fn replace_script_source(filename: &str, source: &str) {
     if map.len() > 256 && !map.contains_key(filename) {
       map.clear();
     }
-    map.insert(filename.to_string(), ScriptSource::new(source));
+    map.insert(filename.to_string(), shared_script_source(source));
   });
+}
+
+/// The `ScriptSource` of `text`, shared by every thread that registered the same text: each
+/// isolate registers the runtime's own scripts, and a copy per isolate (with its line index) cost
+/// about 250 KB each.
+fn shared_script_source(text: &str) -> std::sync::Arc<ScriptSource> {
+  use std::sync::{Arc, Mutex, OnceLock, Weak};
+  type Interned = std::collections::HashMap<u64, Weak<ScriptSource>>;
+  static SHARED: OnceLock<Mutex<Interned>> = OnceLock::new();
+  let key = super::module::fast_content_hash(0x5343_5352, text.as_bytes());
+  let Ok(mut shared) = SHARED.get_or_init(Default::default).lock() else {
+    return Arc::new(ScriptSource::new(text));
+  };
+  if let Some(source) = shared.get(&key).and_then(Weak::upgrade)
+    && source.text == text
+  {
+    return source;
+  }
+  let source = Arc::new(ScriptSource::new(text));
+  if shared.len() >= 1024 {
+    shared.retain(|_, weak| weak.strong_count() > 0);
+  }
+  shared.insert(key, Arc::downgrade(&source));
+  source
 }
 
 pub(crate) fn script_source(filename: &str) -> Option<std::string::String> {
@@ -2641,6 +2665,15 @@ unsafe fn origin_host_defined_options(origin: *const c_void) -> *const Data {
   unsafe { *((origin as *const usize).add(4)) as *const Data }
 }
 
+/// Whether the cached bytecode of a script named `name` leaves out its functions' source: only
+/// for the embedder's own scripts (named `ext:...` by deno_core, or with no `file:` URL), never
+/// for a program's files, whose functions' `toString()` must still show their code.
+fn strips_source(name: Option<&[u8]>) -> bool {
+  name.is_some_and(|name| {
+    !name.starts_with(b"file:") && name != b"<eval>" && !name.is_empty()
+  })
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn v8__Script__Compile(
   context: *const Context,
@@ -2691,25 +2724,41 @@ pub extern "C" fn v8__Script__Compile(
         Some(n) => n.as_ptr(),
         None => c"<anonymous>".as_ptr(),
       };
-      let compiled = JS_Eval(
-        ctx,
-        compile_ptr,
-        compile_len,
-        url_ptr,
-        global_eval_flags() | JS_EVAL_FLAG_COMPILE_ONLY,
+      // The key `v8__Script__Run` looks its bytecode up by: a source compiled before (by any
+      // isolate of the process) needs no syntax check, and one checked here is not parsed
+      // again when it runs.
+      let bc_key = super::module::script_bc_key(
+        global_eval_flags() as u64,
+        std::slice::from_raw_parts(compile_ptr as *const u8, compile_len),
+        name.as_ref().map(|n| n.as_bytes()).unwrap_or(b"<eval>"),
       );
-      if compiled.tag == JS_TAG_EXCEPTION {
-        JS_FreeCString(ctx, cstr);
-        stamp_syntax_error_location(ctx, name.as_ref());
-        return ptr::null();
+      if !super::module::bc_known(bc_key) {
+        let compiled = JS_Eval(
+          ctx,
+          compile_ptr,
+          compile_len,
+          url_ptr,
+          global_eval_flags() | JS_EVAL_FLAG_COMPILE_ONLY,
+        );
+        if compiled.tag == JS_TAG_EXCEPTION {
+          JS_FreeCString(ctx, cstr);
+          stamp_syntax_error_location(ctx, name.as_ref());
+          return ptr::null();
+        }
+        note_compiled_bytecode(current_iso(), compile_len);
+        note_compilation_cache_miss();
+        super::module::bc_write_stripped(
+          ctx,
+          bc_key,
+          compiled,
+          strips_source(name.as_ref().map(|n| n.as_bytes())),
+        );
+        JS_FreeValue(ctx, compiled);
       }
-      note_compiled_bytecode(current_iso(), compile_len);
-      note_compilation_cache_miss();
       let script_source = new_script_value(
         ctx,
         std::slice::from_raw_parts(compile_ptr as *const u8, compile_len),
       );
-      JS_FreeValue(ctx, compiled);
       JS_FreeCString(ctx, cstr);
       if script_source.tag == JS_TAG_EXCEPTION {
         return ptr::null();
@@ -2926,7 +2975,14 @@ pub extern "C" fn v8__Script__Run(
       result = compiled;
     } else {
       if let Some(key) = bc_key {
-        unsafe { super::module::bc_write(ctx, key, compiled) };
+        unsafe {
+          super::module::bc_write_stripped(
+            ctx,
+            key,
+            compiled,
+            strips_source(Some(resource_name)),
+          )
+        };
       }
       result = unsafe { JS_EvalFunction(ctx, compiled) };
     }

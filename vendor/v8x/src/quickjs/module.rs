@@ -101,6 +101,7 @@ const JS_GPN_STRING_MASK: int = 1 << 0;
 const JS_GPN_ENUM_ONLY: int = 1 << 4;
 
 const JS_WRITE_OBJ_BYTECODE: int = 1 << 0;
+const JS_WRITE_OBJ_STRIP_SOURCE: int = 1 << 4;
 const JS_READ_OBJ_BYTECODE: int = 1 << 0;
 
 const BC_MAGIC: u32 = 0x5142_4306;
@@ -152,15 +153,18 @@ fn bc_cache_dir() -> Option<std::path::PathBuf> {
       if std::env::var_os("V82JSC_NO_BC_CACHE").is_some() {
         return None;
       }
+      // Only where asked for: bytecode read back from a shared directory runs unchecked
+      // (QuickJS does not verify it), the directory grows with every version of every
+      // module, and the in-memory cache below already serves every isolate of the process.
       let dir = std::env::var_os("V82JSC_BC_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(default_bc_cache_dir);
+        .map(std::path::PathBuf::from)?;
       std::fs::create_dir_all(&dir).ok()?;
       Some(dir)
     })
     .clone()
 }
 
+#[allow(dead_code)]
 fn default_bc_cache_dir() -> std::path::PathBuf {
   #[cfg(target_os = "macos")]
   let base = std::env::var_os("HOME")
@@ -407,8 +411,38 @@ fn embedded_bc() -> &'static HashMap<u64, &'static [u8]> {
   })
 }
 
+/// The most bytecode the in-memory cache holds; when a new entry would pass it, the cache starts
+/// over (it is a cache: what is dropped is compiled again on its next use).
+const MEMORY_BC_LIMIT: usize = 64 << 20;
+
+/// Bytecode compiled in this process, by key, shared by every isolate: the runtime's own
+/// scripts are parsed once per process instead of once (twice, with the syntax check at
+/// compile time) per isolate.
+fn memory_bc() -> &'static std::sync::Mutex<(HashMap<u64, std::sync::Arc<[u8]>>, usize)> {
+  use std::sync::OnceLock;
+  static M: OnceLock<std::sync::Mutex<(HashMap<u64, std::sync::Arc<[u8]>>, usize)>> =
+    OnceLock::new();
+  M.get_or_init(Default::default)
+}
+
+/// Whether bytecode for `key` is at hand (the source it was made from compiled without error).
+pub(crate) fn bc_known(key: u64) -> bool {
+  embedded_bc().contains_key(&key)
+    || memory_bc()
+      .lock()
+      .map(|cache| cache.0.contains_key(&key))
+      .unwrap_or(false)
+}
+
 pub(crate) fn bc_load(key: u64) -> Option<Vec<u8>> {
   if let Some(&bytes) = embedded_bc().get(&key) {
+    return Some(bytes.to_vec());
+  }
+  if let Some(bytes) = memory_bc()
+    .lock()
+    .ok()
+    .and_then(|cache| cache.0.get(&key).cloned())
+  {
     return Some(bytes.to_vec());
   }
   let p = bc_path(key)?;
@@ -437,15 +471,40 @@ fn bc_store(key: u64, bytes: &[u8]) {
 }
 
 pub(crate) unsafe fn bc_write(ctx: *mut JSContext, key: u64, obj: JSValue) {
-  if bc_cache_dir().is_none() {
-    return;
-  }
+  unsafe { bc_write_stripped(ctx, key, obj, false) }
+}
+
+/// `bc_write`, leaving out the functions' source text if `strip_source` (they then print as
+/// native code): for the embedder's own scripts, where every isolate would otherwise hold a
+/// copy of each function's text.
+pub(crate) unsafe fn bc_write_stripped(
+  ctx: *mut JSContext,
+  key: u64,
+  obj: JSValue,
+  strip_source: bool,
+) {
   let mut size: usize = 0;
-  let buf =
-    unsafe { JS_WriteObject(ctx, &mut size, obj, JS_WRITE_OBJ_BYTECODE) };
+  let flags = if strip_source {
+    JS_WRITE_OBJ_BYTECODE | JS_WRITE_OBJ_STRIP_SOURCE
+  } else {
+    JS_WRITE_OBJ_BYTECODE
+  };
+  let buf = unsafe { JS_WriteObject(ctx, &mut size, obj, flags) };
   if !buf.is_null() && size > 0 {
     let slice = unsafe { std::slice::from_raw_parts(buf, size) };
-    bc_store(key, slice);
+    if let Ok(mut cache) = memory_bc().lock() {
+      if cache.1 + size > MEMORY_BC_LIMIT {
+        *cache = Default::default();
+      }
+      if size <= MEMORY_BC_LIMIT
+        && cache.0.insert(key, std::sync::Arc::from(slice)).is_none()
+      {
+        cache.1 += size;
+      }
+    }
+    if bc_cache_dir().is_some() {
+      bc_store(key, slice);
+    }
   }
   if !buf.is_null() {
     unsafe { js_free(ctx, buf as *mut std::os::raw::c_void) };

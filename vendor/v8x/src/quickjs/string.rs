@@ -108,7 +108,9 @@ pub unsafe extern "C" fn v82jsc_locale_compare_utf32(
 
 #[repr(C)]
 struct ExternalOneByteMeta {
-  bytes: Box<[u8]>,
+  // Borrowed for the static strings (deno_core's own JavaScript sources, made once per
+  // isolate): copying them cost every isolate about 70 KB.
+  bytes: std::borrow::Cow<'static, [u8]>,
 }
 
 enum ExternalMeta {
@@ -120,7 +122,10 @@ thread_local! {
   static EXTERNAL_STRINGS: RefCell<HashMap<usize, ExternalMeta>> = RefCell::new(HashMap::new());
 }
 
-fn remember_external_onebyte(handle: *const V8String, bytes: Box<[u8]>) {
+fn remember_external_onebyte(
+  handle: *const V8String,
+  bytes: std::borrow::Cow<'static, [u8]>,
+) {
   if handle.is_null() {
     return;
   }
@@ -261,7 +266,11 @@ pub extern "C" fn v8__String__NewExternalOneByteConst(
     return ptr::null();
   }
   let handle = intern::<V8String>(v);
-  remember_external_onebyte(handle, bytes.to_vec().into_boxed_slice());
+  // SAFETY: a `OneByteConst` / static buffer lives for the whole program (rusty_v8 takes
+  // them as `&'static`).
+  let bytes: &'static [u8] =
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+  remember_external_onebyte(handle, std::borrow::Cow::Borrowed(bytes));
   handle
 }
 
@@ -291,7 +300,11 @@ pub extern "C" fn v8__String__NewExternalOneByteStatic(
     return ptr::null();
   }
   let handle = intern::<V8String>(v);
-  remember_external_onebyte(handle, bytes.to_vec().into_boxed_slice());
+  // SAFETY: a `OneByteConst` / static buffer lives for the whole program (rusty_v8 takes
+  // them as `&'static`).
+  let bytes: &'static [u8] =
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+  remember_external_onebyte(handle, std::borrow::Cow::Borrowed(bytes));
   handle
 }
 
@@ -324,7 +337,7 @@ pub extern "C" fn v8__String__NewExternalOneByte(
   }
   account_external_string_memory(isolate, length);
   let handle = intern::<V8String>(v);
-  remember_external_onebyte(handle, owned);
+  remember_external_onebyte(handle, std::borrow::Cow::Owned(owned.into_vec()));
   handle
 }
 

@@ -226,6 +226,81 @@ pub(crate) unsafe fn install(ctx: *mut JSContext, global: JSValue) {
     return;
   }
 
+  // The polyfill is 430 KB of JavaScript: evaluated in every context, it cost each one about
+  // 20 ms and most of a megabyte of heap, whether or not its code ever used Temporal. So the
+  // three names it provides are accessors that load it on first use (reading or writing any of
+  // them), then give way to the real properties.
+  const LAZY: &[u8] = br#"
+    (function(g, load) {
+      const places = [[g, "Temporal"], [Date.prototype, "toTemporalInstant"]];
+      if (g.Intl) places.push([g.Intl, "DateTimeFormat"]);
+      const before = places.map(([object, name]) =>
+        Object.getOwnPropertyDescriptor(object, name));
+      let loaded = false;
+      const ensure = () => {
+        if (loaded) return;
+        loaded = true;
+        places.forEach(([object, name], i) => {
+          delete object[name];
+          if (before[i]) Object.defineProperty(object, name, before[i]);
+        });
+        load();
+      };
+      for (const [object, name] of places) {
+        Object.defineProperty(object, name, {
+          get() { ensure(); return object[name]; },
+          set(value) {
+            ensure();
+            if (this === object) object[name] = value;
+            else Object.defineProperty(this, name,
+              { value, writable: true, enumerable: true, configurable: true });
+          },
+          enumerable: false,
+          configurable: true
+        });
+      }
+    })
+  "#;
+  static LAZY_BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+  let lazy =
+    unsafe { eval_cached_script(ctx, LAZY, c"<temporal-lazy>", &LAZY_BYTECODE) };
+  if lazy.tag == JS_TAG_EXCEPTION {
+    let exception = unsafe { JS_GetException(ctx) };
+    let message = unsafe { value_to_string(ctx, exception) }
+      .unwrap_or_else(|| "unknown exception".to_string());
+    eprintln!("failed to install the Temporal polyfill's loader: {message}");
+    unsafe { JS_FreeValue(ctx, exception) };
+    return;
+  }
+  let load = unsafe {
+    JS_NewCFunction(ctx, load_polyfill, c"loadTemporal".as_ptr(), 0)
+  };
+  let mut arguments = [unsafe { JS_DupValue(ctx, global) }, load];
+  let result = unsafe {
+    JS_Call(ctx, lazy, jsv_undefined(), 2, arguments.as_mut_ptr())
+  };
+  if result.tag == JS_TAG_EXCEPTION {
+    let exception = unsafe { JS_GetException(ctx) };
+    let message = unsafe { value_to_string(ctx, exception) }
+      .unwrap_or_else(|| "unknown exception".to_string());
+    eprintln!("failed to install the Temporal polyfill's loader: {message}");
+    unsafe { JS_FreeValue(ctx, exception) };
+  } else {
+    unsafe { JS_FreeValue(ctx, result) };
+  }
+  for argument in arguments {
+    unsafe { JS_FreeValue(ctx, argument) };
+  }
+  unsafe { JS_FreeValue(ctx, lazy) };
+}
+
+/// Evaluates the Temporal polyfill in the calling context (the first use of one of its names).
+unsafe extern "C" fn load_polyfill(
+  ctx: *mut JSContext,
+  _this: JSValue,
+  _argc: c_int,
+  _argv: *mut JSValue,
+) -> JSValue {
   const POLYFILL: &[u8] =
     include_bytes!("../../vendor/temporal-polyfill/index.umd.js");
   static POLYFILL_BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
@@ -246,7 +321,7 @@ pub(crate) unsafe fn install(ctx: *mut JSContext, global: JSValue) {
     unsafe { JS_FreeValue(ctx, stack) };
     eprintln!("failed to initialize Temporal polyfill: {message}");
     unsafe { JS_FreeValue(ctx, exception) };
-    return;
+    return jsv_undefined();
   }
   unsafe { JS_FreeValue(ctx, result) };
 
@@ -297,4 +372,5 @@ pub(crate) unsafe fn install(ctx: *mut JSContext, global: JSValue) {
   } else {
     unsafe { JS_FreeValue(ctx, result) };
   }
+  jsv_undefined()
 }
