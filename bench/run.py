@@ -31,6 +31,11 @@ against Bun (`perMessageDeflate: true`, every send compressed) and Node's ws (`p
 true`), and Switchboard without compression for reference; msg/s, bytes on the wire per message
 each way, server and client CPU. Rounds interleaved, the median round.
 
+--handlers N measures a workspace of N projects (default 1,000), each one endpoint with a two-line
+handler: with `serve --load eager` and `--load lazy`, the seconds until the server announces itself
+and until every endpoint has answered one message (50 connections at a time), the resident memory
+and threads at both points, and the CPU the idle server uses over 5 s after that. Server on core 0.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -190,6 +195,92 @@ def cold_start(servers, timeout=30):
     finally:
         stop(process)
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def proc_status(pid):
+    """(resident MiB, threads) of a process, from /proc."""
+    fields = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status") if ":\t" in line)
+    return round(int(fields["VmRSS"].split()[0]) / 1024, 1), int(fields["Threads"])
+
+
+async def answer_once(port, endpoint, timeout):
+    """Opens a WebSocket to `endpoint`, sends one message and returns the reply's text."""
+    import asyncio, base64
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /websockets/v4/service/{endpoint} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"{endpoint}: {head.splitlines()[0].decode()}")
+        mask = os.urandom(4)
+        writer.write(bytes([0x81, 0x82]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi")))
+        first = await asyncio.wait_for(reader.readexactly(2), timeout)
+        return (await reader.readexactly(first[1] & 0x7F)).decode()
+    finally:
+        writer.close()
+
+
+def many_handlers(servers, count, timeout=300):
+    """A workspace of `count` one-endpoint projects, served with each --load mode."""
+    import asyncio
+    workspace = Path(tempfile.mkdtemp(prefix="sb-handlers-"))
+    for i in range(count):
+        project = workspace / f"p{i}"
+        project.mkdir()
+        (project / "h.js").write_text(f"// handler {i}\nexports.onMessage = (m) => `{i} ${{m}}`;\n")
+        (project / "e.websocket").write_text(f'{{"handler": "p{i}/h", "endpoint": "e{i}"}}')
+    results = {}
+    try:
+        for mode in ("eager", "lazy"):
+            port = free_port()
+            started = time.perf_counter()
+            process = subprocess.Popen(["taskset", "-c", "0", str(servers.switchboard), "serve", str(workspace),
+                                        "--listen", f"127.0.0.1:{port}", "--no-watch", "--load", mode],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                       env=dict(os.environ, RUST_LOG="warn"))
+            try:
+                for line in process.stdout:
+                    if "Switchboard is listening" in line:
+                        break
+                else:
+                    raise RuntimeError("the server ended before listening")
+                announced = time.perf_counter() - started
+                at_start = proc_status(process.pid)
+
+                async def all_answer():
+                    gate = asyncio.Semaphore(50)
+
+                    async def one(i):
+                        async with gate:
+                            reply = await answer_once(port, f"e{i}", timeout)
+                            if reply != f"{i} hi":
+                                raise RuntimeError(f"e{i} answered {reply!r}")
+                    await asyncio.gather(*(one(i) for i in range(count)))
+                asyncio.run(all_answer())
+                answered = time.perf_counter() - started
+                after = proc_status(process.pid)
+                cpu_before = cpu_seconds(process.pid)
+                time.sleep(5)
+                idle_cpu = cpu_seconds(process.pid) - cpu_before
+                results[mode] = {
+                    "mode": "handlers", "handlers": count,
+                    "announced_seconds": round(announced, 2), "all_answered_seconds": round(answered, 2),
+                    "rss_mib_at_start": at_start[0], "threads_at_start": at_start[1],
+                    "rss_mib_all_used": after[0], "threads_all_used": after[1],
+                    "mib_per_used_handler": round((after[0] - at_start[0]) / count, 2) if mode == "lazy" else round(after[0] / count, 2),
+                    "idle_cpu_seconds_in_5s": round(idle_cpu, 3),
+                }
+            except Exception as error:
+                results[mode] = {"error": str(error)}
+            finally:
+                process.stdout.close()
+                stop(process)
+            print(f"{count:,} handlers, --load {mode}: {json.dumps(results[mode])}", file=sys.stderr)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return results
 
 
 def typescript_source(version, typed, blocks=125):
@@ -566,6 +657,8 @@ def main():
                         help="only a broadcast to 1,000 connections over two nodes through Redis, against Socket.IO with its Redis adapter and one node")
     parser.add_argument("--compression", action="store_true",
                         help="only permessage-deflate: echo of 1 KiB JSON x 100, broadcast of 4 KiB JSON to 1,000, idle connections; against Bun and Node's ws with compression on")
+    parser.add_argument("--handlers", type=int, nargs="?", const=1000,
+                        help="only a workspace of N one-endpoint projects (default 1,000): start-up, memory, threads, with --load eager and lazy")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -573,6 +666,13 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     servers = Servers("debug" if options.smoke else "release", options.baseline)
+    if options.handlers:
+        results = many_handlers(servers, 20 if options.smoke else options.handlers)
+        print(json.dumps(results, indent=1))
+        failed = [f"{mode}: {r['error']}" for mode, r in results.items() if "error" in r]
+        if failed:
+            sys.exit("handlers run failed: " + "; ".join(failed))
+        return
     if options.typescript:
         print(json.dumps(typescript_load(servers, rounds=2 if options.smoke else 7), indent=1))
         return

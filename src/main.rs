@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard::app::{self, BrokerOptions, ServeOptions};
+use switchboard::endpoints::Loading;
 use switchboard::limits::{CompressionMode, Limits, QueueBounds};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -36,6 +37,11 @@ enum Command {
         /// Milliseconds files must stay quiet before a change is applied.
         #[arg(long, default_value_t = 150)]
         watch_debounce_ms: u64,
+        /// When handlers load: eager (all at start: errors and onStart then) or lazy (each on
+        /// its first connection, those with a service at start; for workspaces of many
+        /// handlers: one never used costs nothing; `check` finds load errors beforehand).
+        #[arg(long, value_enum, default_value_t = LoadArg::Eager)]
+        load: LoadArg,
         /// Limits and timeouts.
         #[command(flatten)]
         limits: LimitArgs,
@@ -97,6 +103,24 @@ enum Command {
         #[arg(long, default_value = "./projects")]
         workspace: PathBuf,
     },
+}
+
+/// `serve --load`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LoadArg {
+    /// Every handler at start.
+    Eager,
+    /// Each handler on first use.
+    Lazy,
+}
+
+impl From<LoadArg> for Loading {
+    fn from(load: LoadArg) -> Self {
+        match load {
+            LoadArg::Eager => Loading::Eager,
+            LoadArg::Lazy => Loading::Lazy,
+        }
+    }
 }
 
 /// Several nodes serving one application through a broker (docs/scale-out.md).
@@ -241,6 +265,7 @@ fn main() -> ExitCode {
             listen,
             no_watch,
             watch_debounce_ms,
+            load,
             limits,
             tls_cert,
             tls_key,
@@ -252,6 +277,7 @@ fn main() -> ExitCode {
             listen,
             watch: !no_watch,
             debounce: Duration::from_millis(watch_debounce_ms.max(1)),
+            loading: load.into(),
             limits: limits.into(),
             tls: tls_cert.zip(tls_key),
             broker: broker.broker.map(|url| BrokerOptions {

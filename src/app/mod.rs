@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 use crate::cluster::{Broker, Cluster, RedisBroker};
-use crate::endpoints::{Reloader, Runtime};
+use crate::endpoints::{Loading, Reloader, Runtime};
 use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
 use crate::server::console::ConsoleAccess;
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub watch: bool,
     /// How long files must stay quiet before a change is applied.
     pub debounce: Duration,
+    /// When handlers load.
+    pub loading: Loading,
     /// Limits and timeouts.
     pub limits: Limits,
     /// `(certificate, key)` PEM files to serve https/wss.
@@ -174,7 +176,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         ),
         false => None,
     };
-    let (runtime, reloader) = start(paths, options.limits).await;
+    let (runtime, reloader) = start(paths, options.limits, options.loading).await;
     let node_name = options
         .node_name
         .clone()
@@ -247,9 +249,13 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
-/// Scans the workspace and starts an isolate for every handler, recording load errors.
-async fn start(paths: WorkspacePaths, limits: Limits) -> (Arc<Runtime>, Arc<Reloader>) {
-    let runtime = Runtime::new(paths, limits);
+/// Scans the workspace and starts the handlers that load at start, recording load errors.
+async fn start(
+    paths: WorkspacePaths,
+    limits: Limits,
+    loading: Loading,
+) -> (Arc<Runtime>, Arc<Reloader>) {
+    let runtime = Runtime::with_loading(paths, limits, loading);
     let scan = workspace::scan(&runtime.workspace);
     log_scan(&scan);
     runtime.endpoints.apply(scan);
@@ -270,6 +276,11 @@ fn announce(runtime: &Runtime, address: SocketAddr, watching: bool, tls: bool) {
     for endpoint in snapshot.endpoints.values() {
         let status = match runtime.endpoints.handler_error(&endpoint.handler_file) {
             Some(_) => " (handler failed to load, see the log)",
+            None if runtime.loading == Loading::Lazy
+                && endpoint.options.service_interval.is_none() =>
+            {
+                " (loads on first use)"
+            }
             None => "",
         };
         let declared = if endpoint.declared_in.ends_with(".websocket") {

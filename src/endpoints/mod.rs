@@ -9,4 +9,4 @@ pub mod runtime;
 
 pub use lifecycle::Lifecycle;
 pub use reloader::Reloader;
-pub use runtime::Runtime;
+pub use runtime::{Loading, Runtime};

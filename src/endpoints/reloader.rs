@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::runtime::{ReloadRecord, Runtime};
+use super::runtime::{Loading, ReloadRecord, Runtime};
 use crate::event::{epoch_millis, HandlerLoadError};
 use crate::workspace::{self, Endpoint, Problem};
 
@@ -31,28 +31,39 @@ impl Reloader {
         })
     }
 
-    /// Starts every handler of the current endpoints, recording load errors. Used at start-up.
+    /// Starts the handlers of the current endpoints that load at start (all of them, or with
+    /// `--load lazy` those with a service), recording load errors. Used at start-up.
     pub async fn start_all(&self) {
         let _guard = self.lock.lock().await;
-        for handler_file in self.referenced_handlers() {
+        let started = Instant::now();
+        let handlers = self.handlers_loaded_now();
+        for handler_file in &handlers {
             // A failure is logged and recorded in the registry; the other handlers still start.
-            let _ = self.start_handler(&handler_file).await;
+            let _ = self.start_handler(handler_file).await;
         }
-        self.bind_unbound().await;
+        self.state.bind_unbound(None).await;
+        let seconds = started.elapsed().as_secs_f64();
+        if self.state.loading == Loading::Eager && (handlers.len() >= 100 || seconds >= 5.0) {
+            tracing::info!(
+                "{} handlers loaded in {seconds:.1} s (--load lazy loads each on first use instead)",
+                handlers.len()
+            );
+        }
     }
 
-    /// Runs `onStart` (and starts ticks) for every served endpoint not bound yet whose handler
-    /// runs.
-    async fn bind_unbound(&self) {
-        let state = &self.state;
-        for endpoint in state.endpoints.snapshot().endpoints.values() {
-            if state.lifecycle.is_bound(&endpoint.name) {
-                continue;
-            }
-            if let Some(slot) = state.isolates.running_slot(&endpoint.handler_file).await {
-                state.lifecycle.bind(endpoint.clone(), slot).await;
-            }
-        }
+    /// The handlers of the current endpoints that are loaded without waiting for a first use:
+    /// all of them, or with `--load lazy` those of endpoints with a service (they tick).
+    fn handlers_loaded_now(&self) -> BTreeSet<PathBuf> {
+        self.state
+            .endpoints
+            .snapshot()
+            .endpoints
+            .values()
+            .filter(|endpoint| {
+                self.state.loading == Loading::Eager || endpoint.options.service_interval.is_some()
+            })
+            .map(|endpoint| endpoint.handler_file.clone())
+            .collect()
     }
 
     /// Rescans the workspace and applies the difference. Logs one line saying what changed.
@@ -187,8 +198,8 @@ impl Reloader {
             }
         }
 
-        // Handlers of new endpoints.
-        for file in &referenced {
+        // Handlers of new endpoints (with `--load lazy`, only those that tick).
+        for file in &self.handlers_loaded_now() {
             // Handlers with an isolate were checked for edits above.
             if state.isolates.has_isolate(file).await {
                 continue;
@@ -208,7 +219,7 @@ impl Reloader {
             }
         }
 
-        self.bind_unbound().await;
+        self.state.bind_unbound(None).await;
         self.state.reloads.fetch_add(1, Ordering::Relaxed);
         let milliseconds = started.elapsed().as_secs_f64() * 1000.0;
         // Tenths of a millisecond: a reload of a cached module takes about one.

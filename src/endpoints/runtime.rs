@@ -1,9 +1,12 @@
 //! The running Switchboard, as the reloader changes it and the server reads it.
 
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::isolate::IsolateHost;
+use crate::event::HandlerLoadError;
+use crate::isolate::{HandlerSlot, IsolateHost};
 use crate::limits::Limits;
 use crate::net::clients::ClientRegistry;
 use crate::net::connections::ConnectionRegistry;
@@ -36,6 +39,25 @@ pub struct Runtime {
     pub reloads: AtomicU64,
     /// The last reloads, newest last, for the web console.
     pub reload_history: parking_lot::Mutex<std::collections::VecDeque<ReloadRecord>>,
+    /// When handlers load: all at start, or each on first use.
+    pub loading: Loading,
+    /// Held while endpoints are bound, so that `onStart` runs once per binding even when a
+    /// handler's first connections and a reload bind at the same time.
+    binding: tokio::sync::Mutex<()>,
+}
+
+/// When handler modules are loaded (`serve --load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Loading {
+    /// Every handler at start: load errors are logged before the server announces itself, and
+    /// `onStart` runs at start.
+    #[default]
+    Eager,
+    /// Each handler on its first use (an upgrade, a STOMP subscription), except those of
+    /// endpoints with a `service`, which load at start to tick: a handler never used costs no
+    /// memory, thread or start-up time. Its load errors appear at first use (`check` finds
+    /// them all beforehand), and `onStart` runs just before its first connection is opened.
+    Lazy,
 }
 
 /// How many reloads the history keeps.
@@ -69,8 +91,13 @@ impl Runtime {
 
 impl Runtime {
     /// A runtime for the workspace `workspace` with nothing served yet (inside the network side's
-    /// tokio runtime, which outbound clients will use).
+    /// tokio runtime, which outbound clients will use), loading every handler at start.
     pub fn new(workspace: WorkspacePaths, limits: Limits) -> Arc<Self> {
+        Self::with_loading(workspace, limits, Loading::Eager)
+    }
+
+    /// [`Runtime::new`], loading handlers as `loading` says.
+    pub fn with_loading(workspace: WorkspacePaths, limits: Limits, loading: Loading) -> Arc<Self> {
         let connections = Arc::new(ConnectionRegistry::new());
         let clients = Arc::new(ClientRegistry::new());
         let limits = Arc::new(limits);
@@ -96,6 +123,57 @@ impl Runtime {
             stats,
             reloads: AtomicU64::new(0),
             reload_history: Default::default(),
+            loading,
+            binding: Default::default(),
         })
+    }
+
+    /// The handler `handler_file`, serving: loaded now if it is not yet, or reloaded if it
+    /// failed and its files changed (then its load error is recorded for the endpoint list and
+    /// its endpoints are bound, `onStart` included, before this returns), or why it cannot serve.
+    pub async fn handler(&self, handler_file: &Path) -> Result<Arc<HandlerSlot>, HandlerLoadError> {
+        if self.isolates.running_slot(handler_file).await.is_some() {
+            return self.isolates.isolate_for(handler_file).await;
+        }
+        let first_load = !self.isolates.has_isolate(handler_file).await;
+        let started = Instant::now();
+        let loaded = self.isolates.isolate_for(handler_file).await;
+        match &loaded {
+            Ok(_) => {
+                self.endpoints.set_handler_error(handler_file, None);
+                if first_load {
+                    tracing::info!(
+                        "handler {} loaded on first use in {:.1} ms",
+                        self.workspace.display(handler_file),
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                }
+                self.bind_unbound(Some(handler_file)).await;
+            }
+            Err(error) => {
+                if self.endpoints.handler_error(handler_file).as_ref() != Some(error) {
+                    tracing::error!("{error}");
+                    self.endpoints
+                        .set_handler_error(handler_file, Some(error.clone()));
+                }
+            }
+        }
+        loaded
+    }
+
+    /// Runs `onStart` (and starts ticks) for every served endpoint not bound yet whose handler
+    /// serves (only those of `handler_file`, if given).
+    pub async fn bind_unbound(&self, handler_file: Option<&Path>) {
+        let _binding = self.binding.lock().await;
+        for endpoint in self.endpoints.snapshot().endpoints.values() {
+            if handler_file.is_some_and(|file| file != endpoint.handler_file)
+                || self.lifecycle.is_bound(&endpoint.name)
+            {
+                continue;
+            }
+            if let Some(slot) = self.isolates.running_slot(&endpoint.handler_file).await {
+                self.lifecycle.bind(endpoint.clone(), slot).await;
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! than allowed, and the record of why an isolate was terminated (CPU time or heap), kept here
 //! because the engine's own error text does not say.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -69,12 +69,16 @@ impl Watched {
     /// already has, such as the end of the previous event).
     pub fn begin_at(&self, start: Instant) {
         let since_epoch = start.saturating_duration_since(epoch()).as_micros() as u64;
-        self.busy_since.store(since_epoch.max(1), Ordering::Release);
+        if self.busy_since.swap(since_epoch.max(1), Ordering::AcqRel) == 0 {
+            watchdog().now_busy();
+        }
     }
 
     /// Marks the end of JavaScript work.
     pub fn end(&self) {
-        self.busy_since.store(0, Ordering::Release);
+        if self.busy_since.swap(0, Ordering::AcqRel) != 0 {
+            watchdog().busy.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Called from the engine's near-heap-limit callback: it must not allocate, log or panic.
@@ -95,10 +99,23 @@ impl Watched {
     }
 }
 
+impl Drop for Watched {
+    /// An isolate dropped in the middle of its work (its thread ended) no longer counts as busy.
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// The watchdog thread's list.
 struct Watchdog {
     /// Every isolate under watch (dropped isolates are pruned on the next check).
     watched: Mutex<Vec<Weak<Watched>>>,
+    /// How many isolates are running JavaScript: while none is, the thread sleeps until one
+    /// begins, so that idle isolates (a thousand handlers waiting for connections) cost no
+    /// thread time at all.
+    busy: AtomicUsize,
+    /// The watchdog thread, woken when the first isolate gets busy.
+    thread: OnceLock<std::thread::Thread>,
 }
 
 fn epoch() -> Instant {
@@ -111,21 +128,41 @@ fn watchdog() -> &'static Watchdog {
     WATCHDOG.get_or_init(|| {
         let watchdog: &'static Watchdog = Box::leak(Box::new(Watchdog {
             watched: Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            thread: OnceLock::new(),
         }));
         let spawned = std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || loop {
+                // `now_busy` unparks after counting, so a wake-up between this load and the
+                // park is not lost (park returns at once when unparked before).
+                if watchdog.busy.load(Ordering::Acquire) == 0 {
+                    std::thread::park();
+                    continue;
+                }
                 std::thread::sleep(Duration::from_millis(20));
                 watchdog.check();
             });
-        if let Err(error) = spawned {
-            tracing::error!("cannot start the watchdog thread: handlers will not be stopped when they run too long: {error}");
+        match spawned {
+            Ok(handle) => {
+                let _ = watchdog.thread.set(handle.thread().clone());
+            }
+            Err(error) => tracing::error!("cannot start the watchdog thread: handlers will not be stopped when they run too long: {error}"),
         }
         watchdog
     })
 }
 
 impl Watchdog {
+    /// Counts one more isolate running JavaScript; wakes the thread for the first.
+    fn now_busy(&self) {
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+
     fn check(&self) {
         let now = epoch().elapsed().as_micros() as u64;
         let mut watched = self.watched.lock();

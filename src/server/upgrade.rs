@@ -55,7 +55,7 @@ pub async fn upgrade(
             format!("no WebSocket endpoint \"{name}\" is served here; GET /websockets/v4/service lists the endpoints"),
         );
     };
-    let handler = match runtime.isolates.isolate_for(&endpoint.handler_file).await {
+    let handler = match runtime.handler(&endpoint.handler_file).await {
         Ok(handler) => handler,
         Err(error) => {
             tracing::warn!(endpoint = %name, %peer, "upgrade refused: handler failed to load: {error}");

@@ -14,6 +14,7 @@ mod core;
 mod hardening;
 mod hostile;
 mod live;
+mod loading;
 mod new_project;
 mod stomp;
 mod support;

@@ -388,12 +388,7 @@ async fn write_leading(
 /// The home of an endpoint's handler, while it runs.
 async fn home_of(state: &AppState, endpoint: &str) -> Option<SocketHome> {
     let found = state.runtime.endpoints.endpoint(endpoint)?;
-    let handler = state
-        .runtime
-        .isolates
-        .isolate_for(&found.handler_file)
-        .await
-        .ok()?;
+    let handler = state.runtime.handler(&found.handler_file).await.ok()?;
     handler.socket_home()
 }
 

@@ -430,8 +430,7 @@ impl Session {
     async fn handler(&self, endpoint: &Endpoint) -> Result<Arc<HandlerSlot>, String> {
         self.state
             .runtime
-            .isolates
-            .isolate_for(&endpoint.handler_file)
+            .handler(&endpoint.handler_file)
             .await
             .map_err(|error| {
                 format!(
