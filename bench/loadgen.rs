@@ -121,6 +121,29 @@ struct Args {
     /// checked pass for correctness; the suite does).
     #[arg(long)]
     lean: bool,
+    /// Spread connections over this many loopback source addresses (127.0.0.1, .2, ...): one
+    /// address has about 28,000 ephemeral ports, so 50,000 connections need two.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
+    /// A connection that cannot be opened (after retries) is counted instead of failing the run:
+    /// the output says how many opened (scale runs, where a server refusing some is the finding).
+    #[arg(long)]
+    partial: bool,
+}
+
+/// How connections are opened (`--sources`, `--partial`), set once in `main`.
+struct Opening {
+    sources: u8,
+    partial: bool,
+}
+
+static OPENING: std::sync::OnceLock<Opening> = std::sync::OnceLock::new();
+
+fn opening() -> &'static Opening {
+    OPENING.get_or_init(|| Opening {
+        sources: 1,
+        partial: false,
+    })
 }
 
 impl Args {
@@ -166,18 +189,47 @@ async fn connect_all(url: &str, count: usize) -> Vec<Socket> {
         .collect()
 }
 
-/// Opens one connection, offering permessage-deflate when `deflate` (and requiring it).
-async fn connect_one(url: &str, deflate: bool) -> Result<Connection, String> {
+/// Opens connection number `index`, offering permessage-deflate when `deflate` (and requiring
+/// it), from source address 127.0.0.(1 + index % --sources).
+async fn connect_one(url: &str, deflate: bool, index: usize) -> Result<Connection, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     if deflate {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Extensions", DEFLATE_OFFER.parse().unwrap());
     }
-    let (socket, response) =
+    let sources = opening().sources.max(1);
+    let (socket, response) = if sources == 1 {
         tokio_tungstenite::connect_async_with_config(request, Some(config(deflate)), true)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+    } else {
+        let uri = request.uri();
+        let target = format!(
+            "{}:{}",
+            uri.host().unwrap_or("127.0.0.1"),
+            uri.port_u16().unwrap_or(80)
+        );
+        let target: std::net::SocketAddr = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index % sources as usize) as u8);
+        socket
+            .bind((source, 0).into())
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let stream = socket.connect(target).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        tokio_tungstenite::client_async_with_config(
+            request,
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+            Some(config(deflate)),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+    };
     let server_takeover = if deflate {
         let answer = response
             .headers()
@@ -199,20 +251,27 @@ async fn connect_one(url: &str, deflate: bool) -> Result<Connection, String> {
     })
 }
 
-/// Opens `count` connections, offering permessage-deflate when `deflate`.
+/// Opens `count` connections, offering permessage-deflate when `deflate`. With `--partial`, a
+/// connection that cannot be opened is left out (the caller compares the count).
 async fn connect_all_with(url: &str, count: usize, deflate: bool) -> Vec<Connection> {
     let mut sockets = Vec::with_capacity(count);
+    let partial = opening().partial;
     let mut pending = futures_util::stream::iter(0..count)
         .map(|i| {
             let url = url.to_string();
             async move {
                 for attempt in 0..5 {
-                    match tokio::time::timeout(Duration::from_secs(10), connect_one(&url, deflate))
-                        .await
+                    let last = attempt == 4;
+                    match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        connect_one(&url, deflate, i),
+                    )
+                    .await
                     {
-                        Ok(Ok(connection)) => return connection,
-                        Ok(Err(error)) if attempt == 4 => fail(format!("connection {i}: {error}")),
-                        Err(_) if attempt == 4 => fail(format!("connection {i}: timed out")),
+                        Ok(Ok(connection)) => return Some(connection),
+                        Ok(Err(_)) | Err(_) if last && partial => return None,
+                        Ok(Err(error)) if last => fail(format!("connection {i}: {error}")),
+                        Err(_) if last => fail(format!("connection {i}: timed out")),
                         _ => tokio::time::sleep(Duration::from_millis(50 << attempt)).await,
                     }
                 }
@@ -221,7 +280,7 @@ async fn connect_all_with(url: &str, count: usize, deflate: bool) -> Vec<Connect
         })
         .buffer_unordered(64);
     while let Some(socket) = pending.next().await {
-        sockets.push(socket);
+        sockets.extend(socket);
     }
     sockets
 }
@@ -640,20 +699,37 @@ async fn echo(args: &Args) -> serde_json::Value {
     let messages = counted.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
+    // Echoes measured per connection: a server that starves some sockets shows it here.
+    let mut per_connection = Vec::with_capacity(tasks.len());
+    let opened = tasks.len();
     for task in tasks {
         match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(done) => latencies.extend(done.unwrap_or_default()),
+            Ok(done) => {
+                let done = done.unwrap_or_default();
+                per_connection.push(done.len() as u64);
+                latencies.extend(done);
+            }
             Err(_) => fail("a connection had no echo for 10 s at the end".into()),
         }
     }
     latencies.sort_unstable();
+    per_connection.sort_unstable();
+    let share = |p: f64| {
+        per_connection
+            .get(((per_connection.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     let rate = messages as f64 / elapsed;
     let mut result = json!({
         "mode": "echo", "label": args.label, "stomp": args.stomp, "connections": args.connections, "window": args.window,
         "size": args.size, "seconds": elapsed, "messages": messages,
         "messages_per_second": rate,
         "mb_per_second": rate * args.size as f64 * 2.0 / 1e6,
-        "latency_ms": { "p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "p999": percentile(&latencies, 0.999) },
+        "latency_ms": { "p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "p999": percentile(&latencies, 0.999),
+                        "max": percentile(&latencies, 1.0) },
+        "opened": opened,
+        "echoes_per_connection": { "min": share(0.0), "median": share(0.5), "max": share(1.0) },
         "binary": args.binary, "upper": args.upper, "lean": args.lean,
         // The generator's own CPU while measuring (one thread: at most the measured seconds).
         "generator_cpu_seconds": generator_cpu,
@@ -1100,14 +1176,19 @@ async fn idle(args: &Args) -> serde_json::Value {
     warm[0].send(Message::text("warm")).await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident_kib(pid);
+    let opening_started = Instant::now();
     let sockets = connect_all_with(args.url(), args.connections, args.deflate).await;
+    let open_seconds = opening_started.elapsed().as_secs_f64();
     // Let the server finish whatever each new connection started (the handler's onOpen).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = resident_kib(pid);
-    let per_connection = (after.saturating_sub(before)) as f64 * 1024.0 / args.connections as f64;
+    let per_connection =
+        (after.saturating_sub(before)) as f64 * 1024.0 / sockets.len().max(1) as f64;
+    let opened = sockets.len();
     drop(sockets);
     json!({
         "mode": "idle", "label": args.label, "connections": args.connections, "deflate": args.deflate,
+        "opened": opened, "open_seconds": open_seconds,
         "server_rss_kib_before": before, "server_rss_kib_after": after,
         "bytes_per_connection": per_connection,
     })
@@ -1115,6 +1196,10 @@ async fn idle(args: &Args) -> serde_json::Value {
 
 fn main() {
     let args = Args::parse();
+    let _ = OPENING.set(Opening {
+        sources: args.sources,
+        partial: args.partial,
+    });
     // One thread: the generator is pinned to one core, where more threads only add switching.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

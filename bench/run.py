@@ -36,6 +36,13 @@ handler: with `serve --load eager` and `--load lazy`, the seconds until the serv
 and until every endpoint has answered one message (50 connections at a time), the resident memory
 and threads at both points, and the CPU the idle server uses over 5 s after that. Server on core 0.
 
+--scale measures connections at scale, every server in turn: 5,000 connections each echoing
+continuously (one message in flight each, 32 B, the lean generator): how many upgrades completed,
+msg/s, the worst round trip and the fewest echoes any connection got (a server that starves
+sockets shows it); and many idle connections (50,000, or as many as the per-process file limit
+allows, over two loopback source addresses): how many opened, how long opening them took, memory
+per connection.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -280,6 +287,50 @@ def many_handlers(servers, count, timeout=300):
             print(f"{count:,} handlers, --load {mode}: {json.dumps(results[mode])}", file=sys.stderr)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+    return results
+
+
+def scale(servers, names, loadgen_binary, options):
+    """5,000 busy connections and many idle ones, per server (see --scale)."""
+    busy = 200 if options.smoke else 5000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The server and the generator each hold one descriptor per connection, plus their own.
+    idle = min(200 if options.smoke else 50000, soft - 1000)
+    results = {"busy": {}, "idle": {}, "idle_target": 50000, "idle_measured": idle,
+               "file_limit_per_process": soft}
+    for name in names:
+        if name == "rust-echo" and not options.smoke:
+            continue
+        for kind, arguments in (
+            ("busy", lambda url, _: ["--url", url, "--mode", "echo", "--connections", str(busy), "--size", "32",
+                                     "--window", "1", "--duration", str(options.duration), "--warmup", "3",
+                                     "--lean", "--partial"]),
+            ("idle", lambda url, process: ["--url", url, "--mode", "idle", "--connections", str(idle),
+                                           "--sources", "2", "--partial", "--server-pid", str(server_pid(process))]),
+        ):
+            try:
+                process, url = start(servers, name)
+            except Exception as error:
+                results[kind][name] = {"error": f"server did not start: {error}"}
+                continue
+            try:
+                results[kind][name] = loadgen(loadgen_binary, arguments(url, process) + ["--label", name], 600)
+            except Exception as error:
+                results[kind][name] = {"error": str(error)}
+            finally:
+                stop(process)
+            r = results[kind][name]
+            if "error" in r:
+                shown = "FAILED: " + r["error"]
+            elif kind == "busy":
+                shown = (f"{r['opened']:,} of {busy:,} opened, {r['messages_per_second']:,.0f} msg/s, worst round trip "
+                         f"{r['latency_ms']['max']:.1f} ms (p99.9 {r['latency_ms']['p999']:.1f}), echoes per connection "
+                         f"min {r['echoes_per_connection']['min']} median {r['echoes_per_connection']['median']}, "
+                         f"generator core {r['generator_core_busy'] * 100:.0f}% busy")
+            else:
+                shown = (f"{r['opened']:,} of {idle:,} opened in {r['open_seconds']:.1f} s, "
+                         f"{r['bytes_per_connection'] / 1024:.1f} KiB/conn")
+            print(f"{kind:<5} {name:<12} {shown}", file=sys.stderr)
     return results
 
 
@@ -657,6 +708,8 @@ def main():
                         help="only a broadcast to 1,000 connections over two nodes through Redis, against Socket.IO with its Redis adapter and one node")
     parser.add_argument("--compression", action="store_true",
                         help="only permessage-deflate: echo of 1 KiB JSON x 100, broadcast of 4 KiB JSON to 1,000, idle connections; against Bun and Node's ws with compression on")
+    parser.add_argument("--scale", action="store_true",
+                        help="only 5,000 busy connections and 50,000 idle ones (as many as the file limit allows), every server")
     parser.add_argument("--handlers", type=int, nargs="?", const=1000,
                         help="only a workspace of N one-endpoint projects (default 1,000): start-up, memory, threads, with --load eager and lazy")
     parser.add_argument("--repeat", type=int, default=3,
@@ -712,6 +765,13 @@ def main():
     names = [n for n in order if n not in skipped]
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", file=sys.stderr)
+    if options.scale:
+        results = scale(servers, names, loadgen_binary, options)
+        print(json.dumps(results, indent=1))
+        failed = [f"{kind}/{n}: {r['error']}" for kind in ("busy", "idle") for n, r in results[kind].items() if "error" in r]
+        if failed:
+            sys.exit("scale run failed: " + "; ".join(failed))
+        return
 
     results = {}  # scenario -> server -> json
     rounds_of = {}  # scenario -> server -> [json], when repeated

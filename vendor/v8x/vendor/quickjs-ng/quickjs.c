@@ -56889,6 +56889,21 @@ static JSValueConst map_normalize_key_const(JSContext *ctx, JSValueConst key)
 }
 
 /* XXX: better hash ? */
+/* Every bit of `x` reaches the low bits, which choose the bucket: a pointer's low bits are
+   always zero (alignment), and so are the low 32 bits of a small integer's double and the low
+   bits of its high half, so `x * constant` put most such keys in a few buckets (a Map of
+   5,000 connection ids walked chains of hundreds). MurmurHash3's 64-bit finalizer
+   (switchboard patch, vendor/README.md). */
+static inline uint32_t map_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
 static uint32_t map_hash_key(JSContext *ctx, JSValueConst key)
 {
     uint32_t tag = JS_VALUE_GET_NORM_TAG(key);
@@ -56909,7 +56924,7 @@ static uint32_t map_hash_key(JSContext *ctx, JSValueConst key)
         break;
     case JS_TAG_OBJECT:
     case JS_TAG_SYMBOL:
-        h = (uintptr_t)JS_VALUE_GET_PTR(key) * 3163;
+        h = map_mix64((uintptr_t)JS_VALUE_GET_PTR(key));
         break;
     case JS_TAG_INT:
         d = JS_VALUE_GET_INT(key);
@@ -56928,7 +56943,7 @@ static uint32_t map_hash_key(JSContext *ctx, JSValueConst key)
             d = NAN;
     hash_float64:
         u.d = d;
-        h = (u.u32[0] ^ u.u32[1]) * 3163;
+        h = map_mix64(u.u64);
         tag = JS_TAG_FLOAT64;
         break;
     default:
