@@ -145,18 +145,28 @@ pub async fn upgrade(
             }
         };
         let config = Some(websocket_config(max_message_size).compressed_messages(answer_given));
+        // The connection's task lives as long as the connection, and a future is as large as
+        // its largest state: boxing each phase keeps only the phase it is in (an idle
+        // connection held 5.4 KB of task, most of it states it had left; bench: idle memory).
         match adopt_upgraded(upgraded) {
             Ok(UpgradedSocket::Tcp(stream, already_read)) => {
-                let socket =
-                    WebSocketStream::from_partially_read(stream, already_read, Role::Server, config)
-                        .await;
-                serve_connection(socket, accepted).await
+                let socket = Box::pin(WebSocketStream::from_partially_read(
+                    stream,
+                    already_read,
+                    Role::Server,
+                    config,
+                ))
+                .await;
+                Box::pin(serve_connection(socket, accepted)).await
             }
             Ok(UpgradedSocket::Other(upgraded)) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
-                        .await;
-                serve_connection(socket, accepted).await
+                let socket = Box::pin(WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    config,
+                ))
+                .await;
+                Box::pin(serve_connection(socket, accepted)).await
             }
             Err(error) => {
                 tracing::warn!(endpoint = accepted.endpoint(), %peer, "connection lost while moving it to its handler's thread: {error}");

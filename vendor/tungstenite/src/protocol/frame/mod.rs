@@ -142,8 +142,10 @@ impl FrameCodec {
 
     /// Create a new frame codec from partially read data.
     pub(super) fn from_partially_read(part: Vec<u8>, min_in_buf_len: usize) -> Self {
-        let mut in_buffer = BytesMut::from_iter(part);
-        in_buffer.reserve(min_in_buf_len.saturating_sub(in_buffer.len()));
+        // (Switchboard's patch.) Only the bytes that came with the handshake, if any; the read
+        // buffer is taken when bytes arrive, as in `new` (a server's upgraded connections all
+        // start here).
+        let in_buffer = BytesMut::from_iter(part);
         Self {
             in_buffer,
             in_buf_max_read: min_in_buf_len.max(FrameHeader::MAX_SIZE),
