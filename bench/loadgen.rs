@@ -828,15 +828,16 @@ async fn raw_echo(
     let (mut filled, mut seq) = (0usize, 0u64);
     let mut in_flight = std::collections::VecDeque::with_capacity(window);
     let mut latencies: Vec<u32> = Vec::new();
-    for _ in 0..window {
-        encode(&mut frame, seq);
-        in_flight.push_back(Instant::now());
-        write_all_raw(&fd, &frame)
-            .await
-            .unwrap_or_else(|e| broken(format!("send: {e}")));
-        seq += 1;
-    }
     while !stop.load(Ordering::Relaxed) {
+        // The window is filled first, then refilled as echoes come back.
+        while in_flight.len() < window {
+            encode(&mut frame, seq);
+            in_flight.push_back(Instant::now());
+            write_all_raw(&fd, &frame)
+                .await
+                .unwrap_or_else(|e| broken(format!("send: {e}")));
+            seq += 1;
+        }
         if filled == buffer.len() {
             broken("a frame larger than the read buffer".into());
         }
@@ -916,14 +917,6 @@ async fn raw_echo(
             write_all_raw(&fd, &reply)
                 .await
                 .unwrap_or_else(|e| broken(format!("send: {e}")));
-        }
-        while in_flight.len() < window {
-            encode(&mut frame, seq);
-            in_flight.push_back(Instant::now());
-            write_all_raw(&fd, &frame)
-                .await
-                .unwrap_or_else(|e| broken(format!("send: {e}")));
-            seq += 1;
         }
     }
     latencies
