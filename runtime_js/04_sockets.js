@@ -56,6 +56,13 @@
     return { queue: null, busy: false, closed: false, finishWhenIdle: false, errorReported: false };
   }
 
+  // Gives a new socket its delivery state, not enumerable, in one step: changing the flags of a
+  // property already there gives the object a shape of its own (QuickJS), about a kilobyte per
+  // connection.
+  function addDeliveryState(socket) {
+    Object.defineProperty(socket, "delivery", { value: deliveryState(), writable: true, configurable: true });
+  }
+
   const connections = new Map();
 
   class Connection {
@@ -66,9 +73,7 @@
       this.#endpoint = endpoint;
       // What the endpoint's onUpgrade attached (for example the authenticated user).
       this.data = data === undefined ? {} : data;
-      // Added non-enumerable in one step: changing the flags of a property already there
-      // gives the object a shape of its own (QuickJS), about a kilobyte per connection.
-      Object.defineProperty(this, "delivery", { value: deliveryState(), writable: true, configurable: true });
+      addDeliveryState(this);
     }
     get id() {
       return this.#id;
@@ -166,9 +171,7 @@
       this.#uri = info.uri;
       this.#handler = info.handler;
       this.#dataType = info.dataType;
-      // Added non-enumerable in one step: changing the flags of a property already there
-      // gives the object a shape of its own (QuickJS), about a kilobyte per connection.
-      Object.defineProperty(this, "delivery", { value: deliveryState(), writable: true, configurable: true });
+      addDeliveryState(this);
     }
     get id() {
       return this.#id;

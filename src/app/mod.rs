@@ -276,11 +276,7 @@ fn announce(runtime: &Runtime, address: SocketAddr, watching: bool, tls: bool) {
     for endpoint in snapshot.endpoints.values() {
         let status = match runtime.endpoints.handler_error(&endpoint.handler_file) {
             Some(_) => " (handler failed to load, see the log)",
-            None if runtime.loading == Loading::Lazy
-                && endpoint.options.service_interval.is_none() =>
-            {
-                " (loads on first use)"
-            }
+            None if !runtime.loads_at_start(endpoint) => " (loads on first use)",
             None => "",
         };
         let declared = if endpoint.declared_in.ends_with(".websocket") {

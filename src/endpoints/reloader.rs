@@ -59,9 +59,7 @@ impl Reloader {
             .snapshot()
             .endpoints
             .values()
-            .filter(|endpoint| {
-                self.state.loading == Loading::Eager || endpoint.options.service_interval.is_some()
-            })
+            .filter(|endpoint| self.state.loads_at_start(endpoint))
             .map(|endpoint| endpoint.handler_file.clone())
             .collect()
     }

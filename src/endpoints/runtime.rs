@@ -11,7 +11,7 @@ use crate::limits::Limits;
 use crate::net::clients::ClientRegistry;
 use crate::net::connections::ConnectionRegistry;
 use crate::stats::Stats;
-use crate::workspace::{EndpointRegistry, WorkspacePaths};
+use crate::workspace::{Endpoint, EndpointRegistry, WorkspacePaths};
 
 use super::lifecycle::Lifecycle;
 
@@ -159,6 +159,12 @@ impl Runtime {
             }
         }
         loaded
+    }
+
+    /// Whether the handler of `endpoint` loads at start rather than at its first use: always
+    /// when loading is eager, and with `--load lazy` when the endpoint has a service to tick.
+    pub fn loads_at_start(&self, endpoint: &Endpoint) -> bool {
+        self.loading == Loading::Eager || endpoint.options.service_interval.is_some()
     }
 
     /// Runs `onStart` (and starts ticks) for every served endpoint not bound yet whose handler

@@ -77,7 +77,7 @@ impl Watched {
     /// Marks the end of JavaScript work.
     pub fn end(&self) {
         if self.busy_since.swap(0, Ordering::AcqRel) != 0 {
-            watchdog().busy.fetch_sub(1, Ordering::AcqRel);
+            watchdog().now_idle();
         }
     }
 
@@ -161,6 +161,11 @@ impl Watchdog {
                 thread.unpark();
             }
         }
+    }
+
+    /// Counts one isolate less running JavaScript (the thread parks when none is).
+    fn now_idle(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn check(&self) {

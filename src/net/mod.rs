@@ -38,8 +38,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// The most one `recv` reads: 8 KiB reads a 16 KiB message in two or three system calls instead
 /// of four or five (6 % more 16 KiB echoes over 100 connections than 4 KiB). tokio-tungstenite's
 /// default (128 KiB, allocated per connection) cost memory and speed. Our tungstenite patch reads
-/// into one such buffer per thread between frames, so an idle connection holds none (13.9 KiB per
-/// idle connection before, 9.8 after, measured with 10,000).
+/// into one such buffer per thread between frames, so an idle connection holds none (idle memory per
+/// connection: bench/README.md).
 const READ_BUFFER_SIZE: usize = 8192;
 
 /// The WebSocket settings of a socket (inbound or outbound) whose messages may be up to

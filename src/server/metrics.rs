@@ -109,17 +109,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             label(&endpoint)
         );
     }
-    let mut traffic: Vec<(String, Arc<Traffic>)> = state
-        .runtime
-        .stats
-        .endpoints()
-        .into_iter()
-        .map(|(endpoint, traffic)| (format!("endpoint=\"{}\"", label(&endpoint)), traffic))
-        .collect();
-    traffic.push((
-        "endpoint=\"(outbound clients)\"".into(),
+    let traffic = endpoint_rows(
+        state.runtime.stats.endpoints(),
         state.runtime.stats.clients.clone(),
-    ));
+    );
     write_counters(
         &mut out,
         &[
@@ -222,15 +215,7 @@ fn compression_metrics(out: &mut String, state: &AppState) {
         "# HELP switchboard_compression_windows_bytes Memory reserved by dedicated permessage-deflate windows (bounded by --compression-memory-mib).\n# TYPE switchboard_compression_windows_bytes gauge\nswitchboard_compression_windows_bytes {}",
         stats.compression_windows.used()
     );
-    let mut counters: Vec<(String, Arc<CompressionCounters>)> = stats
-        .compressions()
-        .into_iter()
-        .map(|(endpoint, counters)| (format!("endpoint=\"{}\"", label(&endpoint)), counters))
-        .collect();
-    counters.push((
-        "endpoint=\"(outbound clients)\"".into(),
-        stats.clients_compression.clone(),
-    ));
+    let counters = endpoint_rows(stats.compressions(), stats.clients_compression.clone());
     write_counters(
         out,
         &[
@@ -261,6 +246,16 @@ fn compression_metrics(out: &mut String, state: &AppState) {
 
 /// A counter family: its name, its help text, and the counter it reads from each row.
 type CounterFamily<T> = (&'static str, &'static str, fn(&T) -> &AtomicU64);
+
+/// The rows of a per-endpoint counter family: each endpoint's counters under its `endpoint`
+/// label, then outbound clients' under `endpoint="(outbound clients)"`.
+fn endpoint_rows<T>(per_endpoint: Vec<(String, Arc<T>)>, clients: Arc<T>) -> Vec<(String, Arc<T>)> {
+    per_endpoint
+        .into_iter()
+        .map(|(endpoint, counters)| (format!("endpoint=\"{}\"", label(&endpoint)), counters))
+        .chain([("endpoint=\"(outbound clients)\"".to_string(), clients)])
+        .collect()
+}
 
 /// Writes each family with one line per row (the row's labels, and its counters).
 fn write_counters<T>(out: &mut String, families: &[CounterFamily<T>], rows: &[(String, Arc<T>)]) {
