@@ -43,6 +43,13 @@ sockets shows it); and many idle connections (50,000, or as many as the per-proc
 allows, over two loopback source addresses): how many opened, how long opening them took, memory
 per connection.
 
+--instances measures more than one core for one endpoint: the lowercase handler (64 B text) and the
+binary echo (20 B), 100 connections, one message in flight each, the lean generator after a checked
+pass: Switchboard with the endpoint's `"instances": 2` against one instance, and Bun as two
+processes sharing the port (`reusePort`) against one. Nothing is pinned (the servers may use both
+cores, and the generator shares them); rounds interleaved, the median round; server CPU is the sum
+of its processes.
+
 --only switchboard,switchboard-ts measures the TypeScript echo handler (bench/echo-ts.ts, an ES
 module with types) beside the JavaScript one. --typescript measures instead how long a reload of a
 1,000-line TypeScript handler takes, transpiled afresh and from the cache, beside the same handler
@@ -163,8 +170,9 @@ def stop(process):
         process.wait()
 
 
-def loadgen(binary, args, timeout):
-    result = subprocess.run(["taskset", "-c", "1", str(binary)] + args, capture_output=True, text=True, timeout=timeout)
+def loadgen(binary, args, timeout, pin=True):
+    pinned = ["taskset", "-c", "1"] if pin else []
+    result = subprocess.run(pinned + [str(binary)] + args, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}")
     return json.loads(result.stdout)
@@ -678,6 +686,92 @@ def compression(servers, loadgen_binary, options):
 # The identity echo (which a fast path may recognise) is kept, but beside binary frames and a
 # handler that builds a new string (`m.toLowerCase()` in every runtime; the generator sends upper
 # case and checks the lower case that comes back).
+def instance_workspace():
+    """A copy of the bench workspace whose echo and lowercase endpoints run two instances."""
+    root = Path(tempfile.mkdtemp(prefix="sb-instances-"))
+    shutil.copytree(BENCH / "workspace", root / "workspace")
+    project = root / "workspace" / "bench"
+    for name in ("echo", "lower"):
+        descriptor = json.loads((project / f"{name}.websocket").read_text())
+        descriptor["instances"] = 2
+        (project / f"{name}.websocket").write_text(json.dumps(descriptor))
+    return root
+
+
+def start_unpinned(commands, port):
+    """Starts every command (processes of one server) without pinning; waits until each says it
+    listens (Bun) or the port answers (Switchboard)."""
+    env = dict(os.environ, NODE_PATH=str(PEERS), RUST_LOG="warn")
+    processes = []
+    for command in commands:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                   cwd=str(BENCH / ".peers") if (BENCH / ".peers").exists() else None)
+        processes.append(process)
+        if len(commands) > 1:
+            # Each process of a reusePort pair says when it listens: the port answering tells
+            # only that one of them does.
+            line = process.stdout.readline()
+            if "listening" not in line:
+                raise RuntimeError(f"{command[0]} did not start: {line or process.stderr.read()[-500:]}")
+    wait_port(port, processes[0])
+    return processes
+
+
+def instances(servers, loadgen_binary, options):
+    """One endpoint on more than one core (see --instances)."""
+    workspace = instance_workspace()
+    configurations = {
+        "switchboard x1": lambda port: [[str(servers.switchboard), "serve", str(BENCH / "workspace"), "--listen",
+                                         f"127.0.0.1:{port}", "--no-watch"]],
+        "switchboard x2": lambda port: [[str(servers.switchboard), "serve", str(workspace / "workspace"), "--listen",
+                                         f"127.0.0.1:{port}", "--no-watch"]],
+    }
+    if servers.bun.exists() and not options.smoke:
+        bun = lambda port: [str(servers.bun), str(BENCH / "peers" / "bun-server.ts"), str(port), "reuse"]
+        configurations["bun x1"] = lambda port: [bun(port)]
+        configurations["bun x2"] = lambda port: [bun(port), bun(port)]
+    scenarios = [("lowercase 64 B x 100 conns", "lower", ["--size", "64", "--upper"]),
+                 ("echo 20 B binary x 100 conns", "echo", ["--size", "20", "--binary"])]
+    rounds = {}
+    try:
+        for _ in range(1 if options.smoke else options.repeat):
+            for scenario, handler, shape in scenarios:
+                for name, commands in configurations.items():
+                    port = free_port()
+                    extra = ["lower"] if handler == "lower" and name.startswith("bun") else []
+                    path = "/" if name.startswith("bun") else f"/websockets/v4/service/{handler}"
+                    url = f"ws://127.0.0.1:{port}{path}"
+                    arguments = ["--url", url, "--mode", "echo", "--connections", "100", "--window", "1",
+                                 "--duration", str(options.duration), "--warmup", str(options.warmup)] + shape
+                    try:
+                        processes = start_unpinned([c + extra for c in commands(port)], port)
+                    except Exception as error:
+                        result = {"error": f"server did not start: {error}"}
+                    else:
+                        try:
+                            checked = list(arguments)
+                            checked[checked.index("--duration") + 1] = "0.5"
+                            checked[checked.index("--warmup") + 1] = "0.2"
+                            loadgen(loadgen_binary, checked + ["--label", name], 120, pin=False)
+                            before = sum(cpu_seconds(p.pid) for p in processes)
+                            result = loadgen(loadgen_binary, arguments + ["--lean", "--label", name], 120, pin=False)
+                            result["server_cpu_seconds"] = round(sum(cpu_seconds(p.pid) for p in processes) - before, 3)
+                            result["server_cores_busy"] = round(result["server_cpu_seconds"] / result["seconds"], 2) \
+                                if result.get("seconds") else None
+                        except Exception as error:
+                            result = {"error": str(error)}
+                        finally:
+                            for process in processes:
+                                stop(process)
+                    rounds.setdefault(scenario, {}).setdefault(name, []).append(result)
+                    cores = f", server {result['server_cores_busy']} cores busy" if result.get("server_cores_busy") else ""
+                    print(f"{scenario:<30} {name:<15} {summary(result)}{cores}", file=sys.stderr)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return {scenario: {name: median_round(runs) for name, runs in by_server.items()}
+            for scenario, by_server in rounds.items()}
+
+
 ECHO_SCENARIOS = [
     ("echo 32 B x 1 conn", dict(connections=1, size=32)),
     ("echo 32 B x 100 conns", dict(connections=100, size=32)),
@@ -712,6 +806,8 @@ def main():
                         help="only 5,000 busy connections and 50,000 idle ones (as many as the file limit allows), every server")
     parser.add_argument("--handlers", type=int, nargs="?", const=1000,
                         help="only a workspace of N one-endpoint projects (default 1,000): start-up, memory, threads, with --load eager and lazy")
+    parser.add_argument("--instances", action="store_true",
+                        help="only one endpoint on two cores: Switchboard with \"instances\": 2 against one, and Bun as two reusePort processes against one")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the echo and broadcast scenarios, servers interleaved; the median round is reported")
     options = parser.parse_args()
@@ -745,6 +841,13 @@ def main():
         failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
         if failed:
             sys.exit("compression run failed: " + "; ".join(failed))
+        return
+    if options.instances:
+        results = instances(servers, loadgen_binary, options)
+        print(json.dumps(results, indent=1))
+        failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
+        if failed:
+            sys.exit("instances run failed: " + "; ".join(failed))
         return
     if options.cluster:
         results = cluster_broadcast(servers, loadgen_binary, options)

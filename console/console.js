@@ -220,7 +220,7 @@
     replace("endpoint-header", h("div#endpoint-header", {},
       h("h1", {}, e.endpoint, " ", e.error ? h("span.badge.bad", {}, "failed to load") : h("span.badge.ok", {}, "serving")),
       h("p.sub", {}, e.description || "", e.description ? " · " : "", h("code", {}, e.path), " · handler ",
-        h("code", {}, e.handler), " · declared in ", h("code", {}, e.declaredIn),
+        h("code", {}, e.handler), e.instances > 1 ? ` (${e.instances} instances)` : "", " · declared in ", h("code", {}, e.declaredIn),
         ` · ${e.connections} open · ${fmt(e.inPerSecond)} in/s · ${fmt(e.outPerSecond)} out/s · ${e.errors + e.terminations} errors`),
       e.error ? h("div.error-text#endpoint-error", {}, e.error) : null));
     const l = e.latency;

@@ -1,15 +1,18 @@
 // Bun.serve websocket handlers: echo, or broadcast with server.publish.
-// Usage: bun bun-server.ts PORT [broadcast] [deflate] [lower]
+// Usage: bun bun-server.ts PORT [broadcast] [deflate] [lower] [reuse]
 // With lower, text messages are answered with m.toLowerCase() (a new string), as in every runtime.
 // With deflate, perMessageDeflate is on and every send and publish asks for compression (Bun
-// compresses only the messages sent with `compress` true).
+// compresses only the messages sent with `compress` true). With reuse, the port is opened with
+// reusePort, so that several processes can share it (the kernel spreads connections).
 const port = Number(process.argv[2]);
 const broadcast = process.argv.includes("broadcast");
 const deflate = process.argv.includes("deflate");
 const lower = process.argv.includes("lower");
+const reusePort = process.argv.includes("reuse");
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
+  reusePort,
   fetch(request, server) {
     if (server.upgrade(request)) return;
     return new Response("WebSocket only", { status: 400 });

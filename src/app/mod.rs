@@ -17,7 +17,7 @@ use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
 use crate::server::console::ConsoleAccess;
 use crate::server::{self, AppState};
-use crate::workspace::{self, WorkspacePaths, WorkspaceScan};
+use crate::workspace::{self, Instances, WorkspacePaths, WorkspaceScan};
 
 mod new_project;
 mod types;
@@ -274,11 +274,19 @@ fn announce(runtime: &Runtime, address: SocketAddr, watching: bool, tls: bool) {
     let root = runtime.workspace.root().display();
     let snapshot = runtime.endpoints.snapshot();
     for endpoint in snapshot.endpoints.values() {
-        let status = match runtime.endpoints.handler_error(&endpoint.handler_file) {
+        let mut status = match runtime.endpoints.handler_error(&endpoint.handler_file) {
             Some(_) => " (handler failed to load, see the log)",
             None if !runtime.loads_at_start(endpoint) => " (loads on first use)",
             None => "",
-        };
+        }
+        .to_string();
+        match endpoint.options.instances {
+            Some(Instances::Fixed(count)) => status.push_str(&format!(" ({count} instances)")),
+            Some(auto @ Instances::Auto) => {
+                status.push_str(&format!(" ({} instances, one per core)", auto.count()))
+            }
+            None => {}
+        }
         let declared = if endpoint.declared_in.ends_with(".websocket") {
             "descriptor"
         } else {

@@ -36,6 +36,7 @@ impl Reloader {
     pub async fn start_all(&self) {
         let _guard = self.lock.lock().await;
         let started = Instant::now();
+        self.state.want_instances();
         let handlers = self.handlers_loaded_now();
         for handler_file in &handlers {
             // A failure is logged and recorded in the registry; the other handlers still start.
@@ -78,6 +79,7 @@ impl Reloader {
             &scan.warnings,
         );
         let change = state.endpoints.apply(scan);
+        state.want_instances();
         let mut report: Vec<String> = Vec::new();
         // Whether a handler failed to load or reload (the console's history marks it).
         let mut failed = false;
@@ -191,6 +193,35 @@ impl Reloader {
                     report.push(format!(
                         "handler {} NOT reloaded, the last good version keeps serving: {error}",
                         slot.handler
+                    ));
+                }
+            }
+        }
+
+        // Handlers whose endpoints now ask for another number of instances.
+        for slot in state.isolates.running().await {
+            let file = &slot.handler_file;
+            if slot.instance_count() == state.isolates.wanted_instances(file) {
+                continue;
+            }
+            state.lifecycle.unbind_handler(file).await;
+            match state.isolates.resize(file).await {
+                Ok(Some((before, after))) => report.push(format!(
+                    "handler {} runs {after} instance(s) (was {before}{})",
+                    slot.handler,
+                    if after < before {
+                        "; the connections of the removed ones closed with 1001"
+                    } else {
+                        ""
+                    }
+                )),
+                Ok(None) => {}
+                Err(error) => {
+                    failed = true;
+                    report.push(format!(
+                        "handler {}: a new instance failed to load, it keeps {} instance(s): {error}",
+                        slot.handler,
+                        slot.instance_count()
                     ));
                 }
             }

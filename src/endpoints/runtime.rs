@@ -1,6 +1,7 @@
 //! The running Switchboard, as the reloader changes it and the server reads it.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -165,6 +166,17 @@ impl Runtime {
     /// when loading is eager, and with `--load lazy` when the endpoint has a service to tick.
     pub fn loads_at_start(&self, endpoint: &Endpoint) -> bool {
         self.loading == Loading::Eager || endpoint.options.service_interval.is_some()
+    }
+
+    /// Tells the isolate host how many instances each handler runs: the most that any of its
+    /// endpoints asks for (`instances`), since endpoints that share a module share its isolates.
+    pub fn want_instances(&self) {
+        let mut wanted: HashMap<PathBuf, usize> = HashMap::new();
+        for endpoint in self.endpoints.snapshot().endpoints.values() {
+            let count = wanted.entry(endpoint.handler_file.clone()).or_insert(1);
+            *count = (*count).max(endpoint.options.instance_count());
+        }
+        self.isolates.set_wanted_instances(wanted);
     }
 
     /// Runs `onStart` (and starts ticks) for every served endpoint not bound yet whose handler

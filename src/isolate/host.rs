@@ -1,6 +1,7 @@
-//! The isolate host: one isolate per handler module, each on its own OS thread with its own
-//! current-thread tokio runtime (which also drives the sockets of the handler's connections),
-//! started on first use, reloaded in place, stopped when unloaded.
+//! The isolate host: one isolate per handler module (or per instance of it, when its endpoints
+//! ask for `instances`), each on its own OS thread with its own current-thread tokio runtime
+//! (which also drives the sockets of the connections it serves), started on first use, reloaded
+//! in place, stopped when unloaded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use super::engine::init_engine;
 use super::ops::{ClientHandlers, HandlerFeatures, Services};
 use super::runtime::{run_isolate_thread, IsolateSetup, Started};
 use super::slot::{HandlerIsolate, HandlerSlot};
-use crate::event::{EventSink, HandlerLoadError, IsolateEvent};
+use crate::event::{HandlerLoadError, IsolateEvent};
 use crate::limits::Limits;
 use crate::net::clients::{ClientConnection, ClientRegistry};
 use crate::net::connections::ConnectionRegistry;
@@ -38,6 +39,9 @@ pub struct IsolateHost {
     /// The handlers, by canonical file; a slot stays until its handler is unloaded. Locked only
     /// to look a slot up: loads wait on the slot's own lock.
     slots: Mutex<HashMap<PathBuf, Arc<HandlerSlot>>>,
+    /// How many instances each handler runs, by canonical file, as its endpoints ask (1 when
+    /// not listed).
+    wanted: Mutex<HashMap<PathBuf, usize>>,
     /// How many isolate threads are alive (for `/metrics`).
     live: Arc<AtomicUsize>,
     /// The host itself, for the client tasks it spawns.
@@ -68,6 +72,7 @@ impl IsolateHost {
                 },
                 network,
                 slots: Default::default(),
+                wanted: Default::default(),
                 live: Arc::new(AtomicUsize::new(0)),
                 me: host.clone(),
             }
@@ -77,6 +82,59 @@ impl IsolateHost {
     /// The workspace.
     pub fn paths(&self) -> &WorkspacePaths {
         &self.paths
+    }
+
+    /// Records how many instances each handler should run (handlers not listed run one). A
+    /// running handler changes its count at [`IsolateHost::resize`].
+    pub fn set_wanted_instances(&self, wanted: HashMap<PathBuf, usize>) {
+        *self.wanted.lock() = wanted;
+    }
+
+    /// How many instances the handler `handler_file` should run.
+    pub fn wanted_instances(&self, handler_file: &Path) -> usize {
+        self.wanted.lock().get(handler_file).copied().unwrap_or(1)
+    }
+
+    /// Brings a running handler to the number of instances it should run: new instances load
+    /// the module's current code; removed ones (the last) stop, closing the connections they
+    /// served (1001). Returns the counts before and after if it changed anything; an error if a
+    /// new instance failed to load (then it is not added).
+    pub async fn resize(
+        &self,
+        handler_file: &Path,
+    ) -> Result<Option<(usize, usize)>, HandlerLoadError> {
+        let Some(slot) = self.slots.lock().get(handler_file).cloned() else {
+            return Ok(None);
+        };
+        let _loading = slot.loading.lock().await;
+        let before = slot.instance_count();
+        let wanted = self.wanted_instances(handler_file);
+        // A handler whose code failed to load gets its count once a reload fixes it.
+        if before == 0 || before == wanted || slot.failure().is_some() {
+            return Ok(None);
+        }
+        if wanted < before {
+            let removed = slot.current.write().split_off(wanted);
+            drop(removed);
+            return Ok(Some((before, wanted)));
+        }
+        let started = futures_util::future::join_all(
+            (before..wanted).map(|index| self.start_isolate(&slot, index)),
+        )
+        .await;
+        let mut failure = None;
+        for outcome in started {
+            match outcome {
+                Ok((isolate, Started::Loaded)) => slot.current.write().push(Arc::new(isolate)),
+                // Dropped: its thread ends.
+                Ok((_, Started::CodeFailed(error))) | Err(error) => failure = Some(error),
+            }
+        }
+        let after = slot.instance_count();
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(Some((before, after))),
+        }
     }
 
     /// The handler `handler_file`, its isolate started (module loaded, top level run) if it is
@@ -127,7 +185,7 @@ impl IsolateHost {
         }
     }
 
-    /// The handlers that have an isolate (their code loaded, or failed to).
+    /// The handlers that have isolates (their code loaded, or failed to).
     pub async fn running(&self) -> Vec<Arc<HandlerSlot>> {
         self.slots
             .lock()
@@ -168,17 +226,24 @@ impl IsolateHost {
             .clone()
     }
 
-    /// Loads the current code into the slot's running isolate (under its `loading` lock) and
-    /// records the outcome.
+    /// Loads the current code into the slot's running isolates, every instance at once (under
+    /// its `loading` lock), and records the outcome (the first instance's error, if any failed).
     async fn reload_in_place(slot: &HandlerSlot) -> Result<(), HandlerLoadError> {
-        let (done, result) = oneshot::channel();
         let gone = || HandlerLoadError::Stopped {
             file: slot.handler.clone(),
         };
-        let outcome = match slot.deliver(IsolateEvent::Reload { done }).await {
-            Err(_) => Err(gone()),
-            Ok(()) => result.await.unwrap_or_else(|_| Err(gone())),
-        };
+        let reloads = slot.instances().into_iter().map(|isolate| async move {
+            let (done, result) = oneshot::channel();
+            match isolate.events.send(IsolateEvent::Reload { done }).await {
+                Err(_) => Err(gone()),
+                Ok(()) => result.await.unwrap_or_else(|_| Err(gone())),
+            }
+        });
+        let outcome = futures_util::future::join_all(reloads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ());
         let mut failure = slot.failure.lock();
         match &outcome {
             // A failed reload of code that was serving leaves it serving.
@@ -194,7 +259,7 @@ impl IsolateHost {
         let slots: Vec<_> = self.slots.lock().drain().map(|(_, s)| s).collect();
         let threads: Vec<_> = slots
             .iter()
-            .filter_map(|slot| slot.retire())
+            .flat_map(|slot| slot.retire())
             .filter_map(|isolate| isolate.thread.lock().take())
             .collect();
         drop(slots);
@@ -211,32 +276,50 @@ impl IsolateHost {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// Starts the slot's isolate thread (under its `loading` lock) and waits until the module
-    /// has loaded, or failed to; records the outcome in the slot. If the isolate itself cannot be
-    /// made, the slot stays without one and its failure says why.
+    /// Starts the slot's isolate threads, one per instance and all at once (under its
+    /// `loading` lock), and waits until the module has loaded in each, or failed to; records
+    /// the outcome in the slot (the first failure). If an isolate itself cannot be made, the
+    /// slot keeps the others (none if the first failed) and its failure says why.
     async fn start(&self, slot: &HandlerSlot) {
-        let handler_file = &slot.handler_file;
-        let handler = slot.handler.clone();
-        let started = self.start_isolate(handler_file, &handler).await;
-        let (isolate, failure) = match started {
-            Ok((isolate, Started::Loaded)) => (Some(isolate), None),
-            Ok((isolate, Started::CodeFailed(error))) => (Some(isolate), Some(error)),
-            Err(error) => (None, Some(error)),
-        };
-        if isolate.is_some() {
-            tracing::debug!(handler, "isolate started");
+        let instances = self.wanted_instances(&slot.handler_file);
+        let started = futures_util::future::join_all(
+            (0..instances).map(|index| self.start_isolate(slot, index)),
+        )
+        .await;
+        let mut isolates = Vec::with_capacity(instances);
+        let mut failure = None;
+        for outcome in started {
+            match outcome {
+                Ok((isolate, Started::Loaded)) => isolates.push(Arc::new(isolate)),
+                Ok((isolate, Started::CodeFailed(error))) => {
+                    isolates.push(Arc::new(isolate));
+                    failure.get_or_insert(error);
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
         }
-        *slot.current.write() = isolate.map(Arc::new);
+        if !isolates.is_empty() {
+            tracing::debug!(
+                handler = slot.handler,
+                instances = isolates.len(),
+                "isolate started"
+            );
+        }
+        *slot.current.write() = isolates;
         *slot.failure.lock() = failure;
     }
 
-    /// Starts an isolate thread for `handler_file`; returns it once its module has loaded (or
-    /// failed to load, which the isolate survives).
+    /// Starts an isolate thread for instance `index` of the slot's handler; returns it once its
+    /// module has loaded (or failed to load, which the isolate survives).
     async fn start_isolate(
         &self,
-        handler_file: &Path,
-        handler: &str,
+        slot: &HandlerSlot,
+        index: usize,
     ) -> Result<(HandlerIsolate, Started), HandlerLoadError> {
+        let handler_file = &slot.handler_file;
+        let handler = &slot.handler;
         let failed = |what: &'static str, reason: String| HandlerLoadError::Isolate {
             file: handler.to_string(),
             what,
@@ -263,8 +346,12 @@ impl IsolateHost {
         };
         let live = self.live.clone();
         live.fetch_add(1, Ordering::SeqCst);
+        let thread_name = match index {
+            0 => format!("isolate:{handler}"),
+            n => format!("isolate:{handler}#{n}"),
+        };
         let spawned = std::thread::Builder::new()
-            .name(format!("isolate:{handler}"))
+            .name(thread_name)
             .spawn(move || {
                 // Counts the thread out even if the isolate's code panics it.
                 struct Ended(Arc<AtomicUsize>);
@@ -297,6 +384,7 @@ impl IsolateHost {
             features,
             sockets,
             thread: Mutex::new(Some(spawned)),
+            assigned: Arc::default(),
         };
         Ok((isolate, outcome))
     }

@@ -1,4 +1,5 @@
-//! Everything that names deno_core: one isolate per handler module, each on its own OS thread
+//! Everything that names deno_core: one isolate per handler module (or per instance of it), each
+//! on its own OS thread
 //! with its own current-thread tokio runtime, which also drives the sockets of the handler's
 //! connections (see `net::home`).
 //!
@@ -28,4 +29,4 @@ pub mod watchdog;
 
 pub use engine::{init_engine, ENGINE_NAME};
 pub use host::IsolateHost;
-pub use slot::HandlerSlot;
+pub use slot::{HandlerSlot, InstanceSink};

@@ -1,9 +1,15 @@
 //! One handler module as connections and clients see it: a [`HandlerSlot`] delivers events to
-//! whichever isolate runs the module's current code, and remembers why that code failed to load,
-//! if it did.
+//! the isolates that run the module's current code (one, or the endpoint's `instances`), and
+//! remembers why that code failed to load, if it did.
+//!
+//! With several instances, each inbound connection is given to one instance for its life (the
+//! one with the fewest open connections, [`HandlerSlot::assign`]): its events run there and its
+//! socket is driven on that instance's thread, so instances use separate cores. Everything else
+//! (outbound clients' events, STOMP sessions, `onTick`) goes to the first instance; `onStart`
+//! and `onStop` run in every instance, since each has its own module state.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -32,6 +38,8 @@ pub struct HandlerIsolate {
     pub(super) sockets: SocketHome,
     /// Its thread, joined at shutdown.
     pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How many inbound connections were given to it and are still open.
+    pub(super) assigned: Arc<AtomicUsize>,
 }
 
 /// One handler module: events go to whichever isolate runs the module's current code.
@@ -41,8 +49,9 @@ pub struct HandlerSlot {
     pub handler_file: PathBuf,
     /// The handler's path relative to the workspace, as shown in logs.
     pub handler: String,
-    /// The isolate running the module; `None` before it starts and once the handler is unloaded.
-    pub(super) current: RwLock<Option<Arc<HandlerIsolate>>>,
+    /// The isolates running the module, one per instance: empty before they start and once the
+    /// handler is unloaded.
+    pub(super) current: RwLock<Vec<Arc<HandlerIsolate>>>,
     /// Why the module's code failed to load, while its last load failed. The isolate is kept
     /// (its code exports nothing); upgrades are refused with this error until a file it read, or
     /// failed to read, changes.
@@ -53,21 +62,66 @@ pub struct HandlerSlot {
 }
 
 impl EventSink for HandlerSlot {
-    /// Queues an event for the current isolate, waiting while its queue is full. Fails once the
+    /// Queues an event for the first instance, waiting while its queue is full. Fails once the
     /// handler has been unloaded.
     async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
-        // Most events find room in the queue: no clone of the isolate, no wait.
-        let event = {
-            let current = self.current.read();
-            let isolate = current.as_ref().ok_or(IsolateGone)?;
-            match isolate.events.try_send(event) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(IsolateGone),
-                Err(mpsc::error::TrySendError::Full(event)) => event,
-            }
-        };
-        let isolate = self.isolate().ok_or(IsolateGone)?;
-        isolate.events.send(event).await.map_err(|_| IsolateGone)
+        self.deliver_to(0, event).await
+    }
+}
+
+/// One instance of a handler, given to an inbound connection for its life: the connection's
+/// events go to that instance's isolate, and its socket is driven on that isolate's thread.
+/// Dropping it (the connection has ended) frees its place in the instance's count.
+#[derive(Debug)]
+pub struct InstanceSink {
+    /// The handler.
+    slot: Arc<HandlerSlot>,
+    /// Which of its instances.
+    index: usize,
+    /// The instance's count of connections given to it.
+    assigned: Arc<AtomicUsize>,
+    /// The instance's thread, where the connection's socket is driven.
+    home: SocketHome,
+}
+
+impl EventSink for InstanceSink {
+    /// Queues an event for the instance, waiting while its queue is full. Fails once the
+    /// handler has been unloaded (or the instance removed).
+    async fn deliver(&self, event: IsolateEvent) -> Result<(), IsolateGone> {
+        self.slot.deliver_to(self.index, event).await
+    }
+}
+
+impl Drop for InstanceSink {
+    fn drop(&mut self) {
+        self.assigned.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InstanceSink {
+    /// The handler.
+    pub fn handler(&self) -> &Arc<HandlerSlot> {
+        &self.slot
+    }
+
+    /// Which instance (from 0).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Where the connection's socket is driven: the instance's thread.
+    pub fn socket_home(&self) -> &SocketHome {
+        &self.home
+    }
+
+    /// Asks the instance's `onUpgrade(request)`; None if the handler is gone or failed to
+    /// answer.
+    pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
+        let (decision, answer) = oneshot::channel();
+        self.deliver(IsolateEvent::Upgrade { request, decision })
+            .await
+            .ok()?;
+        answer.await.ok()
     }
 }
 
@@ -77,15 +131,67 @@ impl HandlerSlot {
         Self {
             handler_file,
             handler,
-            current: RwLock::new(None),
+            current: RwLock::new(Vec::new()),
             failure: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The isolate running the module's current code.
+    /// The first isolate running the module's current code.
     pub(super) fn isolate(&self) -> Option<Arc<HandlerIsolate>> {
+        self.current.read().first().cloned()
+    }
+
+    /// Every isolate running the module, one per instance.
+    pub(super) fn instances(&self) -> Vec<Arc<HandlerIsolate>> {
         self.current.read().clone()
+    }
+
+    /// How many isolates run the module (0 before it starts).
+    pub fn instance_count(&self) -> usize {
+        self.current.read().len()
+    }
+
+    /// Queues an event for instance `index`, waiting while its queue is full.
+    async fn deliver_to(&self, index: usize, event: IsolateEvent) -> Result<(), IsolateGone> {
+        // Most events find room in the queue: no clone of the isolate, no wait.
+        let event = {
+            let current = self.current.read();
+            let isolate = current.get(index).ok_or(IsolateGone)?;
+            match isolate.events.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(IsolateGone),
+                Err(mpsc::error::TrySendError::Full(event)) => event,
+            }
+        };
+        let isolate = self.current.read().get(index).cloned().ok_or(IsolateGone)?;
+        isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Gives a new inbound connection to the instance with the fewest open connections (the
+    /// first of those, on a tie). None if the handler is not running.
+    pub fn assign(self: &Arc<Self>) -> Option<InstanceSink> {
+        let current = self.current.read();
+        let (index, isolate) = current
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, isolate)| isolate.assigned.load(Ordering::Relaxed))?;
+        isolate.assigned.fetch_add(1, Ordering::Relaxed);
+        Some(InstanceSink {
+            slot: self.clone(),
+            index,
+            assigned: isolate.assigned.clone(),
+            home: isolate.sockets.clone(),
+        })
+    }
+
+    /// How many open connections each instance serves, in instance order.
+    pub fn assigned_connections(&self) -> Vec<usize> {
+        self.current
+            .read()
+            .iter()
+            .map(|isolate| isolate.assigned.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Why the handler's code failed to load, if its last load failed.
@@ -95,10 +201,11 @@ impl HandlerSlot {
 
     /// Whether the handler's code is loaded and serving.
     pub fn is_serving(&self) -> bool {
-        self.current.read().is_some() && self.failure.lock().is_none()
+        !self.current.read().is_empty() && self.failure.lock().is_none()
     }
 
-    /// Where sockets of this handler are best driven: its isolate's thread, while it runs.
+    /// Where sockets of this handler that are not given to an instance (STOMP sessions) are
+    /// best driven: its first isolate's thread, while it runs.
     pub fn socket_home(&self) -> Option<SocketHome> {
         self.isolate().map(|isolate| isolate.sockets.clone())
     }
@@ -110,24 +217,34 @@ impl HandlerSlot {
     }
 
     /// Runs `onStart`/`onTick`/`onStop` for `endpoint` and waits until it has finished. False
-    /// if the handler is gone.
+    /// if the handler is gone. `onStart` and `onStop` run in every instance (each has its own
+    /// module state to set up and release), at once; `onTick`, a periodic service of the
+    /// endpoint, in the first only, so that it happens once per interval.
     pub async fn service(&self, call: ServiceCall, endpoint: Arc<str>) -> bool {
-        let (done, finished) = oneshot::channel();
-        if self
-            .deliver(IsolateEvent::Service {
-                call,
-                endpoint,
-                done,
-            })
+        let instances = match call {
+            ServiceCall::Tick => 1,
+            ServiceCall::Start | ServiceCall::Stop => self.instance_count().max(1),
+        };
+        let calls = (0..instances).map(|index| {
+            let endpoint = endpoint.clone();
+            async move {
+                let (done, finished) = oneshot::channel();
+                let event = IsolateEvent::Service {
+                    call,
+                    endpoint,
+                    done,
+                };
+                self.deliver_to(index, event).await.is_ok() && finished.await.is_ok()
+            }
+        });
+        futures_util::future::join_all(calls)
             .await
-            .is_err()
-        {
-            return false;
-        }
-        finished.await.is_ok()
+            .into_iter()
+            .any(|ran| ran)
     }
 
-    /// Asks `onUpgrade(request)`; None if the handler is gone or failed to answer.
+    /// Asks the first instance's `onUpgrade(request)` (for a STOMP session); None if the
+    /// handler is gone or failed to answer.
     pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
         let (decision, answer) = oneshot::channel();
         self.deliver(IsolateEvent::Upgrade { request, decision })
@@ -158,28 +275,31 @@ impl HandlerSlot {
         Ok(answered)
     }
 
-    /// Resolves once the isolate has nothing left to do: no timers, no pending promises.
+    /// Resolves once every instance has nothing left to do: no timers, no pending promises.
     pub async fn until_idle(&self) {
-        if let Some(isolate) = self.isolate() {
+        for isolate in self.instances() {
             let mut idle = isolate.idle.clone();
             let _ = idle.wait_for(|idle| *idle).await;
         }
     }
 
-    /// Whether the isolate has nothing pending right now.
+    /// Whether every instance has nothing pending right now.
     pub fn is_idle(&self) -> bool {
-        self.isolate().is_none_or(|isolate| *isolate.idle.borrow())
+        self.instances()
+            .iter()
+            .all(|isolate| *isolate.idle.borrow())
     }
 
-    /// Files the code depends on (or its last failed load did) that changed since they were read.
+    /// Files the code depends on (or its last failed load did) that changed since they were
+    /// read (every instance reads the same files; the first one's record is asked).
     pub fn changed_files(&self) -> Vec<PathBuf> {
         self.isolate()
             .map(|isolate| isolate.modules.changed_files())
             .unwrap_or_default()
     }
 
-    /// Unloads the handler: its isolate finishes the events already queued, then stops.
-    pub(super) fn retire(&self) -> Option<Arc<HandlerIsolate>> {
-        self.current.write().take()
+    /// Unloads the handler: its isolates finish the events already queued, then stop.
+    pub(super) fn retire(&self) -> Vec<Arc<HandlerIsolate>> {
+        std::mem::take(&mut *self.current.write())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::state::AppState;
 use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
-use crate::isolate::HandlerSlot;
+use crate::isolate::InstanceSink;
 use crate::net::compression::socket::SocketCompression;
 use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
@@ -26,14 +26,14 @@ pub struct AcceptedUpgrade {
     endpoint: Arc<str>,
     /// The peer's address.
     peer: SocketAddr,
-    /// The endpoint's handler, which gets its events.
-    handler: Arc<HandlerSlot>,
+    /// The instance of the endpoint's handler the connection was given to: it gets its events.
+    handler: InstanceSink,
     /// What the endpoint's `onUpgrade` attached, as JSON.
     data: Option<String>,
     /// The connection's place in the connection limits, held until it closes.
     _slot: Reservation,
-    /// The handler's isolate thread, when the connection runs there.
-    home: Option<SocketHome>,
+    /// The thread of the handler's instance, where the connection runs.
+    home: SocketHome,
     /// permessage-deflate, when it was agreed.
     compression: Option<Arc<SocketCompression>>,
 }
@@ -44,7 +44,7 @@ impl AcceptedUpgrade {
         state: AppState,
         endpoint: Arc<str>,
         peer: SocketAddr,
-        handler: Arc<HandlerSlot>,
+        handler: InstanceSink,
         data: Option<String>,
         slot: Reservation,
         compression: Option<Arc<SocketCompression>>,
@@ -52,8 +52,8 @@ impl AcceptedUpgrade {
         let connections = &state.runtime.connections;
         let (sender, queue) = outbox(state.runtime.limits.send_queue);
         let id = connections.register(endpoint.clone(), peer, data.clone(), sender);
-        let home = handler.socket_home();
-        if home.as_ref().is_some_and(|home| !home.adopt(id)) {
+        let home = handler.socket_home().clone();
+        if !home.adopt(id) {
             let _ = connections.close(id, 1001, "handler unloaded".into());
         }
         Self {
@@ -70,9 +70,9 @@ impl AcceptedUpgrade {
         }
     }
 
-    /// Where the connection's socket is best driven.
-    pub fn home(&self) -> Option<&SocketHome> {
-        self.home.as_ref()
+    /// Where the connection's socket is driven.
+    pub fn home(&self) -> &SocketHome {
+        &self.home
     }
 
     /// The endpoint it was upgraded on.
@@ -82,7 +82,7 @@ impl AcceptedUpgrade {
 
     /// The upgrade did not complete: the connection never opened.
     pub fn abandon(self) {
-        unregister(&self.state, self.home.as_ref(), self.id);
+        unregister(&self.state, Some(&self.home), self.id);
     }
 }
 
@@ -135,7 +135,7 @@ where
     let ending = pump(
         socket,
         queue,
-        &*handler,
+        &handler,
         Peer {
             target,
             name: &endpoint,
@@ -151,7 +151,7 @@ where
         || {},
     )
     .await;
-    unregister(&state, home.as_ref(), id);
+    unregister(&state, Some(&home), id);
     tracing::debug!(connection = id, %endpoint, %peer, code = ending.code, "connection closed");
     let _ = handler
         .deliver(ending.into_event(target, Some(endpoint.clone())))

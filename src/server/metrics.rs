@@ -109,6 +109,24 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             label(&endpoint)
         );
     }
+    let mut slots = state.runtime.isolates.running().await;
+    slots.retain(|slot| slot.instance_count() > 1);
+    if !slots.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_instance_connections Inbound connections each instance of a handler with several (\"instances\") serves.\n# TYPE switchboard_instance_connections gauge"
+        );
+        slots.sort_by(|a, b| a.handler.cmp(&b.handler));
+        for slot in slots {
+            for (instance, count) in slot.assigned_connections().into_iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "switchboard_instance_connections{{handler=\"{}\",instance=\"{instance}\"}} {count}",
+                    label(&slot.handler)
+                );
+            }
+        }
+    }
     let traffic = endpoint_rows(
         state.runtime.stats.endpoints(),
         state.runtime.stats.clients.clone(),

@@ -19,7 +19,7 @@ use super::connection::{serve_connection, AcceptedUpgrade};
 use super::state::AppState;
 use crate::endpoints::Runtime;
 use crate::event::UpgradeDecision;
-use crate::isolate::HandlerSlot;
+use crate::isolate::InstanceSink;
 use crate::limits::{CompressionMode, Limits};
 use crate::net::compression;
 use crate::net::compression::socket::{CompressionSetup, Side, SocketCompression};
@@ -99,9 +99,18 @@ pub async fn upgrade(
             return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
         }
     };
+    // The instance the connection will run on (the one with the fewest connections) is the one
+    // asked, so that what its onUpgrade sets up is there for the connection's events.
+    let Some(instance) = handler.assign() else {
+        tracing::warn!(endpoint = %name, %peer, "upgrade refused: the handler was unloaded meanwhile");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("endpoint \"{name}\": its handler is not available; try again"),
+        );
+    };
     let data = if handler.has_on_upgrade() {
         let description = describe_request(&endpoint, &request, peer);
-        match decide(&state, &handler, &endpoint, description).await {
+        match decide(&state, &instance, &endpoint, description).await {
             UpgradeDecision::Accept { data } => data,
             UpgradeDecision::Refuse { status, reason } => {
                 tracing::info!(endpoint = %name, %peer, status, "upgrade refused by onUpgrade: {reason}");
@@ -128,12 +137,12 @@ pub async fn upgrade(
         state.clone(),
         endpoint_name,
         peer,
-        handler,
+        instance,
         data,
         slot,
         compression.map(|(socket, _)| socket),
     );
-    let home = accepted.home().cloned();
+    let home = accepted.home().clone();
     let answer_given = answer.is_some();
     let task = state.tasks.track_future(async move {
         let upgraded = match on_upgrade.await {
@@ -174,12 +183,7 @@ pub async fn upgrade(
             }
         }
     });
-    match home {
-        Some(home) => home.spawn(task),
-        None => {
-            tokio::spawn(task);
-        }
-    }
+    home.spawn(task);
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -259,7 +263,7 @@ pub(super) fn adopt_upgraded(
 /// Asks the handler's `onUpgrade(request)`; no answer within the event time limit refuses.
 async fn decide(
     state: &AppState,
-    handler: &HandlerSlot,
+    handler: &InstanceSink,
     endpoint: &Endpoint,
     description: String,
 ) -> UpgradeDecision {

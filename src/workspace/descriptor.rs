@@ -19,6 +19,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "service",
     "compression",
     "compressionWindowBits",
+    "instances",
     // Written by Dirigible itself into the descriptors it generates: normal, and ignored.
     "location",
     "createdBy",
@@ -27,6 +28,32 @@ const KNOWN_FIELDS: &[&str] = &[
 
 /// The largest `maxMessageSize` a descriptor may ask for.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 1 << 30;
+
+/// The most `instances` a descriptor may ask for: each is an isolate with its own thread and
+/// heap, and more instances than cores only add memory.
+pub const MAX_INSTANCES: usize = 64;
+
+/// How many isolates run an endpoint's handler module (the descriptor's `instances`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    /// This many.
+    Fixed(usize),
+    /// One per core the process may use (`"auto"`).
+    Auto,
+}
+
+impl Instances {
+    /// How many isolates that is on this machine.
+    pub fn count(self) -> usize {
+        match self {
+            Instances::Fixed(count) => count,
+            Instances::Auto => std::thread::available_parallelism()
+                .map(|cores| cores.get())
+                .unwrap_or(1)
+                .min(MAX_INSTANCES),
+        }
+    }
+}
 
 /// Per-endpoint settings of a descriptor; `None` means the server-wide default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +68,15 @@ pub struct EndpointOptions {
     pub service_interval: Option<std::time::Duration>,
     /// permessage-deflate on this endpoint (`compression`, `compressionWindowBits`).
     pub compression: Option<CompressionMode>,
+    /// How many isolates run the handler module (`instances`); one when not set.
+    pub instances: Option<Instances>,
+}
+
+impl EndpointOptions {
+    /// How many isolates the endpoint's handler runs.
+    pub fn instance_count(&self) -> usize {
+        self.instances.map_or(1, Instances::count)
+    }
 }
 
 /// A descriptor that parsed and whose handler module exists inside the workspace.
@@ -311,12 +347,40 @@ fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, Desc
             ))
         }
     };
+    let instances = match object.get("instances") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(word)) if word == "auto" => Some(Instances::Auto),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(count @ 1..) if count as usize <= MAX_INSTANCES => {
+                Some(Instances::Fixed(count as usize))
+            }
+            _ => {
+                return Err(invalid(
+                    "instances",
+                    format!("must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {n}"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(invalid(
+                "instances",
+                format!(
+                    "must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {}",
+                    match other {
+                        Value::String(text) => format!("{text:?}"),
+                        other => json_kind(other).to_string(),
+                    }
+                ),
+            ))
+        }
+    };
     Ok(EndpointOptions {
         max_message_size,
         max_connections,
         allowed_origins,
         service_interval,
         compression,
+        instances,
     })
 }
 
@@ -562,6 +626,34 @@ mod tests {
             parse_interval(&serde_json::json!("20 s")).unwrap(),
             std::time::Duration::from_secs(20)
         );
+    }
+
+    #[test]
+    fn instances_are_checked() {
+        let (_dir, paths) = workspace();
+        let instances = |value: &str| {
+            parse_descriptor(
+                &format!(r#"{{"handler":"p/h","endpoint":"e","instances":{value}}}"#),
+                &paths,
+            )
+            .map(|d| (d.options.instances, d.options.instance_count()))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(instances("2"), Ok((Some(Instances::Fixed(2)), 2)));
+        assert_eq!(instances("null"), Ok((None, 1)));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            instances(r#""auto""#),
+            Ok((Some(Instances::Auto), cores.min(MAX_INSTANCES)))
+        );
+        let expected = |got: &str| {
+            Err(format!("field \"instances\": must be a whole number from 1 to 64, or \"auto\" (one per core), got {got}"))
+        };
+        assert_eq!(instances("0"), expected("0"));
+        assert_eq!(instances("65"), expected("65"));
+        assert_eq!(instances("1.5"), expected("1.5"));
+        assert_eq!(instances(r#""many""#), expected("\"many\""));
+        assert_eq!(instances("[2]"), expected("an array"));
     }
 
     /// A small deterministic mutation fuzzer: every mutated descriptor either parses or yields

@@ -22,7 +22,7 @@ pub mod scan;
 pub mod typescript;
 pub mod watch;
 
-pub use descriptor::{resolve_handler, EndpointOptions};
+pub use descriptor::{resolve_handler, EndpointOptions, Instances};
 pub use endpoint::{Endpoint, Problem};
 pub use paths::{WorkspaceError, WorkspacePaths};
 pub use registry::EndpointRegistry;

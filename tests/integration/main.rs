@@ -13,6 +13,7 @@ mod control;
 mod core;
 mod hardening;
 mod hostile;
+mod instances;
 mod live;
 mod loading;
 mod new_project;

@@ -73,6 +73,8 @@ pub struct EndpointState {
     pub last_reload: Option<u64>,
     /// Connections open.
     pub connections: usize,
+    /// How many isolates run its handler (its descriptor's `instances`, 1 when not set).
+    pub instances: usize,
     /// Messages received per second (last second).
     pub in_per_second: f64,
     /// Messages sent per second (last second).
@@ -145,6 +147,7 @@ pub fn state(runtime: &Runtime, activity: &Activity) -> ConsoleState {
                     .map(|error| error.to_string()),
                 last_reload,
                 connections: counts.get(&e.name).copied().unwrap_or(0),
+                instances: e.options.instance_count(),
                 in_per_second,
                 out_per_second,
                 messages_in: traffic.messages_in.load(Ordering::Relaxed),
