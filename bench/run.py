@@ -43,8 +43,9 @@ sockets shows it); and many idle connections (50,000, or as many as the per-proc
 allows, over two loopback source addresses): how many opened, how long opening them took, memory
 per connection.
 
---instances measures more than one core for one endpoint: the lowercase handler (64 B text) and the
-binary echo (20 B), 100 connections, one message in flight each, the lean generator after a checked
+--instances measures more than one core for one endpoint: a handler that works for each message
+(bench/workspace/bench/work.js: hashing, then the message back), the lowercase handler (64 B text)
+and the binary echo (20 B), 100 connections, one message in flight each, the lean generator after a checked
 pass: Switchboard with the endpoint's `"instances": 2` against one instance, and Bun as two
 processes sharing the port (`reusePort`) against one. Nothing is pinned (the servers may use both
 cores, and the generator shares them); rounds interleaved, the median round; server CPU is the sum
@@ -295,6 +296,7 @@ def many_handlers(servers, count, timeout=300):
             print(f"{count:,} handlers, --load {mode}: {json.dumps(results[mode])}", file=sys.stderr)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+        shutil.rmtree(single, ignore_errors=True)
     return results
 
 
@@ -695,6 +697,7 @@ def instance_workspace():
         descriptor = json.loads((project / f"{name}.websocket").read_text())
         descriptor["instances"] = 2
         (project / f"{name}.websocket").write_text(json.dumps(descriptor))
+    (project / "work.websocket").write_text(json.dumps({"handler": "bench/work", "endpoint": "work", "instances": 2}))
     return root
 
 
@@ -720,8 +723,11 @@ def start_unpinned(commands, port):
 def instances(servers, loadgen_binary, options):
     """One endpoint on more than one core (see --instances)."""
     workspace = instance_workspace()
+    single = Path(tempfile.mkdtemp(prefix="sb-instance-"))
+    shutil.copytree(BENCH / "workspace", single / "workspace")
+    (single / "workspace" / "bench" / "work.websocket").write_text(json.dumps({"handler": "bench/work", "endpoint": "work"}))
     configurations = {
-        "switchboard x1": lambda port: [[str(servers.switchboard), "serve", str(BENCH / "workspace"), "--listen",
+        "switchboard x1": lambda port: [[str(servers.switchboard), "serve", str(single / "workspace"), "--listen",
                                          f"127.0.0.1:{port}", "--no-watch"]],
         "switchboard x2": lambda port: [[str(servers.switchboard), "serve", str(workspace / "workspace"), "--listen",
                                          f"127.0.0.1:{port}", "--no-watch"]],
@@ -730,7 +736,8 @@ def instances(servers, loadgen_binary, options):
         bun = lambda port: [str(servers.bun), str(BENCH / "peers" / "bun-server.ts"), str(port), "reuse"]
         configurations["bun x1"] = lambda port: [bun(port)]
         configurations["bun x2"] = lambda port: [bun(port), bun(port)]
-    scenarios = [("lowercase 64 B x 100 conns", "lower", ["--size", "64", "--upper"]),
+    scenarios = [("hashing 64 B x 100 conns", "work", ["--size", "64"]),
+                 ("lowercase 64 B x 100 conns", "lower", ["--size", "64", "--upper"]),
                  ("echo 20 B binary x 100 conns", "echo", ["--size", "20", "--binary"])]
     rounds = {}
     try:
@@ -738,7 +745,7 @@ def instances(servers, loadgen_binary, options):
             for scenario, handler, shape in scenarios:
                 for name, commands in configurations.items():
                     port = free_port()
-                    extra = ["lower"] if handler == "lower" and name.startswith("bun") else []
+                    extra = [handler] if handler != "echo" and name.startswith("bun") else []
                     path = "/" if name.startswith("bun") else f"/websockets/v4/service/{handler}"
                     url = f"ws://127.0.0.1:{port}{path}"
                     arguments = ["--url", url, "--mode", "echo", "--connections", "100", "--window", "1",
@@ -756,8 +763,9 @@ def instances(servers, loadgen_binary, options):
                             before = sum(cpu_seconds(p.pid) for p in processes)
                             result = loadgen(loadgen_binary, arguments + ["--lean", "--label", name], 120, pin=False)
                             result["server_cpu_seconds"] = round(sum(cpu_seconds(p.pid) for p in processes) - before, 3)
-                            result["server_cores_busy"] = round(result["server_cpu_seconds"] / result["seconds"], 2) \
-                                if result.get("seconds") else None
+                            # Measured over the warm-up and the measurement alike.
+                            result["server_cores_busy"] = round(
+                                result["server_cpu_seconds"] / (options.duration + options.warmup), 2)
                         except Exception as error:
                             result = {"error": str(error)}
                         finally:
@@ -768,6 +776,7 @@ def instances(servers, loadgen_binary, options):
                     print(f"{scenario:<30} {name:<15} {summary(result)}{cores}", file=sys.stderr)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+        shutil.rmtree(single, ignore_errors=True)
     return {scenario: {name: median_round(runs) for name, runs in by_server.items()}
             for scenario, by_server in rounds.items()}
 
