@@ -852,6 +852,8 @@ def main():
             sys.exit("compression run failed: " + "; ".join(failed))
         return
     if options.instances:
+        if options.smoke:
+            options.duration, options.warmup = 1.0, 0.3
         results = instances(servers, loadgen_binary, options)
         print(json.dumps(results, indent=1))
         failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
