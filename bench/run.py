@@ -296,7 +296,6 @@ def many_handlers(servers, count, timeout=300):
             print(f"{count:,} handlers, --load {mode}: {json.dumps(results[mode])}", file=sys.stderr)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-        shutil.rmtree(single, ignore_errors=True)
     return results
 
 
