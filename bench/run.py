@@ -32,9 +32,10 @@ true`), and Switchboard without compression for reference; msg/s, bytes on the w
 each way, server and client CPU. Rounds interleaved, the median round.
 
 --handlers N measures a workspace of N projects (default 1,000), each one endpoint with a two-line
-handler: with `serve --load eager` and `--load lazy`, the seconds until the server announces itself
-and until every endpoint has answered one message (50 connections at a time), the resident memory
-and threads at both points, and the CPU the idle server uses over 5 s after that. Server on core 0.
+handler: with `serve --load eager`, `--load lazy` and `--load lazy --unload-idle 1`, the seconds
+until the server announces itself and until every endpoint has answered one message (50
+connections at a time), the resident memory and threads at both points and the most memory held
+while they answer, and the CPU the idle server uses over 5 s after that. Server on core 0.
 
 --scale measures connections at scale, every server in turn: 5,000 connections each echoing
 continuously (one message in flight each, 32 B, the lean generator): how many upgrades completed,
@@ -65,6 +66,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -249,11 +251,12 @@ def many_handlers(servers, count, timeout=300):
         (project / "e.websocket").write_text(f'{{"handler": "p{i}/h", "endpoint": "e{i}"}}')
     results = {}
     try:
-        for mode in ("eager", "lazy"):
+        for mode in ("eager", "lazy", "lazy-unload"):
             port = free_port()
             started = time.perf_counter()
+            load = ["--load", "lazy", "--unload-idle", "1"] if mode == "lazy-unload" else ["--load", mode]
             process = subprocess.Popen(["taskset", "-c", "0", str(servers.switchboard), "serve", str(workspace),
-                                        "--listen", f"127.0.0.1:{port}", "--no-watch", "--load", mode],
+                                        "--listen", f"127.0.0.1:{port}", "--no-watch"] + load,
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                        env=dict(os.environ, RUST_LOG="warn"))
             try:
@@ -274,19 +277,36 @@ def many_handlers(servers, count, timeout=300):
                             if reply != f"{i} hi":
                                 raise RuntimeError(f"e{i} answered {reply!r}")
                     await asyncio.gather(*(one(i) for i in range(count)))
-                asyncio.run(all_answer())
+                # The most memory held while they answer, sampled every 20 ms.
+                peak = [at_start[0]]
+                answering = threading.Event()
+
+                def sample():
+                    while not answering.wait(0.02):
+                        peak[0] = max(peak[0], proc_status(process.pid)[0])
+                sampler = threading.Thread(target=sample)
+                sampler.start()
+                try:
+                    asyncio.run(all_answer())
+                finally:
+                    answering.set()
+                    sampler.join()
                 answered = time.perf_counter() - started
                 after = proc_status(process.pid)
+                peak[0] = max(peak[0], after[0])
                 cpu_before = cpu_seconds(process.pid)
                 time.sleep(5)
                 idle_cpu = cpu_seconds(process.pid) - cpu_before
+                after_idle = proc_status(process.pid)
                 results[mode] = {
                     "mode": "handlers", "handlers": count,
                     "announced_seconds": round(announced, 2), "all_answered_seconds": round(answered, 2),
                     "rss_mib_at_start": at_start[0], "threads_at_start": at_start[1],
                     "rss_mib_all_used": after[0], "threads_all_used": after[1],
-                    "mib_per_used_handler": round((after[0] - at_start[0]) / count, 2) if mode == "lazy" else round(after[0] / count, 2),
+                    "rss_mib_peak_while_answering": peak[0],
+                    "mib_per_used_handler": round((after[0] - at_start[0]) / count, 2) if mode == "lazy" else round(after[0] / count, 2) if mode == "eager" else None,
                     "idle_cpu_seconds_in_5s": round(idle_cpu, 3),
+                    "rss_mib_after_5s_idle": after_idle[0], "threads_after_5s_idle": after_idle[1],
                 }
             except Exception as error:
                 results[mode] = {"error": str(error)}
@@ -844,21 +864,11 @@ def main():
             sys.exit("console run failed")
         return
     if options.compression:
-        results = compression(servers, loadgen_binary, options)
-        print(json.dumps(results, indent=1))
-        failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
-        if failed:
-            sys.exit("compression run failed: " + "; ".join(failed))
-        return
+        return print_by_scenario(compression(servers, loadgen_binary, options), "compression")
     if options.instances:
         if options.smoke:
             options.duration, options.warmup = 1.0, 0.3
-        results = instances(servers, loadgen_binary, options)
-        print(json.dumps(results, indent=1))
-        failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
-        if failed:
-            sys.exit("instances run failed: " + "; ".join(failed))
-        return
+        return print_by_scenario(instances(servers, loadgen_binary, options), "instances")
     if options.cluster:
         results = cluster_broadcast(servers, loadgen_binary, options)
         print(json.dumps(results, indent=1))
@@ -963,6 +973,14 @@ def main():
             sys.exit("smoke run failed: " + "; ".join(failed))
         return
     write_results(results, skipped)
+
+
+def print_by_scenario(results, what):
+    """Prints results (scenario -> server -> result) as JSON; fails the run if any failed."""
+    print(json.dumps(results, indent=1))
+    failed = [f"{s}/{n}: {r['error']}" for s, by in results.items() for n, r in by.items() if "error" in r]
+    if failed:
+        sys.exit(f"{what} run failed: " + "; ".join(failed))
 
 
 def median_round(runs):

@@ -42,6 +42,11 @@ enum Command {
         /// handlers: one never used costs nothing; `check` finds load errors beforehand).
         #[arg(long, value_enum, default_value_t = LoadArg::Eager)]
         load: LoadArg,
+        /// With --load lazy: unload a handler nothing has used for this many seconds (no event,
+        /// no open connection, no outbound client); its next use loads it afresh, module state
+        /// included. Memory then follows the handlers in use.
+        #[arg(long, value_name = "SECONDS")]
+        unload_idle: Option<f64>,
         /// Limits and timeouts.
         #[command(flatten)]
         limits: LimitArgs,
@@ -112,15 +117,6 @@ enum LoadArg {
     Eager,
     /// Each handler on first use.
     Lazy,
-}
-
-impl From<LoadArg> for Loading {
-    fn from(load: LoadArg) -> Self {
-        match load {
-            LoadArg::Eager => Loading::Eager,
-            LoadArg::Lazy => Loading::Lazy,
-        }
-    }
 }
 
 /// Several nodes serving one application through a broker (docs/scale-out.md).
@@ -266,28 +262,48 @@ fn main() -> ExitCode {
             no_watch,
             watch_debounce_ms,
             load,
+            unload_idle,
             limits,
             tls_cert,
             tls_key,
             broker,
             console_token,
             no_console,
-        } => block_on(app::serve(ServeOptions {
-            workspace,
-            listen,
-            watch: !no_watch,
-            debounce: Duration::from_millis(watch_debounce_ms.max(1)),
-            loading: load.into(),
-            limits: limits.into(),
-            tls: tls_cert.zip(tls_key),
-            broker: broker.broker.map(|url| BrokerOptions {
-                url,
-                prefix: broker.broker_prefix,
-            }),
-            node_name: broker.node_name,
-            console_token,
-            console: !no_console,
-        })),
+        } => {
+            let loading = match (load, unload_idle) {
+                (LoadArg::Eager, None) => Loading::Eager,
+                (LoadArg::Lazy, None) => Loading::Lazy { unload_idle: None },
+                (LoadArg::Lazy, Some(seconds)) if seconds.is_finite() && seconds > 0.0 => {
+                    Loading::Lazy {
+                        unload_idle: Some(Duration::from_secs_f64(seconds)),
+                    }
+                }
+                (LoadArg::Lazy, Some(seconds)) => {
+                    eprintln!("switchboard: --unload-idle must be a positive number of seconds, got {seconds}");
+                    return ExitCode::FAILURE;
+                }
+                (LoadArg::Eager, Some(_)) => {
+                    eprintln!("switchboard: --unload-idle needs --load lazy (an unloaded handler loads again on its next use)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            block_on(app::serve(ServeOptions {
+                workspace,
+                listen,
+                watch: !no_watch,
+                debounce: Duration::from_millis(watch_debounce_ms.max(1)),
+                loading,
+                limits: limits.into(),
+                tls: tls_cert.zip(tls_key),
+                broker: broker.broker.map(|url| BrokerOptions {
+                    url,
+                    prefix: broker.broker_prefix,
+                }),
+                node_name: broker.node_name,
+                console_token,
+                console: !no_console,
+            }))
+        }
         Command::Types { project } => match app::write_types(&project) {
             Ok(written) => {
                 for file in written {

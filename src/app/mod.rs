@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 use crate::cluster::{Broker, Cluster, RedisBroker};
+use crate::endpoints::unloader::unload_idle_handlers;
 use crate::endpoints::{Loading, Reloader, Runtime};
 use crate::isolate::ENGINE_NAME;
 use crate::limits::Limits;
@@ -198,6 +199,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let Loading::Lazy {
+        unload_idle: Some(after),
+    } = options.loading
+    {
+        tokio::spawn(unload_idle_handlers(runtime.clone(), after));
+    }
     if let Some(mut watcher) = watcher {
         tokio::spawn(async move {
             while let Some(paths) = watcher.next_change().await {
@@ -301,6 +308,15 @@ fn announce(runtime: &Runtime, address: SocketAddr, watching: bool, tls: bool) {
         println!(
             "no endpoints yet: add a *.websocket descriptor, or a *Websocket.ts module with a \
              @Websocket class, to a project of {root}"
+        );
+    }
+    if let Loading::Lazy {
+        unload_idle: Some(after),
+    } = runtime.loading
+    {
+        println!(
+            "handlers load on first use and unload after {} s unused (--unload-idle)",
+            after.as_secs_f64()
         );
     }
     if watching {

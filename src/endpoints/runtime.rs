@@ -58,7 +58,11 @@ pub enum Loading {
     /// endpoints with a `service`, which load at start to tick: a handler never used costs no
     /// memory, thread or start-up time. Its load errors appear at first use (`check` finds
     /// them all beforehand), and `onStart` runs just before its first connection is opened.
-    Lazy,
+    Lazy {
+        /// Unloads a handler nothing has used for this long (`--unload-idle`), so that it costs
+        /// nothing again until its next use (which loads it afresh); never when `None`.
+        unload_idle: Option<std::time::Duration>,
+    },
 }
 
 /// How many reloads the history keeps.

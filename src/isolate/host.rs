@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -185,6 +185,20 @@ impl IsolateHost {
         }
     }
 
+    /// Unloads the handler `handler_file` if nothing uses it now (no connection given to it,
+    /// nothing pending in it; see [`HandlerSlot::retire_if_unused`]): its next use loads it
+    /// again. True if it was unloaded.
+    pub async fn unload_if_unused(&self, handler_file: &Path) -> bool {
+        let mut slots = self.slots.lock();
+        let unloaded = slots
+            .get(handler_file)
+            .is_some_and(|slot| slot.retire_if_unused());
+        if unloaded {
+            slots.remove(handler_file);
+        }
+        unloaded
+    }
+
     /// The handlers that have isolates (their code loaded, or failed to).
     pub async fn running(&self) -> Vec<Arc<HandlerSlot>> {
         self.slots
@@ -330,6 +344,7 @@ impl IsolateHost {
         let (ready, started) = oneshot::channel();
         let (idle_sender, idle) = watch::channel(false);
         let features = Arc::new(HandlerFeatures::default());
+        let activity = Arc::new(AtomicU64::new(0));
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -343,6 +358,7 @@ impl IsolateHost {
             modules: modules.clone(),
             services: self.services.clone(),
             idle: idle_sender,
+            activity: activity.clone(),
         };
         let live = self.live.clone();
         live.fetch_add(1, Ordering::SeqCst);
@@ -385,6 +401,7 @@ impl IsolateHost {
             sockets,
             thread: Mutex::new(Some(spawned)),
             assigned: Arc::default(),
+            activity,
         };
         Ok((isolate, outcome))
     }

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -69,6 +69,8 @@ pub struct IsolateSetup {
     pub features: Arc<HandlerFeatures>,
     /// The sockets driven on this thread.
     pub sockets: SocketHome,
+    /// Counts the batches of events the isolate has run (to tell an unused handler).
+    pub activity: Arc<AtomicU64>,
 }
 
 /// How an isolate's start went, once its thread runs.
@@ -151,6 +153,8 @@ struct HandlerRuntime {
     reload_for_heap: bool,
     /// The heap limit, in bytes.
     heap_limit: usize,
+    /// Counts the batches of events run.
+    activity: Arc<AtomicU64>,
 }
 
 /// Why the event loop paused.
@@ -199,6 +203,7 @@ impl HandlerRuntime {
             failures,
             reload_for_heap: false,
             heap_limit: limits.isolate_heap,
+            activity: setup.activity,
         })
     }
 
@@ -339,6 +344,7 @@ impl HandlerRuntime {
             };
             let mut reload = None;
             if received {
+                self.activity.fetch_add(1, Ordering::Relaxed);
                 if let Some(at) = batch
                     .iter()
                     .position(|e| matches!(e, IsolateEvent::Reload { .. }))

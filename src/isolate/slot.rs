@@ -5,11 +5,12 @@
 //! With several instances, each inbound connection is given to one instance for its life (the
 //! one with the fewest open connections, [`HandlerSlot::assign`]): its events run there and its
 //! socket is driven on that instance's thread, so instances use separate cores. Everything else
-//! (outbound clients' events, STOMP sessions, `onTick`) goes to the first instance; `onStart`
-//! and `onStop` run in every instance, since each has its own module state.
+//! (outbound clients' events, `onTick`) goes to the first instance; a STOMP session uses one
+//! instance for all it sends to a handler and its link to it, picked by the session's number;
+//! `onStart` and `onStop` run in every instance, since each has its own module state.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -40,6 +41,8 @@ pub struct HandlerIsolate {
     pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// How many inbound connections were given to it and are still open.
     pub(super) assigned: Arc<AtomicUsize>,
+    /// How many batches of events it has run.
+    pub(super) activity: Arc<AtomicU64>,
 }
 
 /// One handler module: events go to whichever isolate runs the module's current code.
@@ -92,6 +95,15 @@ impl EventSink for InstanceSink {
     }
 }
 
+/// Asks `onUpgrade(request)` of the isolate `sink` delivers to.
+async fn ask_upgrade(sink: &impl EventSink, request: String) -> Option<UpgradeDecision> {
+    let (decision, answer) = oneshot::channel();
+    sink.deliver(IsolateEvent::Upgrade { request, decision })
+        .await
+        .ok()?;
+    answer.await.ok()
+}
+
 impl Drop for InstanceSink {
     fn drop(&mut self) {
         self.assigned.fetch_sub(1, Ordering::Relaxed);
@@ -117,11 +129,7 @@ impl InstanceSink {
     /// Asks the instance's `onUpgrade(request)`; None if the handler is gone or failed to
     /// answer.
     pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
-        let (decision, answer) = oneshot::channel();
-        self.deliver(IsolateEvent::Upgrade { request, decision })
-            .await
-            .ok()?;
-        answer.await.ok()
+        ask_upgrade(self, request).await
     }
 }
 
@@ -166,6 +174,17 @@ impl HandlerSlot {
         };
         let isolate = self.current.read().get(index).cloned().ok_or(IsolateGone)?;
         isolate.events.send(event).await.map_err(|_| IsolateGone)
+    }
+
+    /// Queues an event for the instance a STOMP session uses: `spread`, a number per session,
+    /// picks one of the instances, the same one for every event of the session.
+    pub async fn deliver_spread(
+        &self,
+        spread: usize,
+        event: IsolateEvent,
+    ) -> Result<(), IsolateGone> {
+        let count = self.instance_count().max(1);
+        self.deliver_to(spread % count, event).await
     }
 
     /// Gives a new inbound connection to the instance with the fewest open connections (the
@@ -246,31 +265,32 @@ impl HandlerSlot {
     /// Asks the first instance's `onUpgrade(request)` (for a STOMP session); None if the
     /// handler is gone or failed to answer.
     pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
-        let (decision, answer) = oneshot::channel();
-        self.deliver(IsolateEvent::Upgrade { request, decision })
-            .await
-            .ok()?;
-        answer.await.ok()
+        ask_upgrade(self, request).await
     }
 
     /// Queues `onMessage(text, from)` for a STOMP session's message to `endpoint` (or, for an
-    /// `unreadable` one, `onError(text)`); the answer comes on the returned receiver (which
-    /// fails if the handler goes away first).
+    /// `unreadable` one, `onError(text)`), in the instance the session uses (`spread`, see
+    /// [`HandlerSlot::deliver_spread`]); the answer comes on the returned receiver (which fails
+    /// if the handler goes away first).
     pub async fn request(
         &self,
+        spread: usize,
         endpoint: Arc<str>,
         text: String,
         from: String,
         unreadable: bool,
     ) -> Result<oneshot::Receiver<RequestAnswer>, IsolateGone> {
         let (answer, answered) = oneshot::channel();
-        self.deliver(IsolateEvent::Request {
-            endpoint,
-            text,
-            from,
-            unreadable,
-            answer,
-        })
+        self.deliver_spread(
+            spread,
+            IsolateEvent::Request {
+                endpoint,
+                text,
+                from,
+                unreadable,
+                answer,
+            },
+        )
         .await?;
         Ok(answered)
     }
@@ -296,6 +316,35 @@ impl HandlerSlot {
         self.isolate()
             .map(|isolate| isolate.modules.changed_files())
             .unwrap_or_default()
+    }
+
+    /// How many batches of events its instances have run: unchanged between two looks, and
+    /// nothing was delivered in between.
+    pub fn activity(&self) -> u64 {
+        self.current
+            .read()
+            .iter()
+            .map(|isolate| isolate.activity.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Unloads the handler if no connection is given to any instance and none has anything
+    /// pending; checked and done under the lock [`HandlerSlot::assign`] takes, so that no
+    /// connection is given to an instance being unloaded. True if it was unloaded.
+    pub(super) fn retire_if_unused(&self) -> bool {
+        // A handler whose code failed to load stays, with its error, until a fix reloads it.
+        if self.failure.lock().is_some() {
+            return false;
+        }
+        let mut current = self.current.write();
+        let unused = !current.is_empty()
+            && current.iter().all(|isolate| {
+                isolate.assigned.load(Ordering::Relaxed) == 0 && *isolate.idle.borrow()
+            });
+        if unused {
+            current.clear();
+        }
+        unused
     }
 
     /// Unloads the handler: its isolates finish the events already queued, then stop.

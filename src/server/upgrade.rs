@@ -18,8 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::connection::{serve_connection, AcceptedUpgrade};
 use super::state::AppState;
 use crate::endpoints::Runtime;
+use crate::event::HandlerLoadError;
 use crate::event::UpgradeDecision;
-use crate::isolate::InstanceSink;
+use crate::isolate::{HandlerSlot, InstanceSink};
 use crate::limits::{CompressionMode, Limits};
 use crate::net::compression;
 use crate::net::compression::socket::{CompressionSetup, Side, SocketCompression};
@@ -55,8 +56,10 @@ pub async fn upgrade(
             format!("no WebSocket endpoint \"{name}\" is served here; GET /websockets/v4/service lists the endpoints"),
         );
     };
-    let handler = match runtime.handler(&endpoint.handler_file).await {
-        Ok(handler) => handler,
+    // The instance the connection will run on (the one with the fewest connections) is the one
+    // asked, so that what its onUpgrade sets up is there for the connection's events.
+    let (handler, instance) = match handler_instance(runtime, &endpoint).await {
+        Ok(assigned) => assigned,
         Err(error) => {
             tracing::warn!(endpoint = %name, %peer, "upgrade refused: handler failed to load: {error}");
             return refuse(
@@ -98,15 +101,6 @@ pub async fn upgrade(
             tracing::warn!(endpoint = %name, %peer, "upgrade refused: {full}");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
         }
-    };
-    // The instance the connection will run on (the one with the fewest connections) is the one
-    // asked, so that what its onUpgrade sets up is there for the connection's events.
-    let Some(instance) = handler.assign() else {
-        tracing::warn!(endpoint = %name, %peer, "upgrade refused: the handler was unloaded meanwhile");
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("endpoint \"{name}\": its handler is not available; try again"),
-        );
     };
     let data = if handler.has_on_upgrade() {
         let description = describe_request(&endpoint, &request, peer);
@@ -195,6 +189,28 @@ pub async fn upgrade(
         headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
     }
     response
+}
+
+/// The endpoint's handler, loaded if need be, and the instance a new connection is given to.
+/// A handler unloaded between the two (unused, `--unload-idle`; or its endpoint's handler
+/// changed) is loaded again once.
+async fn handler_instance(
+    runtime: &Runtime,
+    endpoint: &Endpoint,
+) -> Result<(Arc<HandlerSlot>, InstanceSink), HandlerLoadError> {
+    let mut attempts = 0;
+    loop {
+        let handler = runtime.handler(&endpoint.handler_file).await?;
+        if let Some(instance) = handler.assign() {
+            return Ok((handler, instance));
+        }
+        attempts += 1;
+        if attempts == 2 {
+            return Err(HandlerLoadError::Stopped {
+                file: handler.handler.clone(),
+            });
+        }
+    }
 }
 
 /// permessage-deflate for a connection to `endpoint`: the first offer in the request that the

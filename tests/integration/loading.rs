@@ -42,6 +42,10 @@ async fn lazy_loading_loads_a_handler_at_its_first_connection_and_ticking_ones_a
     let mut client = server.connect("lazy").await;
     assert_eq!(ask(&mut client, "hi").await, "lazy hi");
     assert_eq!(server.metric("switchboard_isolates_alive").await, 2.0);
+    // The log is read by another thread: the reply can come before it has read the lines.
+    server
+        .stderr
+        .wait_for("onOpen", |l| l.contains("lazy onOpen"));
     let log = server.stderr.text();
     let at = |what: &str| {
         log.find(what)
@@ -79,4 +83,72 @@ async fn lazy_loading_loads_a_handler_at_its_first_connection_and_ticking_ones_a
     ws.write("broken/h.js", "exports.onMessage = (m) => `fixed ${m}`;");
     let mut fixed = server.connect("broken").await;
     assert_eq!(ask(&mut fixed, "now").await, "fixed now");
+}
+
+#[tokio::test]
+async fn unused_handlers_unload_and_load_afresh_on_their_next_use() {
+    let ws = Workspace::new();
+    for name in ["idle", "held"] {
+        ws.endpoint(name, name, &format!("{name}/h")).write(
+            &format!("{name}/h.js"),
+            &format!(
+                r#"let count = 0;
+                   exports.onStart = () => console.log("{name} onStart");
+                   exports.onStop = () => console.log("{name} onStop");
+                   exports.onMessage = () => String(++count);"#
+            ),
+        );
+    }
+    let server = Server::start_with(ws.path(), &["--load", "lazy", "--unload-idle", "0.3"]);
+    assert!(
+        server
+            .stdout
+            .text()
+            .contains("unload after 0.3 s unused (--unload-idle)"),
+        "{}",
+        server.stdout.text()
+    );
+    let mut idle = server.connect("idle").await;
+    assert_eq!(ask(&mut idle, "count").await, "1");
+    let mut held = server.connect("held").await;
+    assert_eq!(ask(&mut held, "count").await, "1");
+    drop(idle);
+
+    // The handler whose connection closed is unloaded (onStop first); the one holding a
+    // connection stays, and keeps its state.
+    let line = server.stderr.wait_for("the unload", |l| {
+        l.contains("unloaded after 0.3 s unused (--unload-idle)")
+    });
+    assert!(line.contains("idle/h.js"), "{line}");
+    assert!(!line.contains("held/h.js"), "{line}");
+    assert_eq!(server.stderr.count(|l| l.contains("idle onStop")), 1);
+    assert_eq!(ask(&mut held, "count").await, "2");
+
+    // Its next use loads it afresh: onStart again, module state new.
+    let mut again = server.connect("idle").await;
+    assert_eq!(ask(&mut again, "count").await, "1");
+    assert_eq!(server.stderr.count(|l| l.contains("idle onStart")), 2);
+    assert_eq!(
+        server
+            .stderr
+            .count(|l| l.contains("handler idle/h.js loaded on first use")),
+        2
+    );
+    assert_eq!(server.stderr.count(|l| l.contains("held onStop")), 0);
+}
+
+#[test]
+fn unload_idle_needs_lazy_loading() {
+    let ws = Workspace::new();
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--unload-idle", "5", "--listen", "127.0.0.1:0"])
+        .arg(ws.path())
+        .output()
+        .expect("run switchboard");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--unload-idle needs --load lazy"),
+        "{stderr}"
+    );
 }

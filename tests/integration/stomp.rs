@@ -813,3 +813,53 @@ async fn origins_on_upgrade_limits_and_metrics_apply_to_stomp() {
     assert!(body.contains("limit of 6 open connections"), "{body}");
     drop((evil, anonymous, ann, second, fifth));
 }
+
+#[tokio::test]
+async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
+    let ws = Workspace::new();
+    ws.write(
+        "p/e.websocket",
+        r#"{"handler": "p/h", "endpoint": "e", "instances": 2}"#,
+    )
+    .write(
+        "p/h.js",
+        r#"const me = Math.random().toString(36).slice(2, 10);
+           let seen = 0;
+           exports.onMessage = (m, from) => `${from} in ${me} message ${++seen}`;"#,
+    );
+    let server = Server::start(ws.path());
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut stomp = Stomp::connected(&server).await;
+        stomp
+            .send("SUBSCRIBE\nid:0\ndestination:/user/queue/reply/e\nreceipt:s\n\n\0")
+            .await;
+        assert_eq!(stomp.frame().await, "RECEIPT\nreceipt-id:s\n\n\0");
+        sessions.push(stomp);
+    }
+    let first = ask_instance(&mut sessions[0]).await;
+    let second = ask_instance(&mut sessions[1]).await;
+    let first_again = ask_instance(&mut sessions[0]).await;
+    let instance = |reply: &str| reply.split(' ').nth(2).unwrap_or_default().to_string();
+    // Two sessions, two instances; a session keeps its instance (and that instance's state).
+    assert_ne!(instance(&first), instance(&second), "{first} / {second}");
+    assert_eq!(
+        instance(&first),
+        instance(&first_again),
+        "{first} / {first_again}"
+    );
+    assert!(first.ends_with("message 1"), "{first}");
+    assert!(second.ends_with("message 1"), "{second}");
+    assert!(first_again.ends_with("message 2"), "{first_again}");
+}
+
+/// SENDs to endpoint `e` and returns the reply's text.
+async fn ask_instance(stomp: &mut Stomp) -> String {
+    stomp
+        .send("SEND\ndestination:/ws/stomp/e\n\n{\"from\":\"s\",\"text\":\"x\"}\0")
+        .await;
+    let frame = stomp.frame().await;
+    let body = Stomp::body(&frame);
+    let reply: serde_json::Value = serde_json::from_str(body).expect("a reply envelope");
+    reply["text"].as_str().unwrap_or_default().to_string()
+}

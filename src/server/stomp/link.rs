@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::super::state::AppState;
 use super::outlet::{Body, Outlet};
 use super::replies::envelope;
-use crate::event::{ConnectionId, EventSink, IsolateEvent, Target};
+use crate::event::{ConnectionId, IsolateEvent, Target};
 use crate::isolate::HandlerSlot;
 use crate::net::connections::Reservation;
 use crate::net::outbox::{outbox, Outbound, OutboxReader, Taken};
@@ -38,6 +38,9 @@ pub struct Link {
     pub subscription: String,
     /// The endpoint's handler.
     pub handler: Arc<HandlerSlot>,
+    /// Which of its instances the connection's events go to (the session's number, see
+    /// [`HandlerSlot::deliver_spread`]).
+    spread: usize,
     /// The connection's place in the limits, held while it is open.
     _slot: Reservation,
 }
@@ -48,6 +51,8 @@ pub struct LinkRequest<'a> {
     pub endpoint: Arc<str>,
     /// Its handler.
     pub handler: Arc<HandlerSlot>,
+    /// Which of its instances the session uses.
+    pub spread: usize,
     /// The subscription opening it.
     pub subscription: &'a str,
     /// Its place in the limits, reserved.
@@ -70,12 +75,15 @@ pub async fn open(state: &AppState, outlet: &Arc<Outlet>, request: LinkRequest<'
     );
     let _ = request
         .handler
-        .deliver(IsolateEvent::Open {
-            target: Target::Connection(id),
-            endpoint: Some(request.endpoint.clone()),
-            protocol: None,
-            data: request.data,
-        })
+        .deliver_spread(
+            request.spread,
+            IsolateEvent::Open {
+                target: Target::Connection(id),
+                endpoint: Some(request.endpoint.clone()),
+                protocol: None,
+                data: request.data,
+            },
+        )
         .await;
     tokio::spawn(carry(
         reader,
@@ -87,6 +95,7 @@ pub async fn open(state: &AppState, outlet: &Arc<Outlet>, request: LinkRequest<'
         connection: id,
         subscription: request.subscription.to_string(),
         handler: request.handler,
+        spread: request.spread,
         _slot: request.slot,
     }
 }
@@ -98,7 +107,7 @@ pub async fn close(state: &AppState, endpoint: Arc<str>, link: Link, ending: End
     let target = Target::Connection(link.connection);
     let _ = link
         .handler
-        .deliver(ending.into_event(target, Some(endpoint)))
+        .deliver_spread(link.spread, ending.into_event(target, Some(endpoint)))
         .await;
 }
 

@@ -54,7 +54,13 @@ pub struct Session {
     inner: Mutex<Inner>,
     /// Replies waiting for their handler's answer, written in order by [`ReplyWriter`].
     replies: mpsc::UnboundedSender<PendingReply>,
+    /// The session's number, in the order sessions started: of a handler with several
+    /// instances, the session uses the one this picks (for its messages and its links alike).
+    spread: usize,
 }
+
+/// The number the next session gets (see [`Session::spread`]).
+static NEXT_SESSION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Writes a session's replies in order; runs beside the session's socket (see [`ReplyWriter::run`]).
 pub struct ReplyWriter {
@@ -142,6 +148,7 @@ impl Session {
                 ended: false,
             }),
             replies,
+            spread: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         if framing == Framing::SockJs {
             let _ = outlet.sockjs("o");
@@ -349,7 +356,9 @@ impl Session {
                 self.to_errors(name, &reason);
                 // The handler hears it too, as Dirigible's does.
                 if let Ok(handler) = self.handler(&found).await {
-                    let _ = handler.request(endpoint, reason, String::new(), true).await;
+                    let _ = handler
+                        .request(self.spread, endpoint, reason, String::new(), true)
+                        .await;
                 }
                 return;
             }
@@ -379,7 +388,7 @@ impl Session {
         }
         traffic.received(text.len());
         let reply = match handler
-            .request(endpoint.clone(), text, from.clone(), false)
+            .request(self.spread, endpoint.clone(), text, from.clone(), false)
             .await
         {
             Ok(answer) => Reply::Answer(answer),
@@ -563,6 +572,7 @@ impl Session {
             LinkRequest {
                 endpoint: endpoint.clone(),
                 handler,
+                spread: self.spread,
                 subscription,
                 slot,
                 data,
