@@ -347,6 +347,11 @@ declare module "@aerokit/sdk/net" {
     endpoint: string;
     /** Shown in listings. */
     description?: string;
+    /**
+     * How many isolates run this module, each on its own thread: 1 to 64, or "auto" (one per
+     * core); 1 when absent. Module state is per instance. A literal, read by the scan.
+     */
+    instances?: number | "auto";
   }
 
   /**

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use deno_ast::{MediaType, TokenOrComment};
 
-use super::descriptor::is_valid_endpoint;
+use super::descriptor::{is_valid_endpoint, Instances, MAX_INSTANCES};
 
 /// A file name ending (lower-cased) that marks a module that may declare endpoints.
 pub const DECLARING_SUFFIX: &str = "websocket.ts";
@@ -37,6 +37,8 @@ pub struct Declaration {
     pub endpoint: String,
     /// The optional `description` option, shown in listings (the `name` when absent).
     pub description: Option<String>,
+    /// The optional `instances` option: how many isolates run the module (as a descriptor's).
+    pub instances: Option<Instances>,
     /// Options the scan does not know, for a warning.
     pub unknown_options: Vec<String>,
 }
@@ -181,10 +183,11 @@ impl<'a> Tokens<'a> {
             name: None,
             endpoint: String::new(),
             description: None,
+            instances: None,
             unknown_options: Vec::new(),
         };
         let mut endpoint = None;
-        for (key, value) in options {
+        for (key, value, token) in options {
             let literal = |value: Option<String>| {
                 value.ok_or_else(|| {
                     fail(format!(
@@ -196,6 +199,24 @@ impl<'a> Tokens<'a> {
                 "endpoint" => endpoint = Some(literal(value)?),
                 "name" => declaration.name = Some(literal(value)?),
                 "description" => declaration.description = Some(literal(value)?),
+                "instances" => {
+                    declaration.instances = Some(match (value.as_deref(), token.as_deref()) {
+                        (Some("auto"), _) => Instances::Auto,
+                        (None, Some(number)) => match number.parse::<usize>() {
+                            Ok(count @ 1..=MAX_INSTANCES) => Instances::Fixed(count),
+                            _ => {
+                                return Err(fail(format!(
+                                    "{on}: \"instances\" must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {number}"
+                                )))
+                            }
+                        },
+                        _ => {
+                            return Err(fail(format!(
+                                "{on}: \"instances\" must be a number literal from 1 to {MAX_INSTANCES}, or \"auto\" (the workspace scan reads it without running the code)"
+                            )))
+                        }
+                    })
+                }
                 _ => declaration.unknown_options.push(key),
             }
         }
@@ -239,8 +260,13 @@ impl<'a> Tokens<'a> {
     }
 
     /// The properties of the object literal whose `{` is at `open`: each key, with its value when
-    /// the value is a plain string literal.
-    fn options(&self, open: usize) -> Result<Vec<(String, Option<String>)>, String> {
+    /// the value is a plain string literal, and the value's token when it is a single token
+    /// (a number, say).
+    #[allow(clippy::type_complexity)]
+    fn options(
+        &self,
+        open: usize,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, String> {
         let end = self.past_closing(open) - 1;
         let mut properties = Vec::new();
         let mut index = open + 1;
@@ -280,7 +306,9 @@ impl<'a> Tokens<'a> {
                 }
                 _ => None,
             };
-            properties.push((key, value));
+            let token = (self.text(index) == ":" && value_end - value_start == 1)
+                .then(|| self.text(value_start).to_string());
+            properties.push((key, value, token));
             index = value_end + 1;
         }
         Ok(properties)
@@ -345,9 +373,31 @@ export class OrderWebsocket {
                 name: Some("sample-websocket-decorator/OrderWebsocket".into()),
                 endpoint: "order-ws".into(),
                 description: None,
+                instances: None,
                 unknown_options: vec![],
             })]
         );
+    }
+
+    #[test]
+    fn instances_is_read_as_a_descriptor_field() {
+        let instances = |options: &str| {
+            declarations(&format!(
+                "@Websocket({{ endpoint: 'e', {options} }})\nclass A {{}}"
+            ))
+            .remove(0)
+            .map(|d| d.instances)
+            .map_err(|e| e.message)
+        };
+        assert_eq!(instances("instances: 2"), Ok(Some(Instances::Fixed(2))));
+        assert_eq!(instances("instances: \"auto\""), Ok(Some(Instances::Auto)));
+        assert_eq!(
+            instances("instances: 0"),
+            Err("@Websocket on class A: \"instances\" must be a whole number from 1 to 64, or \"auto\" (one per core), got 0".into())
+        );
+        assert!(instances("instances: cores()")
+            .unwrap_err()
+            .contains("must be a number literal"));
     }
 
     #[test]

@@ -187,7 +187,10 @@ impl Scanner<'_> {
                         .description
                         .or(declaration.name)
                         .unwrap_or_default(),
-                    options: EndpointOptions::default(),
+                    options: EndpointOptions {
+                        instances: declaration.instances,
+                        ..EndpointOptions::default()
+                    },
                 },
                 "@Websocket declaration",
             );

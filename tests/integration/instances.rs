@@ -159,3 +159,27 @@ async fn an_invalid_instances_field_names_the_descriptor_and_the_field() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_decorator_asks_for_instances_too() {
+    let ws = Workspace::new();
+    ws.write(
+        "ts/HotWebsocket.ts",
+        r#"import { Websocket } from "sdk/net";
+           const me: string = Math.random().toString(36).slice(2, 10);
+           @Websocket({ name: "hot", endpoint: "hot-ts", instances: 2 })
+           export class HotWebsocket {}
+           export function onMessage(message: string): string { return me; }"#,
+    );
+    let server = Server::start(ws.path());
+    let listed = server.stdout.text();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("endpoint hot-ts") && l.contains("(2 instances)")),
+        "{listed}"
+    );
+    let mut first = server.connect("hot-ts").await;
+    let mut second = server.connect("hot-ts").await;
+    assert_ne!(ask(&mut first, "who").await, ask(&mut second, "who").await);
+}
