@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::runtime::Runtime;
 use crate::isolate::HandlerSlot;
 use crate::memory::give_back_free_memory;
+use crate::workspace::RegistryState;
 
 /// How long an unloaded handler's `onStop` (and what it started) may take to finish before the
 /// unload gives up for this time, binding the handler again.
@@ -94,6 +95,8 @@ async fn unload_after_on_stop(runtime: &Runtime, slot: &HandlerSlot) -> bool {
 /// What holds on to handlers right now: connections open per endpoint, and the handlers that
 /// outbound clients run or were created by.
 struct Holds {
+    /// The endpoints served.
+    snapshot: Arc<RegistryState>,
     /// Open connections (STOMP links included), per endpoint.
     open: HashMap<String, usize>,
     /// Handlers that clients run.
@@ -109,6 +112,7 @@ impl Holds {
             .map(|client| client.handler)
             .collect();
         Self {
+            snapshot: runtime.endpoints.snapshot(),
             open: runtime.connections.counts_by_endpoint(),
             client_handlers,
         }
@@ -117,8 +121,7 @@ impl Holds {
     /// Whether anything holds on to the handler: an endpoint that ticks, a connection open on
     /// one of its endpoints, an outbound client running its code or created by it.
     fn hold(&self, runtime: &Runtime, handler_file: &Path, handler: &str) -> bool {
-        let snapshot = runtime.endpoints.snapshot();
-        snapshot
+        self.snapshot
             .endpoints
             .values()
             .filter(|endpoint| endpoint.handler_file == handler_file)

@@ -114,16 +114,12 @@ impl IsolateHost {
             return Ok(None);
         }
         if wanted < before {
-            let removed = slot.current.write().split_off(wanted);
-            drop(removed);
+            // Dropped: their threads end.
+            slot.current.write().truncate(wanted);
             return Ok(Some((before, wanted)));
         }
-        let started = futures_util::future::join_all(
-            (before..wanted).map(|index| self.start_isolate(&slot, index)),
-        )
-        .await;
         let mut failure = None;
-        for outcome in started {
+        for outcome in self.start_isolates(&slot, before..wanted).await {
             match outcome {
                 Ok((isolate, Started::Loaded)) => slot.current.write().push(Arc::new(isolate)),
                 // Dropped: its thread ends.
@@ -293,16 +289,12 @@ impl IsolateHost {
     /// Starts the slot's isolate threads, one per instance and all at once (under its
     /// `loading` lock), and waits until the module has loaded in each, or failed to; records
     /// the outcome in the slot (the first failure). If an isolate itself cannot be made, the
-    /// slot keeps the others (none if the first failed) and its failure says why.
+    /// slot keeps those that were (none if none was) and its failure says why.
     async fn start(&self, slot: &HandlerSlot) {
         let instances = self.wanted_instances(&slot.handler_file);
-        let started = futures_util::future::join_all(
-            (0..instances).map(|index| self.start_isolate(slot, index)),
-        )
-        .await;
         let mut isolates = Vec::with_capacity(instances);
         let mut failure = None;
-        for outcome in started {
+        for outcome in self.start_isolates(slot, 0..instances).await {
             match outcome {
                 Ok((isolate, Started::Loaded)) => isolates.push(Arc::new(isolate)),
                 Ok((isolate, Started::CodeFailed(error))) => {
@@ -323,6 +315,16 @@ impl IsolateHost {
         }
         *slot.current.write() = isolates;
         *slot.failure.lock() = failure;
+    }
+
+    /// Starts the isolate threads of the slot's instances `indexes`, all at once, and waits
+    /// for each to have loaded the module (or failed to).
+    async fn start_isolates(
+        &self,
+        slot: &HandlerSlot,
+        indexes: std::ops::Range<usize>,
+    ) -> Vec<Result<(HandlerIsolate, Started), HandlerLoadError>> {
+        futures_util::future::join_all(indexes.map(|index| self.start_isolate(slot, index))).await
     }
 
     /// Starts an isolate thread for instance `index` of the slot's handler; returns it once its

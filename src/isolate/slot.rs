@@ -111,16 +111,6 @@ impl Drop for InstanceSink {
 }
 
 impl InstanceSink {
-    /// The handler.
-    pub fn handler(&self) -> &Arc<HandlerSlot> {
-        &self.slot
-    }
-
-    /// Which instance (from 0).
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// Where the connection's socket is driven: the instance's thread.
     pub fn socket_home(&self) -> &SocketHome {
         &self.home

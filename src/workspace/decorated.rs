@@ -202,14 +202,17 @@ impl<'a> Tokens<'a> {
                 "instances" => {
                     declaration.instances = Some(match (value.as_deref(), token.as_deref()) {
                         (Some("auto"), _) => Instances::Auto,
-                        (None, Some(number)) => match number.parse::<usize>() {
-                            Ok(count @ 1..=MAX_INSTANCES) => Instances::Fixed(count),
-                            _ => {
-                                return Err(fail(format!(
-                                    "{on}: \"instances\" must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {number}"
-                                )))
+                        (None, Some(number)) => {
+                            match number.parse::<u64>().ok().and_then(Instances::fixed) {
+                                Some(instances) => instances,
+                                None => {
+                                    return Err(fail(format!(
+                                        "{on}: \"instances\" {}",
+                                        Instances::problem(number)
+                                    )))
+                                }
                             }
-                        },
+                        }
                         _ => {
                             return Err(fail(format!(
                                 "{on}: \"instances\" must be a number literal from 1 to {MAX_INSTANCES}, or \"auto\" (the workspace scan reads it without running the code)"

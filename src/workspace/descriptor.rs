@@ -43,6 +43,18 @@ pub enum Instances {
 }
 
 impl Instances {
+    /// `count` instances, if a descriptor may ask for that many.
+    pub fn fixed(count: u64) -> Option<Self> {
+        (1..=MAX_INSTANCES as u64)
+            .contains(&count)
+            .then_some(Instances::Fixed(count as usize))
+    }
+
+    /// Why a value of `instances` cannot be used, `got` being the value as written.
+    pub fn problem(got: &str) -> String {
+        format!("must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {got}")
+    }
+
     /// How many isolates that is on this machine.
     pub fn count(self) -> usize {
         match self {
@@ -350,28 +362,16 @@ fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, Desc
     let instances = match object.get("instances") {
         None | Some(Value::Null) => None,
         Some(Value::String(word)) if word == "auto" => Some(Instances::Auto),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(count @ 1..) if count as usize <= MAX_INSTANCES => {
-                Some(Instances::Fixed(count as usize))
-            }
-            _ => {
-                return Err(invalid(
-                    "instances",
-                    format!("must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {n}"),
-                ))
-            }
+        Some(Value::Number(n)) => match n.as_u64().and_then(Instances::fixed) {
+            Some(instances) => Some(instances),
+            None => return Err(invalid("instances", Instances::problem(&n.to_string()))),
         },
         Some(other) => {
-            return Err(invalid(
-                "instances",
-                format!(
-                    "must be a whole number from 1 to {MAX_INSTANCES}, or \"auto\" (one per core), got {}",
-                    match other {
-                        Value::String(text) => format!("{text:?}"),
-                        other => json_kind(other).to_string(),
-                    }
-                ),
-            ))
+            let got = match other {
+                Value::String(text) => format!("{text:?}"),
+                other => json_kind(other).to_string(),
+            };
+            return Err(invalid("instances", Instances::problem(&got)));
         }
     };
     Ok(EndpointOptions {

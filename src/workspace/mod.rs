@@ -25,5 +25,5 @@ pub mod watch;
 pub use descriptor::{resolve_handler, EndpointOptions, Instances};
 pub use endpoint::{Endpoint, Problem};
 pub use paths::{WorkspaceError, WorkspacePaths};
-pub use registry::EndpointRegistry;
+pub use registry::{EndpointRegistry, RegistryState};
 pub use scan::{scan, WorkspaceScan};
