@@ -50,36 +50,46 @@
   const FORGET = Symbol("forget");
   const LABEL = Symbol("label");
 
-  // Per-socket delivery state: events that arrive while an async handler for the same socket
-  // is still running wait in `queue`, so each socket's events run in arrival order.
-  function deliveryState() {
-    return { queue: null, busy: false, closed: false, finishWhenIdle: false, errorReported: false };
-  }
-
-  // Gives a new socket its delivery state, not enumerable, in one step: changing the flags of a
-  // property already there gives the object a shape of its own (QuickJS), about a kilobyte per
-  // connection.
-  function addDeliveryState(socket) {
-    Object.defineProperty(socket, "delivery", { value: deliveryState(), writable: true, configurable: true });
-  }
+  // Per-socket delivery state: flags in one small integer under a symbol key (no object per
+  // socket: an idle connection is that much smaller; a symbol key stays out of `Object.keys` and
+  // JSON). BUSY while an async handler for the socket runs, when its next events wait in
+  // `waiting` so that each socket's events run in arrival order; FINISH_WHEN_IDLE when its
+  // onClose came meanwhile; CLOSED once it is forgotten; ERROR_REPORTED after a client's first
+  // onError.
+  const DELIVERY = Symbol("delivery");
+  const BUSY = 1;
+  const CLOSED = 2;
+  const FINISH_WHEN_IDLE = 4;
+  const ERROR_REPORTED = 8;
+  // The events waiting for a busy socket, by socket: only sockets with events waiting have one.
+  const waiting = new Map();
 
   const connections = new Map();
 
   class Connection {
     #id;
     #endpoint;
+    // What the endpoint's onUpgrade attached (for example the authenticated user); an empty
+    // object is made on first use, not for every connection.
+    #data;
     constructor(id, endpoint, data) {
       this.#id = id;
       this.#endpoint = endpoint;
-      // What the endpoint's onUpgrade attached (for example the authenticated user).
-      this.data = data === undefined ? {} : data;
-      addDeliveryState(this);
+      this.#data = data;
+      this[DELIVERY] = 0;
     }
     get id() {
       return this.#id;
     }
     get endpoint() {
       return this.#endpoint;
+    }
+    get data() {
+      if (this.#data === undefined) this.#data = {};
+      return this.#data;
+    }
+    set data(value) {
+      this.#data = value;
     }
     send(data) {
       this[SEND](toWire(data, "send"));
@@ -171,7 +181,7 @@
       this.#uri = info.uri;
       this.#handler = info.handler;
       this.#dataType = info.dataType;
-      addDeliveryState(this);
+      this[DELIVERY] = 0;
     }
     get id() {
       return this.#id;
@@ -242,7 +252,12 @@
     SEND,
     FORGET,
     LABEL,
-    deliveryState,
+    DELIVERY,
+    BUSY,
+    CLOSED,
+    FINISH_WHEN_IDLE,
+    ERROR_REPORTED,
+    waiting,
     connections,
     Connection,
     connectionFor,

@@ -16,6 +16,12 @@
     FORGET,
     LABEL,
     connections,
+    DELIVERY,
+    BUSY,
+    CLOSED,
+    FINISH_WHEN_IDLE,
+    ERROR_REPORTED,
+    waiting,
     Connection,
     clientFor,
     WebsocketClient,
@@ -219,22 +225,21 @@
   function reportFailure(socket, kind, error) {
     op_sb_count_error();
     op_sb_log("error", `${EXPORTS[kind]} failed on ${socket[LABEL]}: ${describeError(error)}`);
-    if (kind !== ERROR && kind !== CLOSE && !socket.delivery.closed) {
+    if (kind !== ERROR && kind !== CLOSE && (socket[DELIVERY] & CLOSED) === 0) {
       runEvent(socket, ERROR, errorMessage(error));
     }
   }
 
   // Runs one event; returns the reply for the Rust side to send, or undefined.
   function runEvent(socket, kind, a, b, c) {
-    const delivery = socket.delivery;
     const isClient = kind !== OPEN && kind !== CLOSE && socket instanceof WebsocketClient;
     if (kind === ERROR && isClient) {
       // 4D's order: at most one onError per client.
-      if (delivery.errorReported) {
+      if ((socket[DELIVERY] & ERROR_REPORTED) !== 0) {
         op_sb_log("warn", `${socket[LABEL]}: further error not passed to onError: ${a}`);
         return undefined;
       }
-      delivery.errorReported = true;
+      socket[DELIVERY] |= ERROR_REPORTED;
     }
     if (kind === MESSAGE && isClient) {
       a = clientMessage(socket, a);
@@ -254,18 +259,17 @@
   // socket's next events until it settles.
   function settle(socket, kind, result) {
     if (kind === MESSAGE && typeof result === "string") return result;
-    const delivery = socket.delivery;
     if (isThenable(result)) {
-      delivery.busy = true;
+      socket[DELIVERY] |= BUSY;
       Promise.resolve(result).then(
         (value) => {
           if (kind === MESSAGE) replyLater(socket, value);
         },
         (error) => reportFailure(socket, kind, error),
       ).finally(() => {
-        delivery.busy = false;
+        socket[DELIVERY] &= ~BUSY;
         drainQueue(socket);
-        if (!delivery.busy && delivery.finishWhenIdle) finish(socket);
+        if ((socket[DELIVERY] & (BUSY | FINISH_WHEN_IDLE)) === FINISH_WHEN_IDLE) finish(socket);
       });
       return undefined;
     }
@@ -279,7 +283,7 @@
   }
 
   function replyLater(socket, value) {
-    if (value === undefined || value === null || socket.delivery.closed) return;
+    if (value === undefined || value === null || (socket[DELIVERY] & CLOSED) !== 0) return;
     try {
       socket[SEND](toWire(value, "onMessage's resolved value"));
     } catch (error) {
@@ -288,9 +292,10 @@
   }
 
   function drainQueue(socket) {
-    const delivery = socket.delivery;
-    while (!delivery.busy && delivery.queue && delivery.queue.length > 0) {
-      const [kind, a, b, c] = delivery.queue.shift();
+    const queue = waiting.get(socket);
+    if (queue === undefined) return;
+    while ((socket[DELIVERY] & BUSY) === 0 && queue.length > 0) {
+      const [kind, a, b, c] = queue.shift();
       const reply = runEvent(socket, kind, a, b, c);
       if (reply !== undefined) {
         try {
@@ -301,17 +306,19 @@
       }
       afterEvent(socket, kind);
     }
+    if (queue.length === 0) waiting.delete(socket);
   }
 
   // A socket is forgotten once its onClose, sync or async, has finished.
   function afterEvent(socket, kind) {
     if (kind !== CLOSE) return;
-    if (socket.delivery.busy) socket.delivery.finishWhenIdle = true;
+    if ((socket[DELIVERY] & BUSY) !== 0) socket[DELIVERY] |= FINISH_WHEN_IDLE;
     else finish(socket);
   }
 
   function finish(socket) {
-    socket.delivery.closed = true;
+    socket[DELIVERY] |= CLOSED;
+    waiting.delete(socket);
     socket[FORGET]();
   }
 
@@ -335,7 +342,7 @@
       // The common case, in fewer calls: a message for a known connection that is not waiting
       // on an async handler and is not a named event.
       const socket = connections.get(id);
-      if (socket !== undefined && !socket.delivery.busy && (!hasEventExports || typeof a !== "string" || a.charCodeAt(0) !== 123)) {
+      if (socket !== undefined && (socket[DELIVERY] & BUSY) === 0 && (!hasEventExports || typeof a !== "string" || a.charCodeAt(0) !== 123)) {
         return onMessage(socket, a);
       }
     }
@@ -363,8 +370,10 @@
         connections.set(id, socket);
       }
     }
-    if (socket.delivery.busy) {
-      (socket.delivery.queue ||= []).push([kind, a, b, c]);
+    if ((socket[DELIVERY] & BUSY) !== 0) {
+      const queue = waiting.get(socket);
+      if (queue === undefined) waiting.set(socket, [[kind, a, b, c]]);
+      else queue.push([kind, a, b, c]);
       return undefined;
     }
     const reply = runEvent(socket, kind, a, b, c);
@@ -381,8 +390,8 @@
     currentData = null;
     if (kind === undefined) {
       for (const socket of [...connections.values(), ...clients.values()]) {
-        if (socket.delivery.busy) {
-          socket.delivery.busy = false;
+        if ((socket[DELIVERY] & BUSY) !== 0) {
+          socket[DELIVERY] &= ~BUSY;
           drainQueue(socket);
         }
       }

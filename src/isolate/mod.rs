@@ -29,4 +29,4 @@ pub mod watchdog;
 
 pub use engine::{init_engine, ENGINE_NAME};
 pub use host::IsolateHost;
-pub use slot::{HandlerSlot, InstanceSink};
+pub use slot::{Delivery, HandlerSlot, InstanceSink};

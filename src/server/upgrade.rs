@@ -127,7 +127,7 @@ pub async fn upgrade(
         max_message_size,
     );
     let answer = compression.as_ref().map(|(_, answer)| answer.clone());
-    let accepted = AcceptedUpgrade::register(
+    let accepted = Box::new(AcceptedUpgrade::register(
         state.clone(),
         endpoint_name,
         peer,
@@ -135,7 +135,7 @@ pub async fn upgrade(
         data,
         slot,
         compression.map(|(socket, _)| socket),
-    );
+    ));
     let home = accepted.home().clone();
     let answer_given = answer.is_some();
     let task = state.tasks.track_future(async move {

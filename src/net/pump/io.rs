@@ -72,6 +72,12 @@ impl TcpUnder for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTls
     }
 }
 
+impl<T: TcpUnder + ?Sized> TcpUnder for &mut T {
+    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
+        (**self).tcp_under()
+    }
+}
+
 impl<T: TcpUnder + Unpin> TcpUnder for Pin<&mut T> {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
         self.as_mut().get_mut().tcp_under()

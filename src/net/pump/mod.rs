@@ -11,9 +11,10 @@
 mod io;
 mod phase;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use self::phase::Phase;
 use super::close::close_code_for;
 use super::compression::socket::SocketCompression;
 use super::outbox::{Outbound, OutboxReader, Taken};
-use crate::event::{EventSink, IsolateEvent, Target};
+use crate::event::{EventSink, IsolateEvent, IsolateGone, Target};
 use crate::stats::Traffic;
 
 pub use self::io::{PumpedSocket, TcpUnder, CLOSE_HANDSHAKE_TIMEOUT};
@@ -66,84 +67,170 @@ impl Peer<'_> {
 /// Runs a socket until it closes: its frames go to `handler` as events, and what is queued in
 /// `outbox` is written. `on_closing` runs when the peer's close frame arrives. Returns how the
 /// socket ended (for `onClose`, which the caller delivers once the socket has left its registry).
-pub async fn pump<S, H>(
-    socket: S,
+///
+/// Every idle connection holds this future at its largest state, so it holds little while it
+/// waits (bench: idle memory): it is an `async` block, not an `async fn`, which would keep its
+/// arguments twice; the socket is borrowed by the caller's task, not moved in; a timer exists
+/// only while it is wanted; what a wake-up brings (a frame, a batch) is turned into the next
+/// step before anything is awaited, and every step but the handing of a message to the
+/// handler is boxed.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn pump<'a, S, H>(
+    mut socket: S,
     outbox: OutboxReader,
-    handler: &H,
-    peer: Peer<'_>,
+    handler: &'a H,
+    peer: Peer<'a>,
     options: PumpOptions,
-    on_closing: impl Fn(),
-) -> Ending
+    on_closing: impl Fn() + Send + 'a,
+) -> impl Future<Output = Ending> + Send + 'a
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + TcpUnder + Unpin,
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + TcpUnder
+        + Unpin
+        + Send
+        + 'a,
     H: EventSink,
 {
-    tokio::pin!(socket);
-    let keepalive = options.keepalive;
-    // One tick both sends the ping and checks that the peer was heard from recently.
-    let mut ticks = tokio::time::interval(keepalive.map_or(Duration::from_secs(3600), |k| k.0));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.reset();
-    let close_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(close_deadline);
-    let read_wake = ReadWake::new();
-    let direct = socket.tcp_under().map(|tcp| {
-        outbox.direct_writes(
-            std::os::fd::AsRawFd::as_raw_fd(tcp),
-            options.traffic.clone(),
-            options.compression.clone(),
-        )
-    });
-    let mut state = PumpState {
-        label: peer.label(),
-        peer,
-        handler,
-        outbox: &outbox,
-        traffic: &options.traffic,
-        compression: options.compression.as_deref(),
-        keepalive,
-        phase: Phase::Open { flushed: true },
-        last_heard: tokio::time::Instant::now(),
-        handler_alive: true,
-    };
-    loop {
-        if let Some(direct) = &direct {
-            direct.set_idle(state.phase.takes_direct_writes());
-        }
-        let flow = tokio::select! {
-            biased;
-            taken = poll_fn(|cx| outbox.poll_take(cx)), if !state.phase.close_sent() => {
-                if let Some(direct) = &direct {
-                    direct.set_idle(false);
-                }
-                state.write(&mut socket, taken, close_deadline.as_mut()).await
-            }
-            frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if state.phase.reading() => {
-                state.read(frame, &on_closing).await
-            }
-            _ = ticks.tick(), if keepalive.is_some() && state.phase.keeps_alive() => {
-                if let Some(direct) = &direct {
-                    direct.set_idle(false);
-                }
-                state.keep_alive(&mut socket).await;
-                Flow::Continue
-            }
-            () = &mut close_deadline, if state.phase.close_sent() => {
-                tracing::debug!("{} ({}) did not answer the close frame in time", state.label, state.peer.address);
-                Flow::Stop
-            }
+    async move {
+        let mut socket = Pin::new(&mut socket);
+        let keepalive = options.keepalive;
+        // One tick both sends the ping and checks that the peer was heard from recently.
+        let mut ticks = keepalive.map(|(every, _)| {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.reset();
+            ticks
+        });
+        // Set once our close frame is out: the peer's answer is awaited until then.
+        let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let read_wake = ReadWake::new();
+        let direct = socket.tcp_under().map(|tcp| {
+            outbox.direct_writes(
+                std::os::fd::AsRawFd::as_raw_fd(tcp),
+                options.traffic.clone(),
+                options.compression.clone(),
+            )
+        });
+        let mut state = PumpState {
+            peer: &peer,
+            handler,
+            outbox: &outbox,
+            traffic: &options.traffic,
+            compression: options.compression.as_deref(),
+            keepalive,
+            phase: Phase::Open { flushed: true },
+            last_heard: tokio::time::Instant::now(),
+            handler_alive: true,
         };
-        if let Flow::Stop = flow {
-            break;
+        loop {
+            if let Some(direct) = &direct {
+                direct.set_idle(state.phase.takes_direct_writes());
+            }
+            // A message the handler's isolate did not take (IsolateGone) is handled once the
+            // step, which may borrow the state, is done with.
+            let outcome = {
+                let next = tokio::select! {
+                    biased;
+                    taken = poll_fn(|cx| outbox.poll_take(cx)), if !state.phase.close_sent() => {
+                        if let Some(direct) = &direct {
+                            direct.set_idle(false);
+                        }
+                        Next::Boxed(Box::pin(state.write(&mut socket, taken, &mut close_deadline)))
+                    }
+                    frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if state.phase.reading() => {
+                        match state.read(frame, &on_closing) {
+                            Read::Event(event) if state.handler_alive => {
+                                let handler = state.handler;
+                                Next::Deliver(handler.deliver(event))
+                            }
+                            Read::Event(_) => Next::Now(Flow::Continue),
+                            Read::Failed(error) => Next::Boxed(Box::pin(state.read_failed(error))),
+                            Read::Done(flow) => Next::Now(flow),
+                        }
+                    }
+                    () = poll_fn(|cx| poll_timer(ticks.as_mut(), cx)), if state.phase.keeps_alive() => {
+                        if let Some(direct) = &direct {
+                            direct.set_idle(false);
+                        }
+                        Next::Boxed(Box::pin(state.keep_alive(&mut socket)))
+                    }
+                    () = poll_fn(|cx| poll_timer(close_deadline.as_mut(), cx)), if state.phase.close_sent() => {
+                        tracing::debug!("{} ({}) did not answer the close frame in time", state.peer.label(), state.peer.address);
+                        Next::Now(Flow::Stop)
+                    }
+                };
+                match next {
+                    Next::Now(flow) => Ok(flow),
+                    Next::Deliver(delivery) => delivery.await.map(|()| Flow::Continue),
+                    Next::Boxed(step) => Ok(step.await),
+                }
+            };
+            let flow = outcome.unwrap_or_else(|IsolateGone| {
+                state.handler_gone();
+                Flow::Continue
+            });
+            if let Flow::Stop = flow {
+                break;
+            }
         }
+        // Unregistered before the socket closes, so no direct write can reach a reused
+        // descriptor.
+        drop(direct);
+        if matches!(state.phase, Phase::Open { .. } | Phase::Closing { .. }) {
+            // The peer ended the connection first; a close frame is owed if it did not send one.
+            Box::pin(send_close(&mut socket, 1000, String::new())).await;
+        }
+        state.phase.ending()
     }
-    // Unregistered before the socket closes, so no direct write can reach a reused descriptor.
-    drop(direct);
-    if matches!(state.phase, Phase::Open { .. } | Phase::Closing { .. }) {
-        // The peer ended the connection first; a close frame is owed if it did not send one.
-        send_close(&mut socket, 1000, String::new()).await;
+}
+
+/// What the pump does next, decided before it awaits anything.
+enum Next<'a, D> {
+    /// Nothing to wait for: go on, or stop.
+    Now(Flow),
+    /// Wait until the handler's queue has taken a message (at once, unless it is full).
+    Deliver(D),
+    /// A rarer step (a write, a ping, a read error), boxed so that the pump's own future need not
+    /// hold room for it.
+    Boxed(futures_util::future::BoxFuture<'a, Flow>),
+}
+
+/// A timer of the pump: a keepalive interval's next tick or the close deadline; never fires
+/// while there is none.
+fn poll_timer(timer: Option<&mut impl Timer>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    match timer {
+        Some(timer) => timer.poll_fire(cx),
+        None => Poll::Pending,
     }
-    state.phase.ending()
+}
+
+/// Both kinds of timer the pump waits on.
+trait Timer {
+    /// Ready when the timer fires.
+    fn poll_fire(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()>;
+}
+
+impl Timer for tokio::time::Interval {
+    fn poll_fire(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.poll_tick(cx).map(|_| ())
+    }
+}
+
+impl Timer for Pin<Box<tokio::time::Sleep>> {
+    fn poll_fire(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.as_mut().poll(cx)
+    }
+}
+
+/// What a frame read from the socket asks of the pump.
+enum Read {
+    /// An event for the handler.
+    Event(IsolateEvent),
+    /// Reading failed.
+    Failed(WsError),
+    /// Nothing for the handler: go on, or stop.
+    Done(Flow),
 }
 
 /// Whether the pump goes on.
@@ -156,10 +243,8 @@ enum Flow {
 
 /// What the pump keeps between events, besides the socket.
 struct PumpState<'a, H> {
-    /// "connection 3" or "client 2", for log lines.
-    label: String,
     /// Whose socket.
-    peer: Peer<'a>,
+    peer: &'a Peer<'a>,
     /// Where its events go.
     handler: &'a H,
     /// Its outbound queue.
@@ -185,7 +270,7 @@ impl<H: EventSink> PumpState<'_, H> {
         &mut self,
         socket: &mut Pin<&mut S>,
         taken: Taken,
-        close_deadline: Pin<&mut tokio::time::Sleep>,
+        close_deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     ) -> Flow
     where
         S: Sink<Message, Error = WsError> + TcpUnder + Unpin,
@@ -234,7 +319,7 @@ impl<H: EventSink> PumpState<'_, H> {
                     Err(error) => {
                         tracing::debug!(
                             "{} ({}): write failed: {error}",
-                            self.label,
+                            self.peer.label(),
                             self.peer.address
                         );
                         self.phase.send_close(close_deadline);
@@ -245,13 +330,10 @@ impl<H: EventSink> PumpState<'_, H> {
         Flow::Continue
     }
 
-    /// Handles what the socket read: a message goes to the handler; a close frame, a ping or an
-    /// error changes the phase.
-    async fn read(
-        &mut self,
-        frame: Option<Result<Message, WsError>>,
-        on_closing: &impl Fn(),
-    ) -> Flow {
+    /// Handles what the socket read: a message is an event for the handler; a close frame, a
+    /// ping or an error changes the phase. Not async: the frame is not kept in the task while the
+    /// event is delivered.
+    fn read(&mut self, frame: Option<Result<Message, WsError>>, on_closing: &impl Fn()) -> Read {
         self.last_heard = tokio::time::Instant::now();
         let target = self.peer.target;
         // A compressed message (RSV1) arrives as one frame, still compressed.
@@ -267,7 +349,7 @@ impl<H: EventSink> PumpState<'_, H> {
             (frame, _) => frame,
         };
         let event = match frame {
-            None => return Flow::Stop,
+            None => return Read::Done(Flow::Stop),
             Some(Ok(Message::Text(text))) => {
                 self.traffic.received(text.len());
                 IsolateEvent::Text { target, text }
@@ -279,27 +361,33 @@ impl<H: EventSink> PumpState<'_, H> {
             Some(Ok(Message::Close(frame))) => {
                 on_closing();
                 self.phase.peer_closed(Ending::from_close_frame(frame));
-                return Flow::Continue;
+                return Read::Done(Flow::Continue);
             }
             Some(Ok(Message::Ping(_))) => {
                 // tungstenite owes the pong: it goes out with our next write.
                 self.phase.writing();
-                return Flow::Continue;
+                return Read::Done(Flow::Continue);
             }
-            Some(Ok(_)) => return Flow::Continue,
-            Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Flow::Stop,
-            Some(Err(error)) => return self.read_failed(error).await,
+            Some(Ok(_)) => return Read::Done(Flow::Continue),
+            Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                return Read::Done(Flow::Stop)
+            }
+            Some(Err(error)) => return Read::Failed(error),
         };
-        if self.handler_alive && self.handler.deliver(event).await.is_err() {
+        Read::Event(event)
+    }
+
+    /// The handler did not take a message: it is gone, and the socket closes with 1011.
+    fn handler_gone(&mut self) {
+        {
             self.handler_alive = false;
             tracing::warn!(
                 "{} ({}): its handler has stopped; closing with 1011",
-                self.label,
+                self.peer.label(),
                 self.peer.name
             );
             self.outbox.close_now(1011, "handler unavailable".into());
         }
-        Flow::Continue
     }
 
     /// Reading failed. A peer that went away (reset, or closed mid-frame) ends the socket at
@@ -310,19 +398,19 @@ impl<H: EventSink> PumpState<'_, H> {
             target,
             name,
             address,
-        } = self.peer;
+        } = *self.peer;
         let went_away = peer_went_away(&error);
         if went_away {
             tracing::debug!(
                 "{} ({name}, {address}): the peer went away: {error}",
-                self.label
+                self.peer.label()
             );
         }
         let (code, reason) = close_code_for(&error);
         if !went_away {
             tracing::warn!(
                 "{} ({name}, {address}): closing with {code}: {error}",
-                self.label
+                self.peer.label()
             );
             self.outbox.close_now(code, reason.clone());
         }
@@ -353,7 +441,7 @@ impl<H: EventSink> PumpState<'_, H> {
 
     /// A keepalive tick: closes a peer silent for longer than the ping interval and its answer
     /// time, else pings it.
-    async fn keep_alive<S>(&mut self, socket: &mut Pin<&mut S>)
+    async fn keep_alive<S>(&mut self, socket: &mut Pin<&mut S>) -> Flow
     where
         S: Sink<Message, Error = WsError> + Unpin,
     {
@@ -361,11 +449,11 @@ impl<H: EventSink> PumpState<'_, H> {
         let limit = self
             .keepalive
             .map_or(Duration::MAX, |(every, timeout)| every + timeout);
-        let Peer { name, address, .. } = self.peer;
+        let Peer { name, address, .. } = *self.peer;
         if self.last_heard.elapsed() >= limit {
             tracing::warn!(
                 "{} ({name}, {address}): no answer to pings for {} s, closing with 1001",
-                self.label,
+                self.peer.label(),
                 limit.as_secs()
             );
             let reason = "no answer to ping".to_string();
@@ -375,7 +463,7 @@ impl<H: EventSink> PumpState<'_, H> {
                 reason,
                 was_clean: false,
             });
-            return;
+            return Flow::Continue;
         }
         let ping = socket.send(Message::Ping(Default::default()));
         match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ping).await {
@@ -383,8 +471,9 @@ impl<H: EventSink> PumpState<'_, H> {
             Ok(Err(_)) => {}
             Err(_) => tracing::debug!(
                 "{} ({address}): a ping could not be written in time",
-                self.label
+                self.peer.label()
             ),
         }
+        Flow::Continue
     }
 }

@@ -138,8 +138,8 @@ impl Phase {
     }
 
     /// Our close frame is out: the peer has until `deadline` to answer.
-    pub(super) fn send_close(&mut self, deadline: Pin<&mut tokio::time::Sleep>) {
-        deadline.reset(tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT);
+    pub(super) fn send_close(&mut self, deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+        *deadline = Some(Box::pin(tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
         let ending = match std::mem::replace(self, Phase::CloseSent { ending: None }) {
             Phase::Open { .. } => None,
             Phase::Closing { ending } | Phase::ReadFailed { ending } => Some(ending),
