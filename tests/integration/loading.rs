@@ -127,13 +127,14 @@ async fn unused_handlers_unload_and_load_afresh_on_their_next_use() {
     // Its next use loads it afresh: onStart again, module state new.
     let mut again = server.connect("idle").await;
     assert_eq!(ask(&mut again, "count").await, "1");
+    // Both lines came before the answer; the log reader may not have read them yet.
+    server
+        .stderr
+        .wait_for_count("the second onStart", 2, |l| l.contains("idle onStart"));
+    server.stderr.wait_for_count("the second load", 2, |l| {
+        l.contains("handler idle/h.js loaded on first use")
+    });
     assert_eq!(server.stderr.count(|l| l.contains("idle onStart")), 2);
-    assert_eq!(
-        server
-            .stderr
-            .count(|l| l.contains("handler idle/h.js loaded on first use")),
-        2
-    );
     assert_eq!(server.stderr.count(|l| l.contains("held onStop")), 0);
 }
 
