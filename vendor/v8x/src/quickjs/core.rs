@@ -1115,6 +1115,7 @@ pub extern "C" fn v8__Isolate__Dispose(this: *mut RealIsolate) {
     st.context_microtask_queues.clear();
   }
   super::module::discard_module_caches(this);
+  super::function::free_templates_of_isolate(this);
   remove_current_iso(this);
 }
 

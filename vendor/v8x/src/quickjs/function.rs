@@ -4212,7 +4212,11 @@ impl AttrU32 for PropertyAttribute {
 }
 
 thread_local! {
-    static TEMPLATES: std::cell::RefCell<std::collections::HashMap<usize, TemplKind>> =
+    /// Every template made on this thread: its kind, and the isolate that made it
+    /// (0 if none was current), whose disposal frees it
+    /// (`free_templates_of_isolate`; they were otherwise kept for the life of the
+    /// process, about 100 KB per isolate).
+    static TEMPLATES: std::cell::RefCell<std::collections::HashMap<usize, (TemplKind, usize)>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -4223,9 +4227,34 @@ pub(crate) enum TemplKind {
 }
 
 fn register_template(p: usize, kind: TemplKind) {
+  let isolate = crate::quickjs::core::current_iso() as usize;
   TEMPLATES.with(|t| {
-    t.borrow_mut().insert(p, kind);
+    t.borrow_mut().insert(p, (kind, isolate));
   });
+}
+
+/// Frees the templates `isolate` made on this thread, once it has been disposed:
+/// templates belong to one isolate (as in V8), and nothing of a disposed isolate
+/// runs again. Templates made on another thread are left alone.
+pub(crate) fn free_templates_of_isolate(isolate: *mut RealIsolate) {
+  let isolate = isolate as usize;
+  if isolate == 0 {
+    return;
+  }
+  let owned: Vec<(usize, TemplKind)> = TEMPLATES.with(|t| {
+    t.borrow_mut()
+      .extract_if(|_, (_, owner)| *owner == isolate)
+      .map(|(p, (kind, _))| (p, kind))
+      .collect()
+  });
+  for (p, kind) in owned {
+    unsafe {
+      match kind {
+        TemplKind::Func => drop(Box::from_raw(p as *mut FnTemplate)),
+        TemplKind::Obj => drop(Box::from_raw(p as *mut ObjTemplate)),
+      }
+    }
+  }
 }
 
 pub(crate) fn is_template_ptr(p: *const c_void) -> bool {
@@ -4239,7 +4268,7 @@ pub(crate) fn template_kind(p: *const c_void) -> Option<TemplKind> {
   if p.is_null() {
     return None;
   }
-  TEMPLATES.with(|t| t.borrow().get(&(p as usize)).copied())
+  TEMPLATES.with(|t| t.borrow().get(&(p as usize)).map(|(kind, _)| *kind))
 }
 
 pub(crate) fn snapshot_function_template_info(
@@ -4289,7 +4318,7 @@ fn with_template_props(
   p: usize,
   f: impl FnOnce(&mut Vec<(JSValue, JSValue, u32)>),
 ) {
-  let kind = TEMPLATES.with(|t| t.borrow().get(&p).copied());
+  let kind = TEMPLATES.with(|t| t.borrow().get(&p).map(|(kind, _)| *kind));
   match kind {
     Some(TemplKind::Func) => {
       let t = unsafe { &mut *(p as *mut FnTemplate) };
@@ -4610,7 +4639,7 @@ fn materialize_template_value(
     return (value, false);
   }
   let raw = unsafe { value.u.ptr } as usize;
-  let kind = TEMPLATES.with(|t| t.borrow().get(&raw).copied());
+  let kind = TEMPLATES.with(|t| t.borrow().get(&raw).map(|(kind, _)| *kind));
   match kind {
     Some(TemplKind::Func) => {
       let f = v8__FunctionTemplate__GetFunction(

@@ -310,6 +310,10 @@ typedef struct JSArena {
 typedef struct JSArenaState {
     struct list_head arena_list[JS_ARENA_BLOCK_SIZE_COUNT];
     struct list_head free_arena_list[JS_ARENA_BLOCK_SIZE_COUNT];
+    /* every large block (above JS_ARENA_MAX_SMALL_SIZE), so that teardown frees
+       them as it frees the arenas: objects still referenced from outside the
+       runtime when it is freed would otherwise leave their large blocks behind */
+    struct list_head large_list;
     _Alignas(JS_ARENA_ALIGN) uint8_t zero_size_block[sizeof(JSMallocBlockHeader)];
 } JSArenaState;
 
@@ -1840,10 +1844,25 @@ static inline JSMallocBlockHeader *arena_zero_block(JSRuntime *rt)
     return (JSMallocBlockHeader *)rt->arena_state.zero_size_block;
 }
 
+/* A large block is [list link][JSMallocBlockHeader][user data]: the link puts
+   it on arena_state.large_list. */
+#define JS_ARENA_LARGE_LINK_SIZE sizeof(struct list_head)
+
+static inline struct list_head *arena_large_link(JSMallocBlockHeader *b)
+{
+    return (struct list_head *)((uint8_t *)b - JS_ARENA_LARGE_LINK_SIZE);
+}
+
+static inline JSMallocBlockHeader *arena_large_block(struct list_head *link)
+{
+    return (JSMallocBlockHeader *)((uint8_t *)link + JS_ARENA_LARGE_LINK_SIZE);
+}
+
 static void js_arena_init(JSRuntime *rt)
 {
     JSArenaState *s = &rt->arena_state;
     int i;
+    init_list_head(&s->large_list);
     arena_zero_block(rt)->u.block_idx = JS_ARENA_FREE_NIL;
     for (i = 0; i < JS_ARENA_BLOCK_SIZE_COUNT; i++) {
         init_list_head(&s->arena_list[i]);
@@ -1889,10 +1908,13 @@ static no_inline JSArena *arena_new(JSRuntime *rt, int block_size_idx)
 static no_inline void *arena_malloc_large(JSRuntime *rt, size_t size)
 {
     JSMallocBlockHeader *b;
-    b = rt->mf.js_malloc(rt->malloc_state.opaque,
-                         sizeof(JSMallocBlockHeader) + size);
-    if (!b)
+    struct list_head *link;
+    link = rt->mf.js_malloc(rt->malloc_state.opaque, JS_ARENA_LARGE_LINK_SIZE +
+                            sizeof(JSMallocBlockHeader) + size);
+    if (!link)
         return NULL;
+    list_add(link, &rt->arena_state.large_list);
+    b = arena_large_block(link);
     b->u.block_idx = JS_ARENA_FREE_NIL;
     b->block_size_idx = 0xff; /* fail safe */
     return b->user_data;
@@ -1901,10 +1923,13 @@ static no_inline void *arena_malloc_large(JSRuntime *rt, size_t size)
 static no_inline void *arena_calloc_large(JSRuntime *rt, size_t size)
 {
     JSMallocBlockHeader *b;
-    b = rt->mf.js_calloc(rt->malloc_state.opaque, 1,
-                         sizeof(JSMallocBlockHeader) + size);
-    if (!b)
+    struct list_head *link;
+    link = rt->mf.js_calloc(rt->malloc_state.opaque, 1, JS_ARENA_LARGE_LINK_SIZE +
+                            sizeof(JSMallocBlockHeader) + size);
+    if (!link)
         return NULL;
+    list_add(link, &rt->arena_state.large_list);
+    b = arena_large_block(link);
     b->u.block_idx = JS_ARENA_FREE_NIL;
     b->block_size_idx = 0xff; /* fail safe */
     return b->user_data;
@@ -1961,7 +1986,9 @@ static void js_arena_free(JSRuntime *rt, void *ptr)
         if (b == arena_zero_block(rt)) {
             /* nothing to do */
         } else {
-            rt->mf.js_free(rt->malloc_state.opaque, b);
+            struct list_head *link = arena_large_link(b);
+            list_del(link);
+            rt->mf.js_free(rt->malloc_state.opaque, link);
         }
     } else {
         unsigned int block_idx = b->u.block_idx;
@@ -1995,9 +2022,9 @@ static size_t js_arena_usable_size(JSRuntime *rt, const void *ptr)
         if (b == arena_zero_block(rt)) {
             return 0;
         } else {
-            size_t size = rt->mf.js_malloc_usable_size(b);
+            size_t size = rt->mf.js_malloc_usable_size(arena_large_link((JSMallocBlockHeader *)b));
             if (size != 0)
-                size -= sizeof(JSMallocBlockHeader);
+                size -= JS_ARENA_LARGE_LINK_SIZE + sizeof(JSMallocBlockHeader);
             return size;
         }
     } else {
@@ -2016,10 +2043,17 @@ static void *js_arena_realloc(JSRuntime *rt, void *ptr, size_t size)
             return js_arena_malloc(rt, size);
         } else {
             JSMallocBlockHeader *nb;
-            nb = rt->mf.js_realloc(rt->malloc_state.opaque, b,
-                                   sizeof(JSMallocBlockHeader) + size);
-            if (!nb)
+            struct list_head *link = arena_large_link(b), *new_link;
+            list_del(link);
+            new_link = rt->mf.js_realloc(rt->malloc_state.opaque, link,
+                                         JS_ARENA_LARGE_LINK_SIZE +
+                                         sizeof(JSMallocBlockHeader) + size);
+            if (!new_link) {
+                list_add(link, &rt->arena_state.large_list);
                 return NULL;
+            }
+            list_add(new_link, &rt->arena_state.large_list);
+            nb = arena_large_block(new_link);
             nb->u.block_idx = JS_ARENA_FREE_NIL;
             nb->block_size_idx = 0xff;
             return nb->user_data;
@@ -2070,13 +2104,18 @@ static void *js_arena_calloc(JSRuntime *rt, size_t count, size_t size)
     return arena_calloc_large(rt, n);
 }
 
-/* free any arenas still mapped at runtime teardown (normally none: empty
-   arenas are released eagerly as their last block is freed) */
+/* free any arenas and large blocks still mapped at runtime teardown (normally
+   none: empty arenas are released eagerly as their last block is freed; what
+   is left belongs to objects the embedder still referenced) */
 static void js_arena_free_all(JSRuntime *rt)
 {
     JSArenaState *s = &rt->arena_state;
     struct list_head *el, *el1;
     int i;
+    list_for_each_safe(el, el1, &s->large_list) {
+        rt->mf.js_free(rt->malloc_state.opaque, el);
+    }
+    init_list_head(&s->large_list);
     for (i = 0; i < JS_ARENA_BLOCK_SIZE_COUNT; i++) {
         list_for_each_safe(el, el1, &s->arena_list[i]) {
             JSArena *ar = list_entry(el, JSArena, link);
