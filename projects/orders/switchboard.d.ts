@@ -349,9 +349,22 @@ declare module "@aerokit/sdk/net" {
     description?: string;
     /**
      * How many isolates run this module, each on its own thread: 1 to 64, or "auto" (one per
-     * core); 1 when absent. Module state is per instance. A literal, read by the scan.
+     * core); 1 when absent. Module state is per instance. This and the options below are a
+     * descriptor's fields of the same names: literals, read by the scan and checked alike.
      */
     instances?: number | "auto";
+    /** The largest message this endpoint accepts, in bytes (the server's default when absent). */
+    maxMessageSize?: number;
+    /** The most connections this endpoint holds at once (no limit of its own when absent). */
+    maxConnections?: number;
+    /** Browser origins allowed to open the endpoint (`Origin` header); any when absent. */
+    allowedOrigins?: string[];
+    /** Calls the handler's `onTick` every `interval` ("500ms", "10s", "1m" or milliseconds). */
+    service?: { interval: string | number };
+    /** permessage-deflate for this endpoint; the server's `--compression` when absent. */
+    compression?: "off" | "shared" | "dedicated";
+    /** The window of "dedicated" compression, 8 to 15 bits (15 when absent). */
+    compressionWindowBits?: number;
   }
 
   /**

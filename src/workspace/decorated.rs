@@ -14,7 +14,9 @@ use std::path::Path;
 
 use deno_ast::{MediaType, TokenOrComment};
 
-use super::descriptor::{is_valid_endpoint, Instances, MAX_INSTANCES};
+use serde_json::{Map, Value};
+
+use super::descriptor::{endpoint_options, is_valid_endpoint, EndpointOptions, OPTION_FIELDS};
 
 /// A file name ending (lower-cased) that marks a module that may declare endpoints.
 pub const DECLARING_SUFFIX: &str = "websocket.ts";
@@ -37,8 +39,9 @@ pub struct Declaration {
     pub endpoint: String,
     /// The optional `description` option, shown in listings (the `name` when absent).
     pub description: Option<String>,
-    /// The optional `instances` option: how many isolates run the module (as a descriptor's).
-    pub instances: Option<Instances>,
+    /// The endpoint options a descriptor could give (`instances`, `maxMessageSize`,
+    /// `compression`, ...), given as literals and checked by the descriptor's own rules.
+    pub options: EndpointOptions,
     /// Options the scan does not know, for a warning.
     pub unknown_options: Vec<String>,
 }
@@ -183,11 +186,13 @@ impl<'a> Tokens<'a> {
             name: None,
             endpoint: String::new(),
             description: None,
-            instances: None,
+            options: EndpointOptions::default(),
             unknown_options: Vec::new(),
         };
         let mut endpoint = None;
-        for (key, value, token) in options {
+        // The options a descriptor could give, as the JSON its file would hold.
+        let mut descriptor_options = Map::new();
+        for (key, value, json) in options {
             let literal = |value: Option<String>| {
                 value.ok_or_else(|| {
                     fail(format!(
@@ -199,30 +204,19 @@ impl<'a> Tokens<'a> {
                 "endpoint" => endpoint = Some(literal(value)?),
                 "name" => declaration.name = Some(literal(value)?),
                 "description" => declaration.description = Some(literal(value)?),
-                "instances" => {
-                    declaration.instances = Some(match (value.as_deref(), token.as_deref()) {
-                        (Some("auto"), _) => Instances::Auto,
-                        (None, Some(number)) => {
-                            match number.parse::<u64>().ok().and_then(Instances::fixed) {
-                                Some(instances) => instances,
-                                None => {
-                                    return Err(fail(format!(
-                                        "{on}: \"instances\" {}",
-                                        Instances::problem(number)
-                                    )))
-                                }
-                            }
-                        }
-                        _ => {
-                            return Err(fail(format!(
-                                "{on}: \"instances\" must be a number literal from 1 to {MAX_INSTANCES}, or \"auto\" (the workspace scan reads it without running the code)"
-                            )))
-                        }
-                    })
+                field if OPTION_FIELDS.contains(&field) => {
+                    let json = json.ok_or_else(|| {
+                        fail(format!(
+                            "{on}: \"{key}\" must be a literal: a number, a string, or an array or object of them (the workspace scan reads it without running the code)"
+                        ))
+                    })?;
+                    descriptor_options.insert(key, json);
                 }
                 _ => declaration.unknown_options.push(key),
             }
         }
+        declaration.options = endpoint_options(&descriptor_options)
+            .map_err(|error| fail(format!("{on}: {error}")))?;
         let endpoint =
             endpoint.ok_or_else(|| fail(format!("{on}: missing required option \"endpoint\"")))?;
         if !is_valid_endpoint(&endpoint) {
@@ -266,10 +260,7 @@ impl<'a> Tokens<'a> {
     /// the value is a plain string literal, and the value's token when it is a single token
     /// (a number, say).
     #[allow(clippy::type_complexity)]
-    fn options(
-        &self,
-        open: usize,
-    ) -> Result<Vec<(String, Option<String>, Option<String>)>, String> {
+    fn options(&self, open: usize) -> Result<Vec<(String, Option<String>, Option<Value>)>, String> {
         let end = self.past_closing(open) - 1;
         let mut properties = Vec::new();
         let mut index = open + 1;
@@ -309,13 +300,103 @@ impl<'a> Tokens<'a> {
                 }
                 _ => None,
             };
-            let token = (self.text(index) == ":" && value_end - value_start == 1)
-                .then(|| self.text(value_start).to_string());
-            properties.push((key, value, token));
+            let literal = (self.text(index) == ":")
+                .then(|| self.json_literal(value_start, value_end))
+                .flatten();
+            properties.push((key, value, literal));
             index = value_end + 1;
         }
         Ok(properties)
     }
+}
+
+impl Tokens<'_> {
+    /// The tokens `start..end` as JSON, when they are a literal: a number (decimal or hex, with
+    /// `_` separators, maybe negative), a string, `true`, `false`, `null`, or an array or object
+    /// of those (object keys as identifiers or strings, trailing commas allowed).
+    fn json_literal(&self, start: usize, end: usize) -> Option<Value> {
+        let mut at = start;
+        let value = self.json_value(&mut at, end)?;
+        (at == end).then_some(value)
+    }
+
+    /// The literal that starts at `at`, moving `at` past it.
+    fn json_value(&self, at: &mut usize, end: usize) -> Option<Value> {
+        if *at >= end {
+            return None;
+        }
+        let token = self.text(*at);
+        *at += 1;
+        match token {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            "null" => Some(Value::Null),
+            "-" => match self.json_value(at, end)? {
+                Value::Number(n) => serde_json::Number::from_f64(-n.as_f64()?).map(Value::Number),
+                _ => None,
+            },
+            "[" => {
+                let mut items = Vec::new();
+                while self.text(*at) != "]" {
+                    items.push(self.json_value(at, end)?);
+                    self.past_separator(at, "]")?;
+                }
+                *at += 1;
+                Some(Value::Array(items))
+            }
+            "{" => {
+                let mut object = Map::new();
+                while self.text(*at) != "}" {
+                    let key = self.text(*at);
+                    let key = string_literal(key)
+                        .or_else(|| is_identifier(key).then(|| key.to_string()))?;
+                    *at += 1;
+                    if self.text(*at) != ":" {
+                        return None;
+                    }
+                    *at += 1;
+                    object.insert(key, self.json_value(at, end)?);
+                    self.past_separator(at, "}")?;
+                }
+                *at += 1;
+                Some(Value::Object(object))
+            }
+            _ => string_literal(token)
+                .map(Value::String)
+                .or_else(|| number_literal(token)),
+        }
+    }
+
+    /// Past the `,` after an array item or object member, or at the `close` that ends them.
+    fn past_separator(&self, at: &mut usize, close: &str) -> Option<()> {
+        match self.text(*at) {
+            "," => {
+                *at += 1;
+                Some(())
+            }
+            text if text == close => Some(()),
+            _ => None,
+        }
+    }
+}
+
+/// A number literal token as JSON: decimal (with a fraction or exponent) or hexadecimal, `_`
+/// separators allowed.
+fn number_literal(token: &str) -> Option<Value> {
+    let digits = token.replace('_', "");
+    if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        return u64::from_str_radix(hex, 16).ok().map(Value::from);
+    }
+    if !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    if let Ok(whole) = digits.parse::<u64>() {
+        return Some(Value::from(whole));
+    }
+    serde_json::Number::from_f64(digits.parse::<f64>().ok()?).map(Value::Number)
 }
 
 /// Whether a token is an identifier (or a keyword, which the caller tells apart).
@@ -348,6 +429,8 @@ fn string_literal(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::CompressionMode;
+    use crate::workspace::descriptor::Instances;
 
     fn endpoints(source: &str) -> Vec<Result<String, String>> {
         declarations(source)
@@ -376,31 +459,63 @@ export class OrderWebsocket {
                 name: Some("sample-websocket-decorator/OrderWebsocket".into()),
                 endpoint: "order-ws".into(),
                 description: None,
-                instances: None,
+                options: EndpointOptions::default(),
                 unknown_options: vec![],
             })]
         );
     }
 
     #[test]
-    fn instances_is_read_as_a_descriptor_field() {
-        let instances = |options: &str| {
+    fn descriptor_options_are_read_as_literals_and_checked_as_a_descriptor_s() {
+        let options = |options: &str| {
             declarations(&format!(
                 "@Websocket({{ endpoint: 'e', {options} }})\nclass A {{}}"
             ))
             .remove(0)
-            .map(|d| d.instances)
+            .map(|d| d.options)
             .map_err(|e| e.message)
         };
+        let instances = |given: &str| options(given).map(|o| o.instances);
         assert_eq!(instances("instances: 2"), Ok(Some(Instances::Fixed(2))));
         assert_eq!(instances("instances: \"auto\""), Ok(Some(Instances::Auto)));
         assert_eq!(
             instances("instances: 0"),
-            Err("@Websocket on class A: \"instances\" must be a whole number from 1 to 64, or \"auto\" (one per core), got 0".into())
+            Err("@Websocket on class A: field \"instances\": must be a whole number from 1 to 64, or \"auto\" (one per core), got 0".into())
         );
         assert!(instances("instances: cores()")
             .unwrap_err()
-            .contains("must be a number literal"));
+            .contains("\"instances\" must be a literal"));
+
+        let all = options(
+            "maxMessageSize: 64 * 1024, maxConnections: 1_000, compression: 'dedicated', compressionWindowBits: 0xA, \
+             allowedOrigins: ['https://a.example', \"https://b.example\",], service: { interval: '2s' }",
+        );
+        assert!(all
+            .unwrap_err()
+            .contains("\"maxMessageSize\" must be a literal"));
+        let all = options(
+            "maxMessageSize: 65536, maxConnections: 1_000, compression: 'dedicated', compressionWindowBits: 0xA, \
+             allowedOrigins: ['https://a.example', \"https://b.example\",], service: { interval: '2s' }",
+        )
+        .unwrap();
+        assert_eq!(all.max_message_size, Some(65536));
+        assert_eq!(all.max_connections, Some(1000));
+        assert!(matches!(
+            all.compression,
+            Some(CompressionMode::Dedicated { .. })
+        ));
+        assert_eq!(
+            all.allowed_origins,
+            Some(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(
+            all.service_interval,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            options("compression: 'fast'").unwrap_err(),
+            "@Websocket on class A: field \"compression\": unknown compression \"fast\": use \"off\", \"shared\" or \"dedicated\"".to_string()
+        );
     }
 
     #[test]

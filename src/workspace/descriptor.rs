@@ -7,6 +7,18 @@ use serde_json::{Map, Value};
 use super::paths::{PathError, WorkspacePaths};
 use crate::limits::CompressionMode;
 
+/// The endpoint options a descriptor may give besides its handler, endpoint and description; a
+/// `@Websocket` decorator may give the same, checked by the same rules ([`endpoint_options`]).
+pub const OPTION_FIELDS: &[&str] = &[
+    "maxMessageSize",
+    "maxConnections",
+    "allowedOrigins",
+    "service",
+    "compression",
+    "compressionWindowBits",
+    "instances",
+];
+
 /// Fields a descriptor may carry; anything else is reported as a warning.
 const KNOWN_FIELDS: &[&str] = &[
     "handler",
@@ -249,7 +261,8 @@ pub fn resolve_handler(handler: &str, paths: &WorkspacePaths) -> Result<PathBuf,
     })
 }
 
-fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, DescriptorError> {
+/// The endpoint options in a descriptor's fields (or a decorator's options, as the same JSON).
+pub fn endpoint_options(object: &Map<String, Value>) -> Result<EndpointOptions, DescriptorError> {
     let invalid =
         |field: &'static str, problem: String| DescriptorError::InvalidOption { field, problem };
     let positive = |field: &'static str, ceiling: u64| -> Result<Option<usize>, DescriptorError> {

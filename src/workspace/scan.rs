@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::decorated::{declarations, may_declare_endpoints};
-use super::descriptor::{parse_descriptor, DescriptorError, EndpointOptions};
+use super::descriptor::{parse_descriptor, DescriptorError, OPTION_FIELDS};
 use super::endpoint::{Endpoint, Problem};
 use super::paths::WorkspacePaths;
 
@@ -172,7 +172,8 @@ impl Scanner<'_> {
                 self.scan.warnings.push(Problem {
                     file: shown.clone(),
                     message: format!(
-                        "@Websocket option \"{option}\" ignored (known: name, endpoint, description)"
+                        "@Websocket option \"{option}\" ignored (known: name, endpoint, description, {})",
+                        OPTION_FIELDS.join(", ")
                     ),
                 });
             }
@@ -187,10 +188,7 @@ impl Scanner<'_> {
                         .description
                         .or(declaration.name)
                         .unwrap_or_default(),
-                    options: EndpointOptions {
-                        instances: declaration.instances,
-                        ..EndpointOptions::default()
-                    },
+                    options: declaration.options,
                 },
                 "@Websocket declaration",
             );

@@ -520,3 +520,61 @@ async fn the_typescript_sample_page_in_headless_chromium() {
     );
     assert!(log.contains("Test user: order #2: 2 x tea (rush)"), "{log}");
 }
+
+#[tokio::test]
+async fn a_decorator_gives_a_descriptor_s_endpoint_options() {
+    let ws = Workspace::new();
+    ws.write(
+        "t/LimitsWebsocket.ts",
+        r#"import { Websocket } from "@aerokit/sdk/net";
+@Websocket({
+  name: "limits",
+  endpoint: "limited-ts",
+  maxMessageSize: 16,
+  allowedOrigins: ["https://app.example"],
+  service: { interval: "1s" },
+})
+export class Limits {}
+export const onMessage = (m: string): string => m;
+export function onTick(): void { console.log("limited tick"); }
+"#,
+    );
+    let server = Server::start(ws.path());
+    let url = server.ws_url("limited-ts");
+    // allowedOrigins: another origin is refused, the listed one served.
+    let (status, _) = connect_with(&url, &[("Origin", "https://evil.example")])
+        .await
+        .expect_err("an origin outside allowedOrigins is refused");
+    assert_eq!(status, 403);
+    let mut client = connect_with(&url, &[("Origin", "https://app.example")])
+        .await
+        .expect("the allowed origin connects");
+    assert_eq!(ask(&mut client, "short").await, "short");
+    // maxMessageSize: a longer message closes the connection with 1009.
+    send_text(&mut client, "longer than sixteen bytes").await;
+    expect_close(&mut client, 1009, "message too big").await;
+    // service: onTick runs.
+    server
+        .stderr
+        .wait_for("the service's tick", |l| l.contains("limited tick"));
+
+    // Options the scan cannot read, or a descriptor would refuse, name the file, line and
+    // column, as a descriptor's errors name its field.
+    let bad = Workspace::new();
+    bad.write(
+        "t/ExprWebsocket.ts",
+        "import { Websocket } from \"@aerokit/sdk/net\";\n@Websocket({ name: \"e\", endpoint: \"expr\", maxMessageSize: 64 * 1024 })\nexport class E {}\n",
+    )
+    .write(
+        "t/RangeWebsocket.ts",
+        "import { Websocket } from \"@aerokit/sdk/net\";\n\n@Websocket({ name: \"r\", endpoint: \"range\", compression: \"fast\" })\nexport class R {}\n",
+    );
+    let (code, out) = run_check(bad.path());
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "t/ExprWebsocket.ts:2:1: @Websocket on class E: \"maxMessageSize\" must be a literal: a number, a string, or an array or object of them (the workspace scan reads it without running the code)",
+        "t/RangeWebsocket.ts:3:1: @Websocket on class R: field \"compression\": unknown compression \"fast\": use \"off\", \"shared\" or \"dedicated\"",
+    ] {
+        assert!(out.lines().any(|l| l == expected), "missing {expected:?} in:\n{out}");
+    }
+}
