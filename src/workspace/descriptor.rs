@@ -19,19 +19,13 @@ pub const OPTION_FIELDS: &[&str] = &[
     "instances",
 ];
 
-/// Fields a descriptor may carry; anything else is reported as a warning.
-const KNOWN_FIELDS: &[&str] = &[
+/// Fields a descriptor may carry besides [`OPTION_FIELDS`]; anything else is reported as a
+/// warning.
+const OTHER_KNOWN_FIELDS: &[&str] = &[
     "handler",
     "endpoint",
     "description",
     "engine",
-    "maxMessageSize",
-    "maxConnections",
-    "allowedOrigins",
-    "service",
-    "compression",
-    "compressionWindowBits",
-    "instances",
     // Written by Dirigible itself into the descriptors it generates: normal, and ignored.
     "location",
     "createdBy",
@@ -201,7 +195,9 @@ pub fn parse_descriptor(text: &str, paths: &WorkspacePaths) -> Result<Descriptor
     let engine = optional_string(&object, "engine")?;
     let warnings = object
         .keys()
-        .filter(|key| !KNOWN_FIELDS.contains(&key.as_str()))
+        .filter(|key| {
+            !OPTION_FIELDS.contains(&key.as_str()) && !OTHER_KNOWN_FIELDS.contains(&key.as_str())
+        })
         .map(|key| format!("unknown field \"{key}\" ignored"))
         .collect();
     let options = endpoint_options(&object)?;
