@@ -46,6 +46,16 @@ pub struct Declaration {
     pub unknown_options: Vec<String>,
 }
 
+/// One property of a decorator's options object.
+struct OptionProperty {
+    /// Its name.
+    key: String,
+    /// Its value, when that is a string literal (a template literal included).
+    text: Option<String>,
+    /// Its value as JSON, when that is a literal (see `json_literal`).
+    json: Option<Value>,
+}
+
 /// A `@Websocket` decorator the scan cannot use: where it is and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{line}:{column}: {message}")]
@@ -192,7 +202,12 @@ impl<'a> Tokens<'a> {
         let mut endpoint = None;
         // The options a descriptor could give, as the JSON its file would hold.
         let mut descriptor_options = Map::new();
-        for (key, value, json) in options {
+        for OptionProperty {
+            key,
+            text: value,
+            json,
+        } in options
+        {
             let literal = |value: Option<String>| {
                 value.ok_or_else(|| {
                     fail(format!(
@@ -257,10 +272,8 @@ impl<'a> Tokens<'a> {
     }
 
     /// The properties of the object literal whose `{` is at `open`: each key, with its value when
-    /// the value is a plain string literal, and the value's token when it is a single token
-    /// (a number, say).
-    #[allow(clippy::type_complexity)]
-    fn options(&self, open: usize) -> Result<Vec<(String, Option<String>, Option<Value>)>, String> {
+    /// the value is a plain string literal, and the value as JSON when it is a literal.
+    fn options(&self, open: usize) -> Result<Vec<OptionProperty>, String> {
         let end = self.past_closing(open) - 1;
         let mut properties = Vec::new();
         let mut index = open + 1;
@@ -303,14 +316,16 @@ impl<'a> Tokens<'a> {
             let literal = (self.text(index) == ":")
                 .then(|| self.json_literal(value_start, value_end))
                 .flatten();
-            properties.push((key, value, literal));
+            properties.push(OptionProperty {
+                key,
+                text: value,
+                json: literal,
+            });
             index = value_end + 1;
         }
         Ok(properties)
     }
-}
 
-impl Tokens<'_> {
     /// The tokens `start..end` as JSON, when they are a literal: a number (decimal or hex, with
     /// `_` separators, maybe negative), a string, `true`, `false`, `null`, or an array or object
     /// of those (object keys as identifiers or strings, trailing commas allowed).
@@ -332,7 +347,10 @@ impl Tokens<'_> {
             "false" => Some(Value::Bool(false)),
             "null" => Some(Value::Null),
             "-" => match self.json_value(at, end)? {
-                Value::Number(n) => serde_json::Number::from_f64(-n.as_f64()?).map(Value::Number),
+                Value::Number(n) => match n.as_i64() {
+                    Some(whole) => Some(Value::from(-whole)),
+                    None => serde_json::Number::from_f64(-n.as_f64()?).map(Value::Number),
+                },
                 _ => None,
             },
             "[" => {
@@ -512,6 +530,10 @@ export class OrderWebsocket {
             all.service_interval,
             Some(std::time::Duration::from_secs(2))
         );
+        // A negative whole number reads as the descriptor's JSON would hold it.
+        assert!(options("maxConnections: -1").unwrap_err().ends_with(
+            "field \"maxConnections\": must be a whole number from 1 to 10000000, got -1"
+        ));
         assert_eq!(
             options("compression: 'fast'").unwrap_err(),
             "@Websocket on class A: field \"compression\": unknown compression \"fast\": use \"off\", \"shared\" or \"dedicated\"".to_string()
