@@ -74,6 +74,8 @@ pub fn init_engine() {
 pub struct RuntimeParts {
     /// The handler module, as shown in logs.
     pub handler: String,
+    /// Which of the handler's instances the runtime is (0 for the first).
+    pub instance: usize,
     /// The workspace's module files, recording what this isolate reads.
     pub modules: ModuleFiles,
     /// What the ops reach.
@@ -138,6 +140,7 @@ pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String
         })),
         extensions: vec![switchboard_api::init(IsolateContext {
             handler: parts.handler,
+            instance: parts.instance,
             modules: parts.modules,
             services: parts.services,
             features: parts.features,
@@ -305,6 +308,7 @@ mod tests {
             })),
             extensions: vec![switchboard_api::init(IsolateContext {
                 handler: "p/h.js".into(),
+                instance: 0,
                 modules,
                 services: Services {
                     connections: Default::default(),

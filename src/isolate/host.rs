@@ -357,6 +357,7 @@ impl IsolateHost {
             features: features.clone(),
             handler_file: handler_file.to_path_buf(),
             handler: handler.to_string(),
+            instance: index,
             modules: modules.clone(),
             services: self.services.clone(),
             idle: idle_sender,
@@ -422,7 +423,10 @@ impl ClientHandlers for IsolateHost {
             let handler = host.isolate_for(client.handler_file()).await;
             drop(host);
             match handler {
-                Ok(handler) => client.run(&*handler).await,
+                Ok(handler) => {
+                    let sink = handler.spread_sink(client.spread());
+                    client.run(&sink).await
+                }
                 Err(error) => client.abandon(&format!("its handler failed to load: {error}")),
             }
         });

@@ -59,6 +59,8 @@ pub struct IsolateSetup {
     pub handler_file: PathBuf,
     /// The handler, as shown in logs.
     pub handler: String,
+    /// Which of the handler's instances this isolate is (0 for the first).
+    pub instance: usize,
     /// The workspace's module files, recording what this isolate reads.
     pub modules: ModuleFiles,
     /// What the ops reach.
@@ -170,6 +172,7 @@ impl HandlerRuntime {
         let limits = setup.services.limits.clone();
         let (mut runtime, internals) = new_runtime(RuntimeParts {
             handler: setup.handler.clone(),
+            instance: setup.instance,
             modules: setup.modules.clone(),
             services: setup.services.clone(),
             features: setup.features.clone(),

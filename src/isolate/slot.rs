@@ -5,8 +5,10 @@
 //! With several instances, each inbound connection is given to one instance for its life (the
 //! one with the fewest open connections, [`HandlerSlot::assign`]): its events run there and its
 //! socket is driven on that instance's thread, so instances use separate cores. Everything else
-//! (outbound clients' events, `onTick`) goes to the first instance; a STOMP session uses one
-//! instance for all it sends to a handler and its link to it, picked by the session's number;
+//! (`onTick`) goes to the first instance; a STOMP session uses one instance for all it sends to a
+//! handler, its `onUpgrade` and its link to it, picked by the session's number; an outbound
+//! client's events run in the instance that created it when its own module handles it (that
+//! instance's module state made it), else in one picked by the client's id;
 //! `onStart` and `onStop` run in every instance, since each has its own module state.
 
 use std::path::PathBuf;
@@ -110,6 +112,27 @@ impl EventSink for InstanceSink {
     }
 }
 
+/// The instance of a handler that a number picks (see [`HandlerSlot::deliver_spread`]): an
+/// outbound client's events go there, all of them to the same instance.
+#[derive(Debug)]
+pub struct SpreadSink {
+    /// The handler.
+    slot: Arc<HandlerSlot>,
+    /// Picks the instance.
+    spread: usize,
+}
+
+impl EventSink for SpreadSink {
+    /// Queues an event for the picked instance, waiting while its queue is full. Fails once the
+    /// handler has been unloaded.
+    fn deliver(
+        &self,
+        event: IsolateEvent,
+    ) -> impl std::future::Future<Output = Result<(), IsolateGone>> + Send {
+        self.slot.deliver_spread(self.spread, event)
+    }
+}
+
 /// Asks `onUpgrade(request)` of the isolate `sink` delivers to.
 async fn ask_upgrade(sink: &impl EventSink, request: String) -> Option<UpgradeDecision> {
     let (decision, answer) = oneshot::channel();
@@ -195,6 +218,14 @@ impl HandlerSlot {
         self.deliver_to(spread % count, event)
     }
 
+    /// A sink for the instance that `spread` picks, the same for every event.
+    pub fn spread_sink(self: &Arc<Self>, spread: usize) -> SpreadSink {
+        SpreadSink {
+            slot: self.clone(),
+            spread,
+        }
+    }
+
     /// Gives a new inbound connection to the instance with the fewest open connections (the
     /// first of those, on a tie). None if the handler is not running.
     pub fn assign(self: &Arc<Self>) -> Option<InstanceSink> {
@@ -270,10 +301,15 @@ impl HandlerSlot {
             .any(|ran| ran)
     }
 
-    /// Asks the first instance's `onUpgrade(request)` (for a STOMP session); None if the
-    /// handler is gone or failed to answer.
-    pub async fn upgrade(&self, request: String) -> Option<UpgradeDecision> {
-        ask_upgrade(self, request).await
+    /// Asks `onUpgrade(request)` of the instance a STOMP session uses (`spread`, see
+    /// [`HandlerSlot::deliver_spread`]), where its messages will run; None if the handler is
+    /// gone or failed to answer.
+    pub async fn upgrade(&self, spread: usize, request: String) -> Option<UpgradeDecision> {
+        let (decision, answer) = oneshot::channel();
+        self.deliver_spread(spread, IsolateEvent::Upgrade { request, decision })
+            .await
+            .ok()?;
+        answer.await.ok()
     }
 
     /// Queues `onMessage(text, from)` for a STOMP session's message to `endpoint` (or, for an

@@ -183,3 +183,54 @@ async fn a_websocket_decorator_asks_for_instances_too() {
     let mut second = server.connect("hot-ts").await;
     assert_ne!(ask(&mut first, "who").await, ask(&mut second, "who").await);
 }
+
+#[tokio::test]
+async fn a_client_runs_its_events_in_the_instance_that_created_it() {
+    // A bridge: each inbound connection's first message names B's URL, and A relays both ways
+    // through a client it handles itself. Which inbound connection a client belongs to is
+    // module state of the instance that created the client: were the client's events run in
+    // another instance, `inboundOf` there would not know it and the relay would throw.
+    let ws = Workspace::new();
+    ws.write(
+        "bridge/a.websocket",
+        r#"{"handler": "bridge/a", "endpoint": "a", "instances": 2}"#,
+    )
+    .write(
+        "bridge/a.js",
+        r#"
+        const websockets = require("net/websockets");
+        const me = Math.random().toString(36).slice(2, 10);
+        const clientOf = new Map(); // inbound connection id -> client to B
+        const inboundOf = new Map(); // client id -> inbound connection
+        exports.onMessage = (m, s) => {
+          if (!s.endpoint) return inboundOf.get(s.id).send(`${me} relayed: ${m}`);
+          if (m === "who") return me;
+          const client = clientOf.get(s.id);
+          if (client) return client.send(m);
+          const created = websockets.createWebsocket(m, "bridge/a");
+          clientOf.set(s.id, created);
+          inboundOf.set(created.id, s);
+        };
+        "#,
+    )
+    .endpoint("other", "b", "other/b")
+    .write("other/b.js", "exports.onMessage = (m) => `B says ${m}`;");
+    let server = Server::start(ws.path());
+    let mut first = server.connect("a").await;
+    let mut second = server.connect("a").await;
+    let first_instance = ask(&mut first, "who").await;
+    let second_instance = ask(&mut second, "who").await;
+    assert_ne!(first_instance, second_instance);
+    for client in [&mut first, &mut second] {
+        send_text(client, &server.ws_url("b")).await;
+    }
+    assert_eq!(
+        ask(&mut first, "one").await,
+        format!("{first_instance} relayed: B says one")
+    );
+    assert_eq!(
+        ask(&mut second, "two").await,
+        format!("{second_instance} relayed: B says two")
+    );
+    assert_eq!(server.stderr.count(|l| l.contains("TypeError")), 0);
+}

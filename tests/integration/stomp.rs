@@ -853,6 +853,39 @@ async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
     assert!(first_again.ends_with("message 2"), "{first_again}");
 }
 
+#[tokio::test]
+async fn a_stomp_sessions_on_upgrade_runs_in_the_instance_its_messages_run_in() {
+    let ws = Workspace::new();
+    ws.write(
+        "p/e.websocket",
+        r#"{"handler": "p/h", "endpoint": "e", "instances": 2}"#,
+    )
+    .write(
+        "p/h.js",
+        r#"const me = Math.random().toString(36).slice(2, 10);
+           let upgrades = 0;
+           exports.onUpgrade = () => { upgrades++; return true; };
+           exports.onMessage = (m, from) => `${from} in ${me} after ${upgrades} upgrade(s)`;"#,
+    );
+    let server = Server::start(ws.path());
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut stomp = Stomp::connected(&server).await;
+        stomp
+            .send("SUBSCRIBE\nid:0\ndestination:/user/queue/reply/e\nreceipt:s\n\n\0")
+            .await;
+        assert_eq!(stomp.frame().await, "RECEIPT\nreceipt-id:s\n\n\0");
+        sessions.push(stomp);
+    }
+    let first = ask_instance(&mut sessions[0]).await;
+    let second = ask_instance(&mut sessions[1]).await;
+    let instance = |reply: &str| reply.split(' ').nth(2).unwrap_or_default().to_string();
+    assert_ne!(instance(&first), instance(&second), "{first} / {second}");
+    // Each instance's module state saw the upgrade of the session whose messages it runs.
+    assert!(first.ends_with("after 1 upgrade(s)"), "{first}");
+    assert!(second.ends_with("after 1 upgrade(s)"), "{second}");
+}
+
 /// SENDs to endpoint `e` and returns the reply's text.
 async fn ask_instance(stomp: &mut Stomp) -> String {
     stomp

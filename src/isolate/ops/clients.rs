@@ -92,6 +92,7 @@ pub fn op_ws_client_create(
         handler: paths.display(&handler_file),
         handler_file,
         creator: context.handler.clone(),
+        creator_instance: context.instance,
         options,
         workspace_root: paths.root().to_path_buf(),
         queue: limits.send_queue,

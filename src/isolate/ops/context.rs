@@ -29,6 +29,10 @@ pub struct Services {
 pub struct IsolateContext {
     /// The handler module this isolate runs, as shown in logs (`my-project/ws-handler.js`).
     pub handler: String,
+    /// Which of the handler's instances this isolate is (0 for the first): the clients it
+    /// creates for its own module run their events here, where the module state that made them
+    /// lives.
+    pub instance: usize,
     /// Resolves and reads `require()`d modules inside the workspace, recording what was read.
     pub modules: ModuleFiles,
     /// Connections, clients, limits and counters.

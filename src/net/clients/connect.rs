@@ -36,6 +36,8 @@ pub struct ClientRequest {
     pub handler_file: PathBuf,
     /// The handler module that creates the client.
     pub creator: String,
+    /// Which instance of its module creates it (0 for the first).
+    pub creator_instance: usize,
     /// The options object.
     pub options: ClientOptions,
     /// Anchors a relative `tls.ca` path.
@@ -70,9 +72,17 @@ pub fn create(
         },
         sender,
     );
+    // A client handled by its creator's own module runs its events where the creator's module
+    // state is; another module's clients are spread over its instances by id.
+    let spread = if entry.handler == entry.creator {
+        request.creator_instance
+    } else {
+        id as usize
+    };
     let connection = ClientConnection {
         id,
         entry,
+        spread,
         prepared,
         queue,
         registry: registry.clone(),
@@ -182,6 +192,10 @@ pub struct ClientConnection {
     id: ClientId,
     /// Its registry entry.
     entry: Arc<ClientEntry>,
+    /// Picks the instance of its handler that runs its events (see
+    /// `HandlerSlot::deliver_spread`): the creator's instance, when the creator's module handles
+    /// it; else the client's id.
+    spread: usize,
     /// The request, checked.
     prepared: Prepared,
     /// What its pump writes.
@@ -221,6 +235,12 @@ impl ClientConnection {
         &self.entry.handler_file
     }
 
+    /// Picks the instance of its handler that runs its events: its creator's, when the
+    /// creator's module handles it (where the module state that made it is), else one by id.
+    pub fn spread(&self) -> usize {
+        self.spread
+    }
+
     /// The client's handler could not be started: the client ends without connecting.
     pub fn abandon(self, why: &str) {
         tracing::error!(client = self.id, uri = %self.entry.uri, "client not started: {why}");
@@ -233,6 +253,7 @@ impl ClientConnection {
         let ClientConnection {
             id,
             entry,
+            spread: _,
             prepared,
             queue,
             registry,

@@ -479,19 +479,21 @@ impl Session {
         let mut request = self.peer.request.clone();
         request["endpoint"] = endpoint.name.clone().into();
         let limit = self.state.runtime.limits.event_time + std::time::Duration::from_secs(1);
-        let decision = match tokio::time::timeout(limit, handler.upgrade(request.to_string())).await
-        {
-            Ok(Some(UpgradeDecision::Accept { data })) => Ok(data),
-            Ok(Some(UpgradeDecision::Refuse { reason, .. })) => Err(reason),
-            Ok(None) => Err(format!(
-                "endpoint \"{}\": its handler is not available",
-                endpoint.name
-            )),
-            Err(_) => Err(format!(
-                "endpoint \"{}\": onUpgrade did not answer in time",
-                endpoint.name
-            )),
-        };
+        let decision =
+            match tokio::time::timeout(limit, handler.upgrade(self.spread, request.to_string()))
+                .await
+            {
+                Ok(Some(UpgradeDecision::Accept { data })) => Ok(data),
+                Ok(Some(UpgradeDecision::Refuse { reason, .. })) => Err(reason),
+                Ok(None) => Err(format!(
+                    "endpoint \"{}\": its handler is not available",
+                    endpoint.name
+                )),
+                Err(_) => Err(format!(
+                    "endpoint \"{}\": onUpgrade did not answer in time",
+                    endpoint.name
+                )),
+            };
         self.inner.lock().decisions.insert(name, decision.clone());
         decision
     }
