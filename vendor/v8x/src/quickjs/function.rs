@@ -230,7 +230,11 @@ struct FnTemplate {
   constructable: bool,
   length: i32,
   class_name: Option<std::string::String>,
+  /// The prototype template, made on first use (`proto_template`); null until then.
   proto: *mut ObjTemplate,
+  /// The instance template, made on first use (`instance_template`); null until then.
+  /// Most templates are deno_core's op functions, which never use either: two empty
+  /// object templates each were ~490 bytes per op per isolate.
   instance: *mut ObjTemplate,
   parent: *const FnTemplate,
   signature: *const FnTemplate,
@@ -316,11 +320,6 @@ impl ObjTemplate {
         parent_fn,
       }),
     }
-  }
-
-  /// Bare template for tape replay.
-  fn default_for_tape() -> ObjTemplate {
-    Self::new(std::ptr::null())
   }
 
   unsafe fn state(&self) -> &ObjTemplateState {
@@ -4278,7 +4277,11 @@ pub(crate) fn snapshot_function_template_info(
     return None;
   }
   let template = unsafe { &*(template as *const FnTemplate) };
-  let instance = unsafe { (&*template.instance).state() };
+  let instance_internal_field_count = if template.instance.is_null() {
+    0
+  } else {
+    unsafe { (&*template.instance).state() }.internal_field_count
+  };
   Some(SnapshotFunctionTemplateInfo {
     callback: template.callback,
     data_external: external_pointer_from_value(template.data),
@@ -4287,7 +4290,7 @@ pub(crate) fn snapshot_function_template_info(
     class_name: template.class_name.clone(),
     cached_proto: jsv_is_object(&template.cached_proto)
       .then_some(template.cached_proto),
-    instance_internal_field_count: instance.internal_field_count,
+    instance_internal_field_count,
   })
 }
 
@@ -4307,9 +4310,12 @@ pub(crate) fn restore_function_template_from_snapshot(
   if let Some(cached_proto) = cached_proto {
     template_mut.cached_proto = cached_proto;
   }
-  unsafe {
-    (*template_mut.instance).state_mut().internal_field_count =
-      instance_internal_field_count;
+  if instance_internal_field_count != 0 {
+    let instance = instance_template(template as *const FnTemplate);
+    unsafe {
+      (*instance).state_mut().internal_field_count =
+        instance_internal_field_count;
+    }
   }
   template
 }
@@ -4415,18 +4421,14 @@ pub extern "C" fn v8__FunctionTemplate__New(
       jsv_undefined()
     }
   };
-  let proto = Box::into_raw(Box::new(ObjTemplate::new(ptr::null())));
-  let instance = Box::into_raw(Box::new(ObjTemplate::new(ptr::null())));
-  register_template(proto as usize, TemplKind::Obj);
-  register_template(instance as usize, TemplKind::Obj);
   let t = Box::into_raw(Box::new(FnTemplate {
     callback,
     data,
     constructable,
     length,
     class_name: None,
-    proto,
-    instance,
+    proto: ptr::null_mut(),
+    instance: ptr::null_mut(),
     parent: ptr::null(),
     signature,
     props: Vec::new(),
@@ -4434,9 +4436,28 @@ pub extern "C" fn v8__FunctionTemplate__New(
     cached_proto: jsv_undefined(),
     fast_overloads,
   }));
-  unsafe { (*instance).state_mut().parent_fn = t };
   register_template(t as usize, TemplKind::Func);
   t as *const FunctionTemplate
+}
+
+/// The prototype template of `t`, made (and registered to the current isolate) on first use.
+fn proto_template(t: *const FnTemplate) -> *mut ObjTemplate {
+  let t = unsafe { &mut *(t as *mut FnTemplate) };
+  if t.proto.is_null() {
+    t.proto = Box::into_raw(Box::new(ObjTemplate::new(ptr::null())));
+    register_template(t.proto as usize, TemplKind::Obj);
+  }
+  t.proto
+}
+
+/// The instance template of `t`, made (and registered to the current isolate) on first use.
+fn instance_template(tp: *const FnTemplate) -> *mut ObjTemplate {
+  let t = unsafe { &mut *(tp as *mut FnTemplate) };
+  if t.instance.is_null() {
+    t.instance = Box::into_raw(Box::new(ObjTemplate::new(tp)));
+    register_template(t.instance as usize, TemplKind::Obj);
+  }
+  t.instance
 }
 
 /// Tape replay: reconstruct a FunctionTemplate (same struct the C-ABI ctor
@@ -4454,18 +4475,14 @@ pub(crate) fn tape_make_template(
     }
     _ => jsv_undefined(),
   };
-  let proto = Box::into_raw(Box::new(ObjTemplate::default_for_tape()));
-  let instance = Box::into_raw(Box::new(ObjTemplate::default_for_tape()));
-  register_template(proto as usize, TemplKind::Obj);
-  register_template(instance as usize, TemplKind::Obj);
   let t = Box::into_raw(Box::new(FnTemplate {
     callback,
     data,
     constructable,
     length,
     class_name: None,
-    proto,
-    instance,
+    proto: ptr::null_mut(),
+    instance: ptr::null_mut(),
     parent: ptr::null(),
     signature: ptr::null(),
     props: Vec::new(),
@@ -4473,7 +4490,6 @@ pub(crate) fn tape_make_template(
     cached_proto: jsv_undefined(),
     fast_overloads: Vec::new(),
   }));
-  unsafe { (*instance).state_mut().parent_fn = t };
   register_template(t as usize, TemplKind::Func);
   t as *const FunctionTemplate
 }
@@ -4491,6 +4507,13 @@ pub extern "C" fn v8__FunctionTemplate__GetFunction(
     return ptr::null();
   }
   let _tm = timing::now();
+  // A constructable function needs its instance template; another has one only if it was
+  // asked for (null otherwise, which also lets its dispatch entry be shared).
+  let instance = if unsafe { (*(this as *const FnTemplate)).constructable } {
+    instance_template(this as *const FnTemplate)
+  } else {
+    unsafe { (*(this as *const FnTemplate)).instance }
+  };
   let t = unsafe { &*(this as *const FnTemplate) };
 
   let f = unsafe {
@@ -4500,7 +4523,7 @@ pub extern "C" fn v8__FunctionTemplate__GetFunction(
       t.data,
       t.length,
       t.constructable && t.signature.is_null(),
-      t.instance,
+      instance,
       t.signature,
       t.fast_overloads.clone(),
     )
@@ -4524,6 +4547,14 @@ pub extern "C" fn v8__FunctionTemplate__GetFunction(
 
   apply_props(ctx, f, &t.props);
   apply_accessors(ctx, f, &t.accessors);
+
+  // As V8 does for `ConstructorBehavior::kThrow` (`RemovePrototype`): a function that cannot
+  // construct has no `prototype` (deno_core's op functions; an object and its `constructor`
+  // each, per op per isolate). One whose template was given a prototype or parent keeps it.
+  if !t.constructable && t.proto.is_null() && t.parent.is_null() {
+    timing::add(&timing::GETFN_N, &timing::GETFN_T, _tm);
+    return intern::<Function>(f);
+  }
 
   let proto_obj =
     unsafe { build_prototype_object(ctx, this as *const FnTemplate) };
@@ -4557,7 +4588,7 @@ unsafe fn build_prototype_object(
   }
   let _tm = timing::now();
   let proto_obj = unsafe { JS_NewObject(ctx) };
-  let proto = unsafe { (&*t.proto).state() };
+  let proto = unsafe { (&*proto_template(tp)).state() };
   if std::env::var_os("QJS_DEBUG_TMPL").is_some() {
     eprintln!(
       "[QJS build_proto] class={:?} n_props={} n_accessors={}",
@@ -4826,8 +4857,7 @@ pub extern "C" fn v8__FunctionTemplate__PrototypeTemplate(
   if this.is_null() {
     return ptr::null();
   }
-  let t = unsafe { &*(this as *const FnTemplate) };
-  t.proto as *const ObjectTemplate
+  proto_template(this as *const FnTemplate) as *const ObjectTemplate
 }
 
 #[unsafe(no_mangle)]
@@ -4837,8 +4867,7 @@ pub extern "C" fn v8__FunctionTemplate__InstanceTemplate(
   if this.is_null() {
     return ptr::null();
   }
-  let t = unsafe { &*(this as *const FnTemplate) };
-  t.instance as *const ObjectTemplate
+  instance_template(this as *const FnTemplate) as *const ObjectTemplate
 }
 
 #[unsafe(no_mangle)]
