@@ -84,6 +84,11 @@
   // deno_core leaves its own bootstrap data (core, internals, primordials) on the global object
   // for its embedders' bootstrap code, which is done now.
   delete globalThis.__bootstrap;
+  // deno_core also keeps a copy of that data for extension scripts loaded later (none are here),
+  // and the copy held every primordial alive: ~800 functions and names, of which deno_core's own
+  // code captured the hundred or so it uses. An empty copy lets the rest go; the Rust side
+  // collects them when the boot is done (vendor/README.md, deno_core-lean-boot.patch).
+  core.ops.op_set_captured_bootstrap({ __proto__: null });
   delete globalThis.Deno;
 
   return Object.freeze({

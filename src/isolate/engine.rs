@@ -155,6 +155,9 @@ pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String
         last = Some(value);
     }
     let entry_points = last.ok_or("no runtime JavaScript")?;
+    // What the boot let go of (deno_core's unused primordials, released by 09_globals.js) is held
+    // in reference cycles, which only a collection frees: one now, before the isolate settles.
+    runtime.v8_isolate().low_memory_notification();
     let internals = {
         deno_core::scope!(scope, &mut runtime);
         let object = v8::Local::new(scope, &entry_points);
