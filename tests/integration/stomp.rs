@@ -814,19 +814,15 @@ async fn origins_on_upgrade_limits_and_metrics_apply_to_stomp() {
     drop((evil, anonymous, ann, second, fifth));
 }
 
-#[tokio::test]
-async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
+/// Endpoint `e` with two instances of `handler` (whose replies read `{from} in {instance} ...`),
+/// and two STOMP sessions subscribed to its replies.
+async fn two_sessions_on_two_instances(handler: &str) -> (Workspace, Server, Vec<Stomp>) {
     let ws = Workspace::new();
     ws.write(
         "p/e.websocket",
         r#"{"handler": "p/h", "endpoint": "e", "instances": 2}"#,
     )
-    .write(
-        "p/h.js",
-        r#"const me = Math.random().toString(36).slice(2, 10);
-           let seen = 0;
-           exports.onMessage = (m, from) => `${from} in ${me} message ${++seen}`;"#,
-    );
+    .write("p/h.js", handler);
     let server = Server::start(ws.path());
     let mut sessions = Vec::new();
     for _ in 0..2 {
@@ -837,10 +833,25 @@ async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
         assert_eq!(stomp.frame().await, "RECEIPT\nreceipt-id:s\n\n\0");
         sessions.push(stomp);
     }
+    (ws, server, sessions)
+}
+
+/// The instance a reply `{from} in {instance} ...` names.
+fn instance(reply: &str) -> String {
+    reply.split(' ').nth(2).unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
+    let (_ws, _server, mut sessions) = two_sessions_on_two_instances(
+        r#"const me = Math.random().toString(36).slice(2, 10);
+           let seen = 0;
+           exports.onMessage = (m, from) => `${from} in ${me} message ${++seen}`;"#,
+    )
+    .await;
     let first = ask_instance(&mut sessions[0]).await;
     let second = ask_instance(&mut sessions[1]).await;
     let first_again = ask_instance(&mut sessions[0]).await;
-    let instance = |reply: &str| reply.split(' ').nth(2).unwrap_or_default().to_string();
     // Two sessions, two instances; a session keeps its instance (and that instance's state).
     assert_ne!(instance(&first), instance(&second), "{first} / {second}");
     assert_eq!(
@@ -855,31 +866,15 @@ async fn stomp_sessions_are_spread_over_instances_one_instance_per_session() {
 
 #[tokio::test]
 async fn a_stomp_sessions_on_upgrade_runs_in_the_instance_its_messages_run_in() {
-    let ws = Workspace::new();
-    ws.write(
-        "p/e.websocket",
-        r#"{"handler": "p/h", "endpoint": "e", "instances": 2}"#,
-    )
-    .write(
-        "p/h.js",
+    let (_ws, _server, mut sessions) = two_sessions_on_two_instances(
         r#"const me = Math.random().toString(36).slice(2, 10);
            let upgrades = 0;
            exports.onUpgrade = () => { upgrades++; return true; };
            exports.onMessage = (m, from) => `${from} in ${me} after ${upgrades} upgrade(s)`;"#,
-    );
-    let server = Server::start(ws.path());
-    let mut sessions = Vec::new();
-    for _ in 0..2 {
-        let mut stomp = Stomp::connected(&server).await;
-        stomp
-            .send("SUBSCRIBE\nid:0\ndestination:/user/queue/reply/e\nreceipt:s\n\n\0")
-            .await;
-        assert_eq!(stomp.frame().await, "RECEIPT\nreceipt-id:s\n\n\0");
-        sessions.push(stomp);
-    }
+    )
+    .await;
     let first = ask_instance(&mut sessions[0]).await;
     let second = ask_instance(&mut sessions[1]).await;
-    let instance = |reply: &str| reply.split(' ').nth(2).unwrap_or_default().to_string();
     assert_ne!(instance(&first), instance(&second), "{first} / {second}");
     // Each instance's module state saw the upgrade of the session whose messages it runs.
     assert!(first.ends_with("after 1 upgrade(s)"), "{first}");
