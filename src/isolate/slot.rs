@@ -115,14 +115,14 @@ impl EventSink for InstanceSink {
 /// The instance of a handler that a number picks (see [`HandlerSlot::deliver_spread`]): an
 /// outbound client's events go there, all of them to the same instance.
 #[derive(Debug)]
-pub struct SpreadSink {
+pub struct SpreadSink<'a> {
     /// The handler.
-    slot: Arc<HandlerSlot>,
+    slot: &'a HandlerSlot,
     /// Picks the instance.
     spread: usize,
 }
 
-impl EventSink for SpreadSink {
+impl EventSink for SpreadSink<'_> {
     /// Queues an event for the picked instance, waiting while its queue is full. Fails once the
     /// handler has been unloaded.
     fn deliver(
@@ -219,11 +219,8 @@ impl HandlerSlot {
     }
 
     /// A sink for the instance that `spread` picks, the same for every event.
-    pub fn spread_sink(self: &Arc<Self>, spread: usize) -> SpreadSink {
-        SpreadSink {
-            slot: self.clone(),
-            spread,
-        }
+    pub fn spread_sink(&self, spread: usize) -> SpreadSink<'_> {
+        SpreadSink { slot: self, spread }
     }
 
     /// Gives a new inbound connection to the instance with the fewest open connections (the
@@ -305,11 +302,7 @@ impl HandlerSlot {
     /// [`HandlerSlot::deliver_spread`]), where its messages will run; None if the handler is
     /// gone or failed to answer.
     pub async fn upgrade(&self, spread: usize, request: String) -> Option<UpgradeDecision> {
-        let (decision, answer) = oneshot::channel();
-        self.deliver_spread(spread, IsolateEvent::Upgrade { request, decision })
-            .await
-            .ok()?;
-        answer.await.ok()
+        ask_upgrade(&self.spread_sink(spread), request).await
     }
 
     /// Queues `onMessage(text, from)` for a STOMP session's message to `endpoint` (or, for an
