@@ -354,6 +354,74 @@ mod tests {
         assert!(outcome.starts_with("33 ops"), "{outcome}");
     }
 
+    /// The names deno_core's own scripts take from its primordials: each `const { ... } =
+    /// ...primordials;` and each `primordials.Name` read (comments left out).
+    fn primordials_taken_by(script: &str) -> Vec<String> {
+        let code: String = script
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut names = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(start) = rest.find("const {") {
+            let after = &rest[start + "const {".len()..];
+            let Some(close) = after.find('}') else { break };
+            let tail = after[close + 1..].split(';').next().unwrap_or("");
+            if tail.trim_start().starts_with('=') && tail.trim_end().ends_with("primordials") {
+                names.extend(
+                    after[..close]
+                        .split(',')
+                        .map(|part| part.split(':').next().unwrap_or("").trim().to_string())
+                        .filter(|name| !name.is_empty()),
+                );
+            }
+            rest = &after[close..];
+        }
+        for (at, _) in code.match_indices("primordials.") {
+            let after = &code[at + "primordials.".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '$')
+                .collect();
+            let next = after[name.len()..].trim_start();
+            let assigned = next.starts_with('=') && !next.starts_with("==");
+            if !name.is_empty() && !assigned {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The vendored deno_core makes only the primordials its own scripts take
+    /// (`deno_core-lean-boot.patch`): every name any of them takes exists after its boot.
+    #[test]
+    fn primordials_kept_cover_every_consumer() {
+        let scripts = [
+            include_str!("../../vendor/deno_core/00_primordials.js"),
+            include_str!("../../vendor/deno_core/00_infra.js"),
+            include_str!("../../vendor/deno_core/01_core.js"),
+            include_str!("../../vendor/deno_core/02_timers.js"),
+        ];
+        let mut names: Vec<String> = scripts
+            .iter()
+            .flat_map(|s| primordials_taken_by(s))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 50, "the scan found only {names:?}");
+        init_engine();
+        let mut runtime = JsRuntime::new(RuntimeOptions::default());
+        let check = format!(
+            "JSON.stringify({}.filter((name) => globalThis.__bootstrap.primordials[name] === undefined))",
+            serde_json::to_string(&names).unwrap()
+        );
+        let missing = runtime.execute_script("check", check).unwrap();
+        deno_core::scope!(scope, &mut runtime);
+        let missing = v8::Local::new(scope, &missing).to_rust_string_lossy(scope);
+        assert_eq!(missing, "[]", "taken from primordials but not made");
+    }
+
     #[test]
     fn the_commonjs_prefix_matches_the_runtime_javascript() {
         let (_, commonjs) = RUNTIME_JS

@@ -36,6 +36,64 @@
 (() => {
   const primordials = {};
 
+  // Switchboard (vendor/README.md): of the copies of built-in functions below, only those that
+  // deno_core's own scripts take are made. Copying all of them made every built-in function of
+  // the context (~500, most never called again) and ~800 bound copies and names, which the
+  // isolate carried for its whole life or left behind as scattered garbage. Switchboard's test
+  // `primordials_kept_cover_every_consumer` (src/isolate/engine.rs) fails if a script of
+  // deno_core takes a name missing here. The constructors and namespaces themselves
+  // (`primordials.Array`, ...) and the `Safe*` classes are all still made.
+  const kept = new Set([
+    "ArrayPrototypeFill",
+    "ArrayPrototypeForEach",
+    "ArrayPrototypeJoin",
+    "ArrayPrototypeMap",
+    "ArrayPrototypePush",
+    "ErrorCaptureStackTrace",
+    "FunctionPrototypeBind",
+    "FunctionPrototypeCall",
+    "MapIteratorPrototypeNext",
+    "MapPrototypeDelete",
+    "MapPrototypeGet",
+    "MapPrototypeHas",
+    "MapPrototypeSet",
+    "MapPrototypeSymbolIterator",
+    "MathMax",
+    "MathTrunc",
+    "NumberMIN_SAFE_INTEGER",
+    "ObjectAssign",
+    "ObjectDefineProperties",
+    "ObjectDefineProperty",
+    "ObjectFreeze",
+    "ObjectFromEntries",
+    "ObjectHasOwn",
+    "ObjectKeys",
+    "ObjectPrototypeIsPrototypeOf",
+    "ObjectSetPrototypeOf",
+    "PromisePrototype",
+    "PromisePrototypeThen",
+    "PromiseReject",
+    "PromiseResolve",
+    "ReflectOwnKeys",
+    "SetIteratorPrototypeNext",
+    "SetPrototypeSymbolIterator",
+    "StringIteratorPrototypeNext",
+    "StringPrototypeSlice",
+    "StringPrototypeSplit",
+    "StringPrototypeSymbolIterator",
+    "SymbolFor",
+    "SymbolIterator",
+    "TypedArrayPrototypeGetLength",
+    "TypedArrayPrototypeGetSymbolToStringTag",
+    "TypedArrayPrototypeJoin",
+    "TypedArrayPrototypeSlice",
+  ]);
+  // Whether a copy of `prefix`'s property `newKey` is kept under any of its names. Asked before
+  // the property is read: reading it makes the built-in.
+  const isKept = (prefix, newKey) =>
+    kept.has(`${prefix}${newKey}`) || kept.has(`${prefix}${newKey}Apply`) ||
+    kept.has(`${prefix}Get${newKey}`) || kept.has(`${prefix}Set${newKey}`);
+
   const {
     defineProperty: ReflectDefineProperty,
     getOwnPropertyDescriptor: ReflectGetOwnPropertyDescriptor,
@@ -99,6 +157,7 @@
   function copyPropsRenamed(src, dest, prefix) {
     for (const key of ReflectOwnKeys(src)) {
       const newKey = getNewKey(key);
+      if (!isKept(prefix, newKey)) continue;
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);
@@ -121,6 +180,7 @@
   function copyPropsRenamedBound(src, dest, prefix) {
     for (const key of ReflectOwnKeys(src)) {
       const newKey = getNewKey(key);
+      if (!isKept(prefix, newKey)) continue;
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);
@@ -145,6 +205,7 @@
   function copyPrototype(src, dest, prefix) {
     for (const key of ReflectOwnKeys(src)) {
       const newKey = getNewKey(key);
+      if (!isKept(prefix, newKey)) continue;
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);

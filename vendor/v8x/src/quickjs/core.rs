@@ -1413,7 +1413,13 @@ pub(crate) fn install_default_globals(
   isolate: *mut RealIsolate,
   ctx: *mut JSContext,
 ) {
-  install_default_globals_inner(isolate, ctx, true, true);
+  // The intrinsics registry is how a snapshot refers to built-ins. Filling it walks every
+  // built-in (making each one on first use makes them all) and holds them for the context's
+  // life, about 680 functions; only an isolate that makes snapshots needs it from the start
+  // (`capture_context` and `replay_context` refresh it themselves).
+  let make_registry =
+    isolate.is_null() || iso_state(isolate).is_snapshot_creator;
+  install_default_globals_inner(isolate, ctx, true, make_registry);
 }
 
 fn install_snapshot_restore_prerequisites(

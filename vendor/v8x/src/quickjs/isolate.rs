@@ -1065,6 +1065,11 @@ pub(crate) unsafe extern "C" fn memory_limit_handler(
   maybe_drive_near_heap_limit_callback(iso);
 
   let st = iso_state(iso);
+  if st.is_terminating() {
+    // The callback terminated the running script (as deno_core's embedders do near the limit):
+    // stop it at its next interrupt poll, while the raised limit still leaves room to unwind.
+    unsafe { v82jsc_interrupt_soon(rt) };
+  }
   if st.near_heap_limit_callback.load(Ordering::Acquire) == 0 {
     // V8 treats an exhausted heap as fatal. QuickJS reports an ordinary OOM,
     // which leaves embedders unable to allocate while unwinding that error.

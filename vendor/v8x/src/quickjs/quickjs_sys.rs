@@ -326,6 +326,7 @@ unsafe extern "C" {
   pub fn JS_GetGCThreshold(rt: *mut JSRuntime) -> usize;
   pub fn JS_SetGCThreshold(rt: *mut JSRuntime, gc_threshold: usize);
   pub fn JS_RunGC(rt: *mut JSRuntime);
+  pub fn v82jsc_interrupt_soon(rt: *mut JSRuntime);
   pub fn JS_ClearKeptObjects(rt: *mut JSRuntime);
   pub fn v82jsc_new_weak_ref(ctx: *mut JSContext, target: JSValue) -> JSValue;
   pub fn v82jsc_weak_ref_is_live(weak_ref: JSValue) -> bool;

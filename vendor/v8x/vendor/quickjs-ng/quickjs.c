@@ -9366,6 +9366,20 @@ static no_inline __exception int __js_poll_interrupts(JSContext *ctx)
     return 0;
 }
 
+/* Makes every context of 'rt' call the interrupt handler at its next poll instead of up to
+   JS_INTERRUPT_COUNTER_INIT polls later: a handler terminated for its memory (from inside the
+   allocator, on the runtime's own thread) would otherwise keep allocating until then and leave
+   no room for the embedder to unwind the termination. */
+void v82jsc_interrupt_soon(JSRuntime *rt)
+{
+    struct list_head *el;
+
+    list_for_each(el, &rt->context_list) {
+        JSContext *ctx = list_entry(el, JSContext, link);
+        ctx->interrupt_counter = 1;
+    }
+}
+
 static inline __exception int js_poll_interrupts(JSContext *ctx)
 {
     if (unlikely(--ctx->interrupt_counter <= 0)) {

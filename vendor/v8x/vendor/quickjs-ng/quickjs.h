@@ -1240,6 +1240,7 @@ typedef int JSV82jscImportMetaHook(JSContext *ctx, JSModuleDef *m,
                                    JSValueConst meta);
 JS_EXTERN void JS_SetImportMetaHook(JSV82jscImportMetaHook *fn);
 JS_EXTERN void v82jsc_mark_import_meta_initialized(JSModuleDef *m);
+JS_EXTERN void v82jsc_interrupt_soon(JSRuntime *rt);
 
 JS_EXTERN JSValue v82jsc_new_module_namespace(JSContext *ctx);
 JS_EXTERN int v82jsc_module_namespace_set(JSContext *ctx, JSValueConst obj,
