@@ -113,7 +113,7 @@ pub fn run_isolate_thread(
             return;
         }
         // Loading went deeper than serving goes (the engine's parser and compiler recurse): the
-        // stack pages only the load touched are given back (about 30 KB an isolate).
+        // stack pages only the load touched are given back (about 16 KB an isolate).
         crate::memory::release_unused_stack();
         isolate.serve(events).await;
         tracing::debug!(handler, "isolate stopped");
