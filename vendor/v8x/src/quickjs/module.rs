@@ -102,6 +102,7 @@ const JS_GPN_ENUM_ONLY: int = 1 << 4;
 
 const JS_WRITE_OBJ_BYTECODE: int = 1 << 0;
 const JS_WRITE_OBJ_STRIP_SOURCE: int = 1 << 4;
+const JS_WRITE_OBJ_STRIP_DEBUG: int = 1 << 5;
 const JS_READ_OBJ_BYTECODE: int = 1 << 0;
 
 const BC_MAGIC: u32 = 0x5142_4306;
@@ -476,7 +477,9 @@ pub(crate) unsafe fn bc_write(ctx: *mut JSContext, key: u64, obj: JSValue) {
 
 /// `bc_write`, leaving out the functions' source text if `strip_source` (they then print as
 /// native code): for the embedder's own scripts, where every isolate would otherwise hold a
-/// copy of each function's text.
+/// copy of each function's text. Their debug information (file name and the line table of
+/// every function) goes too: every isolate that runs them would hold a copy of it, and their
+/// frames then show in stack traces as native ones, which the embedder's are to a script.
 pub(crate) unsafe fn bc_write_stripped(
   ctx: *mut JSContext,
   key: u64,
@@ -485,7 +488,7 @@ pub(crate) unsafe fn bc_write_stripped(
 ) {
   let mut size: usize = 0;
   let flags = if strip_source {
-    JS_WRITE_OBJ_BYTECODE | JS_WRITE_OBJ_STRIP_SOURCE
+    JS_WRITE_OBJ_BYTECODE | JS_WRITE_OBJ_STRIP_SOURCE | JS_WRITE_OBJ_STRIP_DEBUG
   } else {
     JS_WRITE_OBJ_BYTECODE
   };
