@@ -173,7 +173,9 @@ pub(crate) unsafe fn install_host_functions(
 const JS_WRITE_OBJ_BYTECODE: c_int = 1 << 0;
 const JS_READ_OBJ_BYTECODE: c_int = 1 << 0;
 
-unsafe fn eval_cached_script(
+/// Runs `source` as a global script, compiled once per process: later contexts read the
+/// bytecode the first one wrote instead of parsing the text again.
+pub(crate) unsafe fn eval_cached_script(
   ctx: *mut JSContext,
   source: &[u8],
   filename: &std::ffi::CStr,
