@@ -295,6 +295,32 @@ async fn text_of_every_width_reaches_js_and_comes_back_intact() {
     }
 }
 
+/// The engine's `Intl` stand-in once answered one fixed German date for every date formatted
+/// long in `de-DE` (`vendor/v8x-intl-stub-dates-as-themselves.patch`): a date must format as
+/// itself, whichever locale and options a handler asks for.
+#[tokio::test]
+async fn dates_format_as_themselves_in_every_locale() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "date", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => {
+             const date = new Date(Number(m));
+             const long = { weekday: "long", year: "numeric", month: "long", day: "numeric" };
+             return JSON.stringify([date.toLocaleString("de-DE", long), date.toLocaleString()]);
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("date").await;
+    // 1999-07-15 12:00 UTC and 2031-02-03 12:00 UTC: noon, so every time zone has the same year.
+    for (millis, year) in [("932040000000", "1999"), ("1927886400000", "2031")] {
+        let answer = ask(&mut client, millis).await;
+        let [german, plain]: [String; 2] = serde_json::from_str(&answer).unwrap();
+        assert!(german.contains(year), "{millis} formatted as {german:?}");
+        // README: the stand-in ignores the locale; it says so, so this must hold.
+        assert_eq!(german, plain);
+    }
+}
+
 #[tokio::test]
 async fn event_context_functions_inside_and_outside_events() {
     let ws = Workspace::new();

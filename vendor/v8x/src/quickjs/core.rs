@@ -1998,15 +1998,13 @@ unsafe extern "C" fn qjs_entropy_random(
   unsafe { JS_NewFloat64(ctx, value) }
 }
 
+// Switchboard: the published stub also replaced `Date.prototype.toLocaleString` to answer
+// "Freitag, 26. Juni 2020" for every date formatted long in `de-DE` (a fixture of v8x's own
+// tests); removed, so a date always formats as itself.
 fn install_intl_stub(ctx: *mut JSContext, _global: JSValue) {
   const SRC: &[u8] = b"(function(g){\
         if (g.Intl) return;\
         function id(x){return x;}\
-        var dateToLocaleString=Date.prototype.toLocaleString;\
-        Date.prototype.toLocaleString=function(l,o){\
-          if(l==='de-DE'&&o&&o.weekday==='long'&&o.year==='numeric'&&o.month==='long'&&o.day==='numeric') return 'Freitag, 26. Juni 2020';\
-          return dateToLocaleString.call(this,l,o);\
-        };\
         function temporalParts(fmt,d){\
           var ms=d===undefined?Date.now():Number(d);\
           return g.__v8xTemporalTimeZone(ms,fmt._tz||'UTC');\
