@@ -138,13 +138,22 @@
     }
   }
 
-  function copyPropsRenamed(src, dest, prefix) {
+  // The own keys of `src` whose copies under `prefix` are kept, each with its renamed key;
+  // none, without walking `src`, if no copy under `prefix` is kept. Decided from the key alone:
+  // reading the property would make the built-in.
+  function keptKeys(src, prefix) {
     const wanted = kept.get(prefix);
-    if (wanted === undefined) return;
+    const keys = [];
+    if (wanted === undefined) return keys;
     for (const key of ReflectOwnKeys(src)) {
       const newKey = getNewKey(key);
-      // Asked before the property is read: reading it makes the built-in.
-      if (!wanted.includes(newKey)) continue;
+      if (wanted.includes(newKey)) keys.push([key, newKey]);
+    }
+    return keys;
+  }
+
+  function copyPropsRenamed(src, dest, prefix) {
+    for (const { 0: key, 1: newKey } of keptKeys(src, prefix)) {
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);
@@ -165,12 +174,7 @@
   }
 
   function copyPropsRenamedBound(src, dest, prefix) {
-    const wanted = kept.get(prefix);
-    if (wanted === undefined) return;
-    for (const key of ReflectOwnKeys(src)) {
-      const newKey = getNewKey(key);
-      // Asked before the property is read: reading it makes the built-in.
-      if (!wanted.includes(newKey)) continue;
+    for (const { 0: key, 1: newKey } of keptKeys(src, prefix)) {
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);
@@ -193,12 +197,7 @@
   }
 
   function copyPrototype(src, dest, prefix) {
-    const wanted = kept.get(prefix);
-    if (wanted === undefined) return;
-    for (const key of ReflectOwnKeys(src)) {
-      const newKey = getNewKey(key);
-      // Asked before the property is read: reading it makes the built-in.
-      if (!wanted.includes(newKey)) continue;
+    for (const { 0: key, 1: newKey } of keptKeys(src, prefix)) {
       const desc = ReflectGetOwnPropertyDescriptor(src, key);
       if ("get" in desc) {
         copyAccessor(dest, prefix, newKey, desc);

@@ -3104,8 +3104,8 @@ pub(crate) fn install_webassembly(ctx: *mut JSContext) {
     JS_FreeValue(ctx, global);
 
     let brands = c"(()=>{const W=WebAssembly;for(const n of ['Module','Instance','Memory','Global','Table'])Object.defineProperty(W[n].prototype,Symbol.toStringTag,{value:`WebAssembly.${n}`,configurable:true});for(const n of ['CompileError','LinkError','RuntimeError']){const C=class extends Error{};Object.defineProperty(C,'name',{value:n});Object.defineProperty(C.prototype,'name',{value:n,configurable:true});Object.defineProperty(W,n,{value:C,writable:true,configurable:true});}})()";
-    // This script and the one below are compiled once per process, as the Intl stub is
-    // (core.rs): every context parsed the same text.
+    // Compiled once per process, as the Intl stub is (core.rs): every context parsed the same
+    // text.
     static BRANDS_BYTECODE: std::sync::OnceLock<Vec<u8>> =
       std::sync::OnceLock::new();
     let brands_result = super::temporal::eval_cached_script(
@@ -3116,27 +3116,10 @@ pub(crate) fn install_webassembly(ctx: *mut JSContext) {
     );
     JS_FreeValue(ctx, brands_result);
 
-    // compile/instantiateStreaming: V8 installs these via a streaming callback
-    // deno provides; we expose the standard buffering polyfill (await the
-    // Response/source, read its bytes, delegate to the non-streaming form).
-    let poly = c"(()=>{const W=globalThis.WebAssembly;\
-const check=async s=>{s=await s;\
-if(typeof Response!=='undefined'&&!(s instanceof Response))throw new TypeError('Invalid WebAssembly response object');\
-const ct=((s.headers&&s.headers.get('content-type'))||'').split(';')[0].trim().toLowerCase();\
-if(ct!=='application/wasm')throw new TypeError(\"Invalid WebAssembly content type, expected 'application/wasm'.\");\
-return await s.arrayBuffer();};\
-W.compileStreaming=async s=>W.compile(await check(s));\
-W.instantiateStreaming=async (s,i)=>W.instantiate(await check(s),i);})()";
-    static STREAMING_BYTECODE: std::sync::OnceLock<Vec<u8>> =
-      std::sync::OnceLock::new();
-    let r = super::temporal::eval_cached_script(
-      ctx,
-      poly.to_bytes(),
-      c"<wasm-streaming>",
-      &STREAMING_BYTECODE,
-    );
-    JS_FreeValue(ctx, r);
-
+    // compile/instantiateStreaming: V8 installs these via a streaming callback deno provides;
+    // without one, the native functions buffer the source and compile it whole. (The published
+    // crate first evaluated a JavaScript version of both here, in every context, and replaced
+    // it at once with these.)
     set_fn(wa, c"compileStreaming", wa_compile_streaming, 1);
     set_fn(wa, c"instantiateStreaming", wa_instantiate_streaming, 2);
   }
