@@ -28,8 +28,14 @@ impl Browser {
 
     pub fn launch_with(extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
+        // Chromium puts its singleton socket in a directory of its own under TMPDIR and removes
+        // it only on a clean exit; killed, it would leave one in /tmp per run. Under the
+        // profile, it goes when the profile does.
+        let scratch = profile.path().join("tmp");
+        std::fs::create_dir(&scratch).unwrap();
         let path = chromium_path();
         let mut child = Command::new(&path)
+            .env("TMPDIR", &scratch)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -44,7 +50,7 @@ impl Browser {
                 "--remote-debugging-port=0",
             ])
             .args(extra)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
