@@ -214,9 +214,7 @@ async fn handler_instance(
 }
 
 /// permessage-deflate for a connection to `endpoint`: the first offer in the request that the
-/// endpoint's mode (its descriptor's, or the server's) can honour, with the answer header. A
-/// dedicated connection whose windows do not fit in the memory budget gets no context takeover
-/// (shared compression) instead.
+/// endpoint's mode (its descriptor's, or the server's) can honour, with the answer header.
 fn negotiate_compression(
     runtime: &Runtime,
     endpoint: &Endpoint,
@@ -227,6 +225,20 @@ fn negotiate_compression(
         .options
         .compression
         .unwrap_or(runtime.limits.compression);
+    negotiate(runtime, &endpoint.name, mode, headers, max_message_size)
+}
+
+/// permessage-deflate in `mode` for a socket counted under `counted_as` (an endpoint, or STOMP's
+/// sockets): the first offer in the request that the mode can honour, with the answer header. A
+/// dedicated socket whose windows do not fit in the memory budget gets no context takeover
+/// (shared compression) instead.
+pub(super) fn negotiate(
+    runtime: &Runtime,
+    counted_as: &str,
+    mode: CompressionMode,
+    headers: &HeaderMap,
+    max_message_size: usize,
+) -> Option<(Arc<SocketCompression>, String)> {
     if mode == CompressionMode::Off {
         return None;
     }
@@ -235,7 +247,7 @@ fn negotiate_compression(
         min_bytes: runtime.limits.compression_min_bytes,
         level: runtime.limits.compression_level,
         max_message_size,
-        counters: runtime.stats.compression(&endpoint.name),
+        counters: runtime.stats.compression(counted_as),
         budget: runtime.stats.compression_windows.clone(),
     };
     let socket = |agreed| SocketCompression::new(agreed, Side::Server, &setup);
@@ -245,7 +257,7 @@ fn negotiate_compression(
             static WARNED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(endpoint = %endpoint.name, "{exhausted} (--compression-memory-mib): connections that ask for dedicated compression get shared compression until some close (said once)");
+                tracing::warn!(endpoint = %counted_as, "{exhausted} (--compression-memory-mib): connections that ask for dedicated compression get shared compression until some close (said once)");
             }
             let agreed = agreed.without_takeover();
             (agreed, socket(agreed).ok()?)

@@ -120,6 +120,86 @@ async fn python_websockets_negotiates_shared_and_dedicated_and_messages_are_comp
     );
 }
 
+/// Runs `tests/fixtures/stomp_deflate_client.py`: a STOMP session at `/stomp`, `count` messages
+/// of about 1 KiB to `endpoint`; its JSON summary.
+async fn stomp_client(server: &Server, endpoint: &str, count: usize) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/stomp_deflate_client.py");
+    let url = format!("ws://{}/stomp", server.address);
+    let endpoint = endpoint.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg(endpoint)
+            .arg(count.to_string())
+            .output()
+            .expect("python3 (the test command installs Python's websockets)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "the Python STOMP client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn stomp_sessions_are_compressed_in_the_servers_mode() {
+    let ws = Workspace::new();
+    echo_endpoint(&ws, "e", "");
+    // Off (the default): the offer is declined, and the session works uncompressed.
+    let server = Server::start_with(ws.path(), &["--no-watch"]);
+    let off = stomp_client(&server, "e", 3).await;
+    assert_eq!(off, json!({"extensions": null, "replies": 3}));
+    drop(server);
+
+    let mut wire = Vec::new();
+    for (mode, answer) in [
+        (
+            "shared",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ),
+        ("dedicated", "permessage-deflate"),
+    ] {
+        let server = Server::start_with(ws.path(), &["--no-watch", "--compression", mode]);
+        // The client compresses everything it sends, CONNECT and SUBSCRIBE too: the server reads
+        // them before the session moves to its endpoint's thread.
+        let summary = stomp_client(&server, "e", 30).await;
+        assert_eq!(
+            summary,
+            json!({"extensions": answer, "replies": 30}),
+            "{mode}"
+        );
+        let [sent, sent_wire, received, received_wire] = compressed_bytes(&server, "/stomp").await;
+        // Thirty replies of Dirigible's envelope around about 1 KiB of JSON.
+        assert!(sent > 30_000.0, "{mode}: {sent} bytes sent compressed");
+        assert!(
+            sent_wire < sent / 3.0,
+            "{mode}: {sent} bytes sent as {sent_wire}"
+        );
+        assert!(
+            received > 30_000.0,
+            "{mode}: {received} bytes received compressed"
+        );
+        assert!(
+            received_wire < received / 3.0,
+            "{mode}: {received} bytes received as {received_wire}"
+        );
+        wire.push(sent_wire);
+        drop(server);
+    }
+    // With the window kept between replies that differ in a counter, each costs a few bytes.
+    assert!(
+        wire[1] < wire[0] / 4.0,
+        "dedicated: {} bytes on the wire, shared: {}",
+        wire[1],
+        wire[0]
+    );
+}
+
 #[tokio::test]
 async fn a_higher_compression_level_sends_fewer_bytes() {
     let ws = Workspace::new();

@@ -77,7 +77,12 @@ async fn dirigibles_own_test_page_in_headless_chromium() {
 
 #[tokio::test]
 async fn the_sample_stomp_page_talks_to_the_echo_endpoint() {
-    let server = Server::start(&repository().join("projects"));
+    // With compression on, as a production server may run: Chromium offers permessage-deflate
+    // and then compresses what it sends (docs/compression.md, STOMP pages).
+    let server = Server::start_with(
+        &repository().join("projects"),
+        &["--compression", "shared", "--compression-min-bytes", "0"],
+    );
     let browser = Browser::launch();
     let mut page = Page::open(&browser).await;
     page.goto(&format!(
@@ -100,6 +105,18 @@ async fn the_sample_stomp_page_talks_to_the_echo_endpoint() {
         .await;
     let log = log.as_str().unwrap();
     assert!(log.starts_with("connected\nann: over STOMP ("), "{log}");
+    for counter in [
+        "switchboard_compression_sent_wire_bytes_total",
+        "switchboard_compression_received_wire_bytes_total",
+    ] {
+        let bytes = server
+            .metric(&format!("{counter}{{endpoint=\"/stomp\"}}"))
+            .await;
+        assert!(
+            bytes > 0.0,
+            "{counter}: {bytes}: the session was not compressed"
+        );
+    }
 }
 
 /// A Node script of tests/node, run to its end (it bounds itself): its JSON result.

@@ -36,10 +36,13 @@ use self::outlet::{Framing, Outlet};
 use self::session::{Peer, ReplyWriter, Session};
 use super::state::AppState;
 use super::upgrade::{
-    adopt_upgraded, describe_upgrade, refuse, refused_before_upgrade, websocket_key, UpgradedSocket,
+    adopt_upgraded, describe_upgrade, negotiate, refuse, refused_before_upgrade, websocket_key,
+    UpgradedSocket,
 };
 use crate::event::{EventSink, IsolateEvent, IsolateGone, Target};
 use crate::limits::Limits;
+use crate::net::close::close_code_for;
+use crate::net::compression::socket::SocketCompression;
 use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::movable::MovableTcp;
@@ -170,8 +173,20 @@ fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Fram
         origin,
         request: describe_upgrade(&request, peer),
     };
+    // Every browser offers permessage-deflate; the server's mode (`serve --compression`) decides,
+    // as for an endpoint whose descriptor does not choose. Counted under "/stomp".
+    let compression = negotiate(
+        &state.runtime,
+        STOMP_SOCKETS,
+        limits.compression,
+        request.headers(),
+        limits.max_message_size,
+    );
+    let answer = compression.as_ref().map(|(_, answer)| answer.clone());
+    let compression = compression.map(|(socket, _)| socket);
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let config = Some(websocket_config(limits.max_message_size));
+    let config =
+        Some(websocket_config(limits.max_message_size).compressed_messages(answer.is_some()));
     let task_state = state.clone();
     let task = state.tasks.track_future(async move {
         let upgraded = match on_upgrade.await {
@@ -185,6 +200,7 @@ fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Fram
             state: task_state,
             peer: session_peer,
             framing,
+            compression,
             _slot: slot,
         };
         match adopt_upgraded(upgraded) {
@@ -221,6 +237,9 @@ fn accept(state: AppState, peer: SocketAddr, mut request: Request, framing: Fram
             HeaderValue::from_static(protocol),
         );
     }
+    if let Some(answer) = answer.and_then(|answer| HeaderValue::from_str(&answer).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
     response
 }
 
@@ -247,6 +266,8 @@ struct Started {
     peer: Peer,
     /// Plain or SockJS.
     framing: Framing,
+    /// permessage-deflate, when the page offered it and the server's mode is on.
+    compression: Option<Arc<SocketCompression>>,
     /// The socket's place in the server's connection limit.
     _slot: Reservation,
 }
@@ -272,6 +293,8 @@ struct Opened {
     reader: OutboxReader,
     /// Plain or SockJS.
     framing: Framing,
+    /// permessage-deflate, if agreed.
+    compression: Option<Arc<SocketCompression>>,
     /// The socket's place in the server's connection limit.
     _slot: Reservation,
 }
@@ -282,6 +305,7 @@ fn open_session(started: Started) -> Opened {
         state,
         peer,
         framing,
+        compression,
         _slot,
     } = started;
     let (sender, reader) = outbox(state.runtime.limits.send_queue);
@@ -299,6 +323,7 @@ fn open_session(started: Started) -> Opened {
         sender,
         reader,
         framing,
+        compression,
         _slot,
     }
 }
@@ -330,21 +355,48 @@ async fn serve_movable(socket: WebSocketStream<MovableTcp>, started: Started) {
         }
         // Only messages are taken here; anything else (a close, a ping, an error) is left for
         // the pump, which answers it as for any socket.
-        let event =
+        // A compressed message (RSV1) arrives as one frame, still compressed: it is inflated
+        // here as the pump would (a browser compresses its CONNECT and SUBSCRIBE too).
+        let message =
             match tokio::time::timeout(FIRST_FRAMES_WAIT, Pin::new(&mut socket).peek()).await {
-                Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => match socket.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        traffic.received(text.len());
-                        IsolateEvent::Text { target, text }
+                Ok(Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Frame(_)))) => {
+                    match (socket.next().await, opened.compression.as_deref()) {
+                    (Some(Ok(Message::Frame(compressed))), Some(compression)) => {
+                        compression.inflate(compressed)
                     }
-                    Some(Ok(Message::Binary(data))) => {
-                        traffic.received(data.len());
-                        IsolateEvent::Binary { target, data }
-                    }
-                    _ => unreachable!("the message just looked at"),
-                },
+                    // RSV1 where no compression was agreed (the library lets it through
+                    // only where it was).
+                    (Some(Ok(Message::Frame(_))), None) => Err(WsError::Protocol(
+                        tokio_tungstenite::tungstenite::error::ProtocolError::NonZeroReservedBits,
+                    )),
+                    (Some(message), _) => message,
+                    (None, _) => unreachable!("the message just looked at"),
+                }
+                }
                 _ => break,
             };
+        let event = match message {
+            Ok(Message::Text(text)) => {
+                traffic.received(text.len());
+                IsolateEvent::Text { target, text }
+            }
+            Ok(Message::Binary(data)) => {
+                traffic.received(data.len());
+                IsolateEvent::Binary { target, data }
+            }
+            Ok(other) => unreachable!("only data messages were taken, not {other:?}"),
+            Err(error) => {
+                // As the pump answers a message that does not inflate or is too large: the
+                // close frame with its code is the last thing written.
+                let (code, reason) = close_code_for(&error);
+                tracing::warn!(
+                    session = opened.session.number(),
+                    "STOMP socket: closing with {code}: {error}"
+                );
+                opened.reader.close_now(code, reason);
+                break;
+            }
+        };
         let _ = sink.deliver(event).await;
     }
     let home = match opened.session.home_hint() {
@@ -412,6 +464,7 @@ where
         sender,
         reader,
         framing,
+        compression,
         _slot,
     } = opened;
     let number = session.number();
@@ -437,8 +490,7 @@ where
                 .ping_interval
                 .map(|every| (every, limits.pong_timeout)),
             traffic: state.runtime.stats.endpoint(STOMP_SOCKETS),
-            // STOMP pages are not offered compression (yet): see docs/compression.md.
-            compression: None,
+            compression,
         },
         || {},
     );
