@@ -16,17 +16,15 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::browser::{Browser, Page};
 use crate::support::*;
 
-/// Runs `tests/fixtures/deflate_client.py` against `url`: what the server agreed to, and how
-/// many messages came back unchanged.
-async fn python_client(url: &str, count: usize) -> Value {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deflate_client.py");
-    let url = url.to_string();
+/// Runs the Python client `tests/fixtures/{script}` with `args`: its JSON summary.
+async fn python_fixture(script: &str, args: Vec<String>) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(script);
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(count.to_string())
+            .arg(&script)
+            .args(args)
             .output()
             .expect("python3 (the test command installs Python's websockets)")
     })
@@ -38,6 +36,16 @@ async fn python_client(url: &str, count: usize) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Runs `tests/fixtures/deflate_client.py` against `url`: what the server agreed to, and how
+/// many messages came back unchanged.
+async fn python_client(url: &str, count: usize) -> Value {
+    python_fixture(
+        "deflate_client.py",
+        vec![url.to_string(), count.to_string()],
+    )
+    .await
 }
 
 /// An echo endpoint `name` with these descriptor fields.
@@ -123,27 +131,9 @@ async fn python_websockets_negotiates_shared_and_dedicated_and_messages_are_comp
 /// Runs `tests/fixtures/stomp_deflate_client.py`: a STOMP session at `/stomp`, `count` messages
 /// of about 1 KiB to `endpoint`; its JSON summary.
 async fn stomp_client(server: &Server, endpoint: &str, count: usize) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/stomp_deflate_client.py");
     let url = format!("ws://{}/stomp", server.address);
-    let endpoint = endpoint.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .arg(endpoint)
-            .arg(count.to_string())
-            .output()
-            .expect("python3 (the test command installs Python's websockets)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the Python STOMP client failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let args = vec![url, endpoint.to_string(), count.to_string()];
+    python_fixture("stomp_deflate_client.py", args).await
 }
 
 #[tokio::test]
