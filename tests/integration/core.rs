@@ -321,6 +321,53 @@ async fn dates_format_as_themselves_in_every_locale() {
     }
 }
 
+/// Case conversion: ASCII takes the engine's byte-by-byte path (vendor/README.md,
+/// `v8x-quickjs-ascii-case.patch`), everything else Unicode's full mapping; both as the
+/// language defines them.
+#[tokio::test]
+async fn case_conversion_follows_unicode_on_every_path() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "case", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => {
+             const s = JSON.parse(m);
+             return JSON.stringify([s.toLowerCase(), s.toUpperCase(), s.toLowerCase() === s]);
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("case").await;
+    for (input, lower, upper) in [
+        (
+            "HeLLo, World 42! @[`{",
+            "hello, world 42! @[`{",
+            "HELLO, WORLD 42! @[`{",
+        ),
+        ("already lower", "already lower", "ALREADY LOWER"),
+        ("A\0Z", "a\0z", "A\0Z"),
+        ("", "", ""),
+        // Latin-1, one byte a character in the engine, but not ASCII: sharp s becomes two
+        // letters, y with diaeresis and micro sign leave Latin-1.
+        (
+            "Stra\u{df}e \u{ff} \u{b5} \u{c0}",
+            "stra\u{df}e \u{ff} \u{b5} \u{e0}",
+            "STRASSE \u{178} \u{39c} \u{c0}",
+        ),
+        // Two bytes a character: Greek's final sigma, a dotted capital I.
+        (
+            "\u{39f}\u{394}\u{39f}\u{3a3} \u{130}",
+            "\u{3bf}\u{3b4}\u{3bf}\u{3c2} i\u{307}",
+            "\u{39f}\u{394}\u{39f}\u{3a3} \u{130}",
+        ),
+    ] {
+        let answer = ask(&mut client, &serde_json::to_string(input).unwrap()).await;
+        let (got_lower, got_upper, unchanged): (String, String, bool) =
+            serde_json::from_str(&answer).unwrap();
+        assert_eq!(got_lower, lower, "{input:?}.toLowerCase()");
+        assert_eq!(got_upper, upper, "{input:?}.toUpperCase()");
+        assert_eq!(unchanged, input == lower, "{input:?}");
+    }
+}
+
 #[tokio::test]
 async fn event_context_functions_inside_and_outside_events() {
     let ws = Workspace::new();

@@ -51867,6 +51867,38 @@ static JSValue js_string_toLowerCase(JSContext *ctx, JSValueConst this_val,
     p = JS_VALUE_GET_STRING(val);
     if (p->len == 0)
         return val;
+    /* Switchboard: an ASCII string is converted byte by byte (the loop below decodes, looks up
+       and re-encodes every character); a string with nothing to change is returned as is.
+       Other one-byte strings (Latin-1 letters such as U+00DF and U+00FF change length or
+       width) take the general path. */
+    if (!p->is_wide_char) {
+        const uint8_t *src = str8(p);
+        uint32_t k, n = p->len, changes = 0;
+        uint8_t from = to_lower ? 'A' : 'a';
+        for (k = 0; k < n; k++) {
+            uint8_t ch = src[k];
+            if (ch >= 0x80)
+                break;
+            changes |= (uint8_t)(ch - from) < 26;
+        }
+        if (k == n) {
+            JSString *q;
+            uint8_t *dst;
+            if (!changes)
+                return val;
+            q = js_alloc_string(ctx, n, 0);
+            if (!q)
+                goto fail_val;
+            dst = str8(q);
+            for (k = 0; k < n; k++) {
+                uint8_t ch = src[k];
+                dst[k] = (uint8_t)(ch - from) < 26 ? ch ^ 0x20 : ch;
+            }
+            dst[n] = '\0';
+            JS_FreeValue(ctx, val);
+            return JS_MKPTR(JS_TAG_STRING, q);
+        }
+    }
     if (string_buffer_init(ctx, b, p->len))
         goto fail;
     for(i = 0; i < p->len;) {
@@ -51885,8 +51917,9 @@ static JSValue js_string_toLowerCase(JSContext *ctx, JSValueConst this_val,
     JS_FreeValue(ctx, val);
     return string_buffer_end(b);
  fail:
-    JS_FreeValue(ctx, val);
     string_buffer_free(b);
+ fail_val:
+    JS_FreeValue(ctx, val);
     return JS_EXCEPTION;
 }
 
