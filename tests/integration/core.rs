@@ -368,6 +368,29 @@ async fn case_conversion_follows_unicode_on_every_path() {
     }
 }
 
+/// A string with a lone surrogate (half of a pair, which JavaScript strings may hold) goes out
+/// with one U+FFFD in its place, as a browser's and Node's WebSocket send it; the engine's
+/// UTF-8 form of it had made three.
+#[tokio::test]
+async fn a_lone_surrogate_is_sent_as_one_replacement_character() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "lone", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m, conn) => {
+             const text = "a\uD800b\uDFFFc\uD83D\uDE00d" + m;
+             conn.send(text);
+             return text;
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("lone").await;
+    client.send(Message::text("\u{e9}")).await.unwrap();
+    for how in ["conn.send", "the return value"] {
+        let got = next_text(&mut client).await;
+        assert_eq!(got, "a\u{fffd}b\u{fffd}c\u{1f600}d\u{e9}", "{how}");
+    }
+}
+
 #[tokio::test]
 async fn event_context_functions_inside_and_outside_events() {
     let ws = Workspace::new();

@@ -176,6 +176,69 @@ fn account_external_string_memory(isolate: *mut RealIsolate, bytes: usize) {
   adjust_external_string_memory(st, bytes);
 }
 
+/// Switchboard patch: the UTF-16 code units of QuickJS's WTF-8 (`JS_ToCStringLen`
+/// keeps a lone surrogate as its 3-byte form), as V8 holds them: a lone
+/// surrogate stays one unit (readers such as `to_rust_string_lossy` make it
+/// one U+FFFD, as V8 does) instead of three U+FFFD from a lossy UTF-8 decode.
+/// One pass, no intermediate `String`.
+fn wtf8_to_utf16(bytes: &[u8]) -> Vec<u16> {
+  let mut units = Vec::with_capacity(bytes.len());
+  wtf8_units(bytes, |unit| units.push(unit));
+  units
+}
+
+/// Switchboard patch: how many UTF-16 code units `wtf8_to_utf16` makes.
+fn wtf8_utf16_len(bytes: &[u8]) -> usize {
+  let mut count = 0;
+  wtf8_units(bytes, |_| count += 1);
+  count
+}
+
+/// Switchboard patch: calls `unit` with each UTF-16 code unit of WTF-8
+/// `bytes`; a byte that starts no well-formed sequence is one U+FFFD.
+#[inline]
+fn wtf8_units(bytes: &[u8], mut unit: impl FnMut(u16)) {
+  let continuation = |i: usize| bytes.get(i).is_some_and(|&b| b & 0xC0 == 0x80);
+  let mut i = 0;
+  while i < bytes.len() {
+    let b0 = bytes[i] as u32;
+    if b0 < 0x80 {
+      unit(b0 as u16);
+      i += 1;
+    } else if (0xC2..0xE0).contains(&b0) && continuation(i + 1) {
+      unit((((b0 & 0x1F) << 6) | (bytes[i + 1] as u32 & 0x3F)) as u16);
+      i += 2;
+    } else if (0xE0..0xF0).contains(&b0) && continuation(i + 1) && continuation(i + 2)
+    {
+      let cp = ((b0 & 0x0F) << 12)
+        | ((bytes[i + 1] as u32 & 0x3F) << 6)
+        | (bytes[i + 2] as u32 & 0x3F);
+      unit(if cp < 0x800 { 0xFFFD } else { cp as u16 });
+      i += 3;
+    } else if (0xF0..0xF5).contains(&b0)
+      && continuation(i + 1)
+      && continuation(i + 2)
+      && continuation(i + 3)
+    {
+      let cp = ((b0 & 0x07) << 18)
+        | ((bytes[i + 1] as u32 & 0x3F) << 12)
+        | ((bytes[i + 2] as u32 & 0x3F) << 6)
+        | (bytes[i + 3] as u32 & 0x3F);
+      if (0x10000..=0x10FFFF).contains(&cp) {
+        let cp = cp - 0x10000;
+        unit(0xD800 | (cp >> 10) as u16);
+        unit(0xDC00 | (cp & 0x3FF) as u16);
+      } else {
+        unit(0xFFFD);
+      }
+      i += 4;
+    } else {
+      unit(0xFFFD);
+      i += 1;
+    }
+  }
+}
+
 #[inline]
 fn handle_to_utf16(ctx: *mut JSContext, this: *const V8String) -> Vec<u16> {
   if ctx.is_null() || this.is_null() {
@@ -188,9 +251,7 @@ fn handle_to_utf16(ctx: *mut JSContext, this: *const V8String) -> Vec<u16> {
     return Vec::new();
   }
   let bytes = unsafe { std::slice::from_raw_parts(cstr as *const u8, len) };
-  let out: Vec<u16> = std::string::String::from_utf8_lossy(bytes)
-    .encode_utf16()
-    .collect();
+  let out = wtf8_to_utf16(bytes);
   unsafe { JS_FreeCString(ctx, cstr) };
   out
 }
@@ -750,9 +811,7 @@ pub extern "C" fn v8__String__Length(this: *const V8String) -> c_int {
   let count = if bytes.is_ascii() {
     bytes.len()
   } else {
-    std::string::String::from_utf8_lossy(bytes)
-      .encode_utf16()
-      .count()
+    wtf8_utf16_len(bytes)
   };
   unsafe { JS_FreeCString(ctx, cstr) };
   count as c_int
@@ -794,8 +853,7 @@ pub extern "C" fn v8__String__ValueView__CONSTRUCT(
         }
         return;
       }
-      let s = std::string::String::from_utf8_lossy(bytes);
-      let out: Vec<u16> = s.encode_utf16().collect();
+      let out = wtf8_to_utf16(bytes);
       unsafe { JS_FreeCString(ctx, cstr) };
       out
     }

@@ -968,10 +968,9 @@ impl String {
   /// data. When the `simdutf` feature is enabled, uses SIMD-accelerated
   /// transcoding for Latin-1 and two-byte strings.
   pub fn to_rust_string_lossy(&self, scope: &Isolate) -> std::string::String {
-    if self.length() == 0 {
-      return std::string::String::new();
-    }
-
+    // Switchboard patch: no `self.length()` call first (on QuickJS it converts
+    // the whole string once more); an empty string's view is an empty slice,
+    // which the arms below turn into an empty `String` (as rusty_v8 150 does).
     // SAFETY: `self` is a valid V8 string reachable from a handle scope.
     let view = unsafe { ValueView::new_from_ref(scope, self) };
 
