@@ -186,6 +186,24 @@ where
     }
 }
 
+/// What a read gave, with a compressed message inflated: such a message (RSV1) arrives as one
+/// frame, still compressed. Also for the frames a socket's owner reads before its pump runs
+/// (a STOMP session's first frames).
+pub fn inflated(
+    frame: Result<Message, WsError>,
+    compression: Option<&SocketCompression>,
+) -> Result<Message, WsError> {
+    match (frame, compression) {
+        (Ok(Message::Frame(compressed)), Some(compression)) => compression.inflate(compressed),
+        // RSV1 where no compression was agreed (the library only lets it through when
+        // compression was offered).
+        (Ok(Message::Frame(_)), None) => Err(WsError::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::NonZeroReservedBits,
+        )),
+        (frame, _) => frame,
+    }
+}
+
 /// What the pump does next, decided before it awaits anything.
 enum Next<'a, D> {
     /// Nothing to wait for: go on, or stop.
@@ -342,18 +360,7 @@ impl<H: EventSink> PumpState<'_, H> {
     fn read(&mut self, frame: Option<Result<Message, WsError>>, on_closing: &impl Fn()) -> Read {
         self.heard = true;
         let target = self.peer.target;
-        // A compressed message (RSV1) arrives as one frame, still compressed.
-        let frame = match (frame, self.compression) {
-            (Some(Ok(Message::Frame(compressed))), Some(compression)) => {
-                Some(compression.inflate(compressed))
-            }
-            // RSV1 where no compression was agreed (the library only lets it through when
-            // compression was offered).
-            (Some(Ok(Message::Frame(_))), None) => Some(Err(WsError::Protocol(
-                tokio_tungstenite::tungstenite::error::ProtocolError::NonZeroReservedBits,
-            ))),
-            (frame, _) => frame,
-        };
+        let frame = frame.map(|frame| inflated(frame, self.compression));
         let event = match frame {
             None => return Read::Done(Flow::Stop),
             Some(Ok(Message::Text(text))) => {

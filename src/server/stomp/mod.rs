@@ -47,7 +47,7 @@ use crate::net::connections::Reservation;
 use crate::net::home::SocketHome;
 use crate::net::movable::MovableTcp;
 use crate::net::outbox::{outbox, Outbox, OutboxReader};
-use crate::net::pump::{pump, Ending, Peer as PumpPeer, PumpOptions, PumpedSocket};
+use crate::net::pump::{inflated, pump, Ending, Peer as PumpPeer, PumpOptions, PumpedSocket};
 use crate::net::stomp::Version;
 use crate::net::websocket_config;
 
@@ -355,23 +355,15 @@ async fn serve_movable(socket: WebSocketStream<MovableTcp>, started: Started) {
         }
         // Only messages are taken here; anything else (a close, a ping, an error) is left for
         // the pump, which answers it as for any socket.
-        // A compressed message (RSV1) arrives as one frame, still compressed: it is inflated
-        // here as the pump would (a browser compresses its CONNECT and SUBSCRIBE too).
+        // A compressed message is inflated here as the pump would (a browser compresses its
+        // CONNECT and SUBSCRIBE too).
         let message =
             match tokio::time::timeout(FIRST_FRAMES_WAIT, Pin::new(&mut socket).peek()).await {
                 Ok(Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Frame(_)))) => {
-                    match (socket.next().await, opened.compression.as_deref()) {
-                    (Some(Ok(Message::Frame(compressed))), Some(compression)) => {
-                        compression.inflate(compressed)
+                    match socket.next().await {
+                        Some(message) => inflated(message, opened.compression.as_deref()),
+                        None => unreachable!("the message just looked at"),
                     }
-                    // RSV1 where no compression was agreed (the library lets it through
-                    // only where it was).
-                    (Some(Ok(Message::Frame(_))), None) => Err(WsError::Protocol(
-                        tokio_tungstenite::tungstenite::error::ProtocolError::NonZeroReservedBits,
-                    )),
-                    (Some(message), _) => message,
-                    (None, _) => unreachable!("the message just looked at"),
-                }
                 }
                 _ => break,
             };
