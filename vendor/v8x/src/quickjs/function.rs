@@ -28,7 +28,7 @@
 
 use crate::quickjs::core::{
   ctx_of, current_ctx, current_iso, intern, intern_dup, iso_state, jsval_of,
-  push_callback_context,
+  push_callback_context, release_handle,
 };
 use crate::quickjs::quickjs_sys::*;
 use crate::{
@@ -866,10 +866,7 @@ unsafe fn restore_callback_handles(iso: *mut RealIsolate, saved_depth: usize) {
   let st = iso_state(iso);
   while st.handles.len() > saved_depth {
     if let Some(slot) = st.handles.pop() {
-      unsafe {
-        JS_FreeValue(st.ctx, *slot);
-        drop(Box::from_raw(slot));
-      }
+      unsafe { release_handle(st, slot) };
     }
   }
 }
@@ -2226,10 +2223,7 @@ unsafe fn dispatch(
     let st = iso_state(iso);
     while st.handles.len() > saved_depth {
       if let Some(slot) = st.handles.pop() {
-        unsafe {
-          JS_FreeValue(st.ctx, *slot);
-          drop(Box::from_raw(slot));
-        }
+        unsafe { release_handle(st, slot) };
       }
     }
   }
@@ -2567,10 +2561,7 @@ unsafe fn restore_handle_depth(iso: *mut RealIsolate, saved_depth: usize) {
   let st = iso_state(iso);
   while st.handles.len() > saved_depth {
     if let Some(slot) = st.handles.pop() {
-      unsafe {
-        JS_FreeValue(st.ctx, *slot);
-        drop(Box::from_raw(slot));
-      }
+      unsafe { release_handle(st, slot) };
     }
   }
 }
@@ -2964,10 +2955,7 @@ unsafe extern "C" fn named_getter_trampoline(
     let st = iso_state(iso);
     while st.handles.len() > saved_depth {
       if let Some(slot) = st.handles.pop() {
-        unsafe {
-          JS_FreeValue(st.ctx, *slot);
-          drop(Box::from_raw(slot));
-        }
+        unsafe { release_handle(st, slot) };
       }
     }
   }
@@ -3290,10 +3278,7 @@ pub(crate) unsafe fn call_accessor_name_getter(
     let st = iso_state(iso);
     while st.handles.len() > saved_depth {
       if let Some(slot) = st.handles.pop() {
-        unsafe {
-          JS_FreeValue(st.ctx, *slot);
-          drop(Box::from_raw(slot));
-        }
+        unsafe { release_handle(st, slot) };
       }
     }
   }
@@ -3364,10 +3349,7 @@ pub(crate) unsafe fn call_accessor_name_setter(
     let st = iso_state(iso);
     while st.handles.len() > saved_depth {
       if let Some(slot) = st.handles.pop() {
-        unsafe {
-          JS_FreeValue(st.ctx, *slot);
-          drop(Box::from_raw(slot));
-        }
+        unsafe { release_handle(st, slot) };
       }
     }
   }

@@ -549,7 +549,11 @@ pub extern "C" fn v8__Value__StrictEquals(
 
 #[inline]
 fn is_smi_zero<T>(p: *const T) -> bool {
-  !p.is_null() && !is_interned_handle(p) && unsafe { *(p as *const usize) == 0 }
+  // (Switchboard's patch.) The word is read first: `is_interned_handle` walks every handle and
+  // persistent handle of the isolate, and ran twice for every `StrictEquals`, whatever the
+  // values (7 % of a server's instructions per message). Reading it is as safe as before: an
+  // interned handle points at its boxed value.
+  !p.is_null() && unsafe { *(p as *const usize) == 0 } && !is_interned_handle(p)
 }
 
 #[unsafe(no_mangle)]

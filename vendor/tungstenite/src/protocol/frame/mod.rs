@@ -197,7 +197,10 @@ impl FrameCodec {
 
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
-                    self.in_buffer.reserve(len);
+                    // (Switchboard's patch.) Only what the payload lacks: a buffer holding just
+                    // the bytes that arrived (see `read_in`) was otherwise reallocated and
+                    // copied for every frame that came whole.
+                    self.in_buffer.reserve(len.saturating_sub(self.in_buffer.len()));
                 } else if !self.in_buffer.is_empty() {
                     // (Switchboard's patch.) Only for a partial header: with nothing buffered,
                     // `read_in` reads into the thread's buffer instead.
