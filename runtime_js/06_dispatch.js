@@ -341,8 +341,15 @@
           currentKind = previousKind;
           currentData = previousData;
         }
-        // A text reply, the common case, needs nothing of settle().
-        return typeof result === "string" ? result : settle(socket, MESSAGE, result);
+        // A text reply, or bytes that are not a thenable, the common cases, need nothing else
+        // of settle() (toWire() would return either as it is). `instanceof` runs a Proxy's
+        // traps, which may throw: then settle() reports it, as for any other reply.
+        if (typeof result === "string") return result;
+        let bytes = false;
+        try {
+          bytes = result instanceof Uint8Array && !isThenable(result);
+        } catch (_) {}
+        return bytes ? result : settle(socket, MESSAGE, result);
       }
     }
     if (kind === UPGRADE) return decideUpgrade(handler, id, a);

@@ -368,6 +368,75 @@ async fn case_conversion_follows_unicode_on_every_path() {
     }
 }
 
+/// String equality, where the engine tells two distinct atoms (interned strings: literals,
+/// property names, `typeof`'s answers) apart without comparing characters (vendor/README.md,
+/// `v8x-quickjs-atom-string-equality.patch`): every mix of atoms and strings built at run time,
+/// one byte and two bytes a character, equal and not.
+#[tokio::test]
+async fn strings_compare_by_contents_whether_interned_or_built() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "eq", "p/h").write(
+        "p/h.js",
+        r#"exports.onMessage = (m) => {
+             const [word, other] = JSON.parse(m);
+             const key = Object.keys({ [word]: 1 })[0];
+             const built = [...word].join("");
+             const kind = typeof word;
+             let matched = "none";
+             switch (word) {
+               case "object": matched = "object"; break;
+               case "string": matched = "string"; break;
+               case "café": matched = "cafe"; break;
+             }
+             return JSON.stringify([
+               kind === "string", kind === "object", typeof 1 === "number", typeof {} === "string",
+               key === word, key === built, built === word, key === other, built === other,
+               word === "object", word === "string", word === "café", key === "café",
+               new Set(["object", "string", "café"]).has(built), matched,
+             ]);
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("eq").await;
+    for (word, other) in [
+        ("object", "string"),
+        ("string", "object"),
+        ("string", "string"),
+        ("caf\u{e9}", "cafe"),
+        ("caf\u{e9}", "caf\u{e9}"),
+        ("strinG", "string"),
+    ] {
+        let answer = ask(&mut client, &serde_json::to_string(&(word, other)).unwrap()).await;
+        let listed = ["object", "string", "caf\u{e9}"].contains(&word);
+        let matched = match word {
+            "object" => "object",
+            "string" => "string",
+            "caf\u{e9}" => "cafe",
+            _ => "none",
+        };
+        let same = word == other;
+        let expected = serde_json::json!([
+            true,
+            false,
+            true,
+            false,
+            true,
+            true,
+            true,
+            same,
+            same,
+            word == "object",
+            word == "string",
+            word == "caf\u{e9}",
+            word == "caf\u{e9}",
+            listed,
+            matched,
+        ]);
+        let got: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(got, expected, "{word:?} against {other:?}");
+    }
+}
+
 /// A string with a lone surrogate (half of a pair, which JavaScript strings may hold) goes out
 /// with one U+FFFD in its place, as a browser's and Node's WebSocket send it; the engine's
 /// UTF-8 form of it had made three.

@@ -272,6 +272,7 @@ async fn describing_a_hostile_thrown_value_never_fails_and_on_error_always_runs(
           if (m === "stack") throw badStack;
           if (m === "message") throw badMessage;
           if (m === "reply") return trap;
+          if (m === "bytes") { const bytes = new Uint8Array(2); Object.setPrototypeOf(bytes, trap); return bytes; }
           if (m === "async") return Promise.reject(revoked);
           return `ok ${m}`;
         };
@@ -280,7 +281,9 @@ async fn describing_a_hostile_thrown_value_never_fails_and_on_error_always_runs(
     );
     let server = Server::start(ws.path());
     let mut client = server.connect("throws").await;
-    for hostile in ["revoked", "trap", "stack", "message", "reply", "async"] {
+    for hostile in [
+        "revoked", "trap", "stack", "message", "reply", "bytes", "async",
+    ] {
         assert_eq!(
             ask(&mut client, hostile).await,
             "onError: string",

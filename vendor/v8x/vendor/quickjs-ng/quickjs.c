@@ -5286,7 +5286,15 @@ static int js_string_memcmp(JSString *p1, JSString *p2, int len)
 }
 
 static bool js_string_eq(JSString *p1, JSString *p2) {
+    /* (Switchboard's patch.) The same string, or two string atoms: atoms are unique per
+       contents (__JS_NewAtom returns the existing one), so two distinct string atoms differ
+       without comparing their characters. `typeof x === "string"` compares two atoms, and
+       did so character by character ("object" and "string" have the same length). */
+    if (p1 == p2)
+        return true;
     if (p1->len != p2->len)
+        return false;
+    if (p1->atom_type == JS_ATOM_TYPE_STRING && p2->atom_type == JS_ATOM_TYPE_STRING)
         return false;
     return js_string_memcmp(p1, p2, p1->len) == 0;
 }
