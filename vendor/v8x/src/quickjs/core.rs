@@ -747,7 +747,7 @@ pub(crate) fn intern<T>(v: JSValue) -> *const T {
     return ptr::null();
   }
   let st = iso_state(iso);
-  // (Switchboard's patch.) A slot of an ended scope when there is one (see `release_handle`).
+  // (Switchboard's patch.) A slot of an ended scope when there is one (see `release_handles_above`).
   let slot = match st.free_handle_slots.pop() {
     Some(slot) => {
       unsafe { slot.write(v) };
@@ -763,18 +763,19 @@ pub(crate) fn intern<T>(v: JSValue) -> *const T {
 /// an event uses, little memory (4 KiB) for an idle isolate.
 const HANDLE_SLOT_POOL: usize = 256;
 
-/// (Switchboard's patch.) Ends a handle taken off `handles`: frees its value, and keeps its slot
-/// for the next handle (or frees it when the pool is full).
-///
-/// # Safety
-/// `slot` is a handle slot (a boxed `JSValue`) no longer in `handles`.
-pub(crate) unsafe fn release_handle(st: &mut IsoState, slot: *mut JSValue) {
-  unsafe {
-    JS_FreeValue(st.ctx, *slot);
-    if st.free_handle_slots.len() < HANDLE_SLOT_POOL {
-      st.free_handle_slots.push(slot);
-    } else {
-      drop(Box::from_raw(slot));
+/// (Switchboard's patch.) Ends the handles above `depth` (where a scope began): frees their
+/// values, and keeps their slots for the next handles (freeing those beyond the pool's size).
+/// Every place that ends a scope's handles calls this.
+pub(crate) fn release_handles_above(st: &mut IsoState, depth: usize) {
+  while st.handles.len() > depth {
+    let Some(slot) = st.handles.pop() else { break };
+    unsafe {
+      JS_FreeValue(st.ctx, *slot);
+      if st.free_handle_slots.len() < HANDLE_SLOT_POOL {
+        st.free_handle_slots.push(slot);
+      } else {
+        drop(Box::from_raw(slot));
+      }
     }
   }
 }
@@ -1233,11 +1234,7 @@ pub extern "C" fn v8__HandleScope__DESTRUCT(this: *mut usize) {
     if isolate.is_null() {
       return;
     }
-    let st = iso_state(isolate);
-    while st.handles.len() > saved_depth {
-      let slot = st.handles.pop().unwrap();
-      release_handle(st, slot);
-    }
+    release_handles_above(iso_state(isolate), saved_depth);
   }
 }
 

@@ -28,7 +28,7 @@
 
 use crate::quickjs::core::{
   ctx_of, current_ctx, current_iso, intern, intern_dup, iso_state, jsval_of,
-  push_callback_context, release_handle,
+  push_callback_context, release_handles_above,
 };
 use crate::quickjs::quickjs_sys::*;
 use crate::{
@@ -863,12 +863,7 @@ unsafe fn restore_callback_handles(iso: *mut RealIsolate, saved_depth: usize) {
   if iso.is_null() {
     return;
   }
-  let st = iso_state(iso);
-  while st.handles.len() > saved_depth {
-    if let Some(slot) = st.handles.pop() {
-      unsafe { release_handle(st, slot) };
-    }
-  }
+  release_handles_above(iso_state(iso), saved_depth);
 }
 
 unsafe fn call_named_getter(
@@ -2220,12 +2215,7 @@ unsafe fn dispatch(
   };
 
   if !iso.is_null() {
-    let st = iso_state(iso);
-    while st.handles.len() > saved_depth {
-      if let Some(slot) = st.handles.pop() {
-        unsafe { release_handle(st, slot) };
-      }
-    }
+    release_handles_above(iso_state(iso), saved_depth);
   }
 
   result
@@ -2558,12 +2548,7 @@ unsafe fn restore_handle_depth(iso: *mut RealIsolate, saved_depth: usize) {
   if iso.is_null() {
     return;
   }
-  let st = iso_state(iso);
-  while st.handles.len() > saved_depth {
-    if let Some(slot) = st.handles.pop() {
-      unsafe { release_handle(st, slot) };
-    }
-  }
+  release_handles_above(iso_state(iso), saved_depth);
 }
 
 unsafe fn js_argv(
@@ -2952,12 +2937,7 @@ unsafe extern "C" fn named_getter_trampoline(
   };
 
   if !iso.is_null() {
-    let st = iso_state(iso);
-    while st.handles.len() > saved_depth {
-      if let Some(slot) = st.handles.pop() {
-        unsafe { release_handle(st, slot) };
-      }
-    }
+    release_handles_above(iso_state(iso), saved_depth);
   }
   if free_callback_data {
     unsafe { JS_FreeValue(ctx, callback_data) };
@@ -3275,12 +3255,7 @@ pub(crate) unsafe fn call_accessor_name_getter(
   };
 
   if !iso.is_null() {
-    let st = iso_state(iso);
-    while st.handles.len() > saved_depth {
-      if let Some(slot) = st.handles.pop() {
-        unsafe { release_handle(st, slot) };
-      }
-    }
+    release_handles_above(iso_state(iso), saved_depth);
   }
 
   result
@@ -3346,12 +3321,7 @@ pub(crate) unsafe fn call_accessor_name_setter(
   };
 
   if !iso.is_null() {
-    let st = iso_state(iso);
-    while st.handles.len() > saved_depth {
-      if let Some(slot) = st.handles.pop() {
-        unsafe { release_handle(st, slot) };
-      }
-    }
+    release_handles_above(iso_state(iso), saved_depth);
   }
 
   result
