@@ -309,9 +309,11 @@ fn reply_message(scope: &mut v8::PinScope, reply: v8::Local<v8::Value>) -> Optio
         return Some(Message::text(text.to_rust_string_lossy(scope)));
     }
     if let Ok(view) = v8::Local::<v8::ArrayBufferView>::try_from(reply) {
-        let mut bytes = vec![0u8; view.byte_length()];
-        view.copy_contents(&mut bytes);
-        return Some(Message::binary(bytes));
+        // One engine call for where the bytes are and how many (V8 copies a small view's bytes,
+        // which live in its heap, into `storage`); then one copy into the message.
+        let mut storage = [0u8; v8::TYPED_ARRAY_MAX_SIZE_IN_HEAP];
+        let bytes = view.get_contents(&mut storage);
+        return Some(Message::binary(bytes::Bytes::copy_from_slice(bytes)));
     }
     None
 }

@@ -265,6 +265,82 @@ async fn binary_frames_arrive_as_uint8array_and_echo_back() {
     assert_eq!(next_message(&mut client).await, Message::binary(back));
 }
 
+/// A binary reply is exactly the bytes its view covers: the received array changed in place, a
+/// part of it (a view at an offset), an empty one, and other views (sent as their bytes).
+#[tokio::test]
+async fn a_binary_reply_is_the_bytes_its_view_covers() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "views", "p/h").write(
+        "p/h.js",
+        r#"
+        exports.onMessage = (m) => {
+          switch (m[0]) {
+            case 1: m[1] = 42; return m;
+            case 2: return m.subarray(2, 5);
+            case 3: return m.subarray(1, 1);
+            case 4: return new Int16Array([1, 2]);
+            default: return new DataView(m.buffer, 1, 2);
+          }
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("views").await;
+    let cases: [(&[u8], &[u8]); 5] = [
+        (&[1, 0, 7], &[1, 42, 7]),
+        (&[2, 10, 11, 12, 13, 14], &[11, 12, 13]),
+        (&[3, 9], &[]),
+        (&[4], &[1, 0, 2, 0]),
+        (&[5, 6, 7, 8], &[6, 7]),
+    ];
+    for (sent, expected) in cases {
+        client.send(Message::binary(sent.to_vec())).await.unwrap();
+        assert_eq!(
+            next_message(&mut client).await,
+            Message::binary(expected.to_vec()),
+            "reply to {sent:?}"
+        );
+    }
+}
+
+/// onMessage runs with the handler's exports as `this`, in both module styles; an export that
+/// is a getter is read once per message (the dispatcher calls a plain export as a method).
+#[tokio::test]
+async fn on_message_runs_on_its_exports_and_a_getter_export_is_read_once_a_message() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "esm-this", "p/esm")
+        .write(
+            "p/esm.mjs",
+            r#"
+            export const prefix = "esm";
+            export function onMessage(m) { return `${this.prefix}:${m}`; }
+            "#,
+        )
+        .endpoint("p", "getter", "p/getter")
+        .write(
+            "p/getter.js",
+            r#"
+            let reads = 0;
+            module.exports.prefix = "cjs";
+            Object.defineProperty(module.exports, "onMessage", {
+              enumerable: true,
+              get() {
+                reads += 1;
+                return function (m) { return `${this.prefix}:${m}:${reads}`; };
+              },
+            });
+            "#,
+        );
+    let server = Server::start(ws.path());
+    let mut esm = server.connect("esm-this").await;
+    assert_eq!(ask(&mut esm, "a").await, "esm:a");
+    let mut getter = server.connect("getter").await;
+    let first = ask(&mut getter, "a").await;
+    let reads: u32 = first.strip_prefix("cjs:a:").expect(&first).parse().unwrap();
+    assert_eq!(ask(&mut getter, "b").await, format!("cjs:b:{}", reads + 1));
+    assert_eq!(ask(&mut getter, "c").await, format!("cjs:c:{}", reads + 2));
+}
+
 /// Text crosses into JS and back through the engine's string conversions, which have separate
 /// paths for ASCII and for wider text; a reply that is a new string takes the read-back path.
 #[tokio::test]

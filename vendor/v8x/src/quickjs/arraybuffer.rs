@@ -35,6 +35,7 @@ fn registry_add(key: usize, inner: *mut BsInner) {
   if key == 0 {
     return;
   }
+  unsafe { (*inner).registered = true };
   alias_registry()
     .lock()
     .unwrap()
@@ -67,6 +68,7 @@ fn owner_add(key: usize, inner: *mut BsInner) {
   if key == 0 {
     return;
   }
+  unsafe { (*inner).registered = true };
   owner_registry().lock().unwrap().insert(key, inner as usize);
 }
 
@@ -178,6 +180,11 @@ struct BsInner {
 
   retained_ctx: *mut JSContext,
   retained_val: JSValue,
+
+  // Whether this store was ever put in the owner or alias registry. Most stores never are
+  // (a Rust-owned store whose bytes an ArrayBuffer copies); their destruction then skips two
+  // global locks and two hash look-ups.
+  registered: bool,
 }
 
 struct AllocatorBuffer {
@@ -235,6 +242,7 @@ impl BsInner {
       allocator_isolate: ptr::null_mut(),
       retained_ctx: ptr::null_mut(),
       retained_val: jsv_undefined(),
+      registered: false,
     }))
   }
 
@@ -258,9 +266,11 @@ impl BsInner {
     if ptr.is_null() {
       return;
     }
-    let key = unsafe { (*ptr).data } as usize;
-    owner_remove(key, ptr);
-    registry_remove(key, ptr);
+    if unsafe { (*ptr).registered } {
+      let key = unsafe { (*ptr).data } as usize;
+      owner_remove(key, ptr);
+      registry_remove(key, ptr);
+    }
     let b = unsafe { Box::from_raw(ptr) };
     if !b.data.is_null() {
       let allocator = super::allocator::allocator_shared_get(&b.allocator);
@@ -1235,13 +1245,16 @@ pub extern "C" fn v8__ArrayBufferView__GetContents(
       size: 0,
     };
   }
-  let owner = owner_get(base as usize);
-  let externally_backed = !owner.is_null()
-    && unsafe {
-      (*owner).retained_ctx.is_null()
-        && !(*owner).owns_malloc
-        && super::allocator::allocator_shared_get(&(*owner).allocator).is_null()
-    };
+  // Only an empty view needs to know who owns the bytes (a look-up under a global lock).
+  let externally_backed = len == 0 && buf_len == 0 && {
+    let owner = owner_get(base as usize);
+    !owner.is_null()
+      && unsafe {
+        (*owner).retained_ctx.is_null()
+          && !(*owner).owns_malloc
+          && super::allocator::allocator_shared_get(&(*owner).allocator).is_null()
+      }
+  };
   if len == 0 && buf_len == 0 && !externally_backed {
     return memory_span_t {
       data: storage.data,
