@@ -210,7 +210,14 @@ impl FrameCodec {
 
             if let Some((_, len)) = &self.header {
                 let len = *len as usize;
-                if len <= self.in_buffer.len() {
+                if len == self.in_buffer.len() {
+                    // (Switchboard's patch.) The buffer holds exactly this frame (the common
+                    // case: see `read_in`): the payload takes it whole. Splitting made the
+                    // buffer shared (an allocation and atomic counts) only to drop the empty
+                    // rest at the next read.
+                    break std::mem::take(&mut self.in_buffer);
+                }
+                if len < self.in_buffer.len() {
                     break self.in_buffer.split_to(len);
                 }
             }
