@@ -323,42 +323,48 @@
     }
   }
 
-  // Called by the Rust side for every event, in arrival order. The return value is the reply.
-  function dispatch(kind, id, a, b, c, endpointOfClosed) {
-    if (kind === MESSAGE) {
-      // The common case, in fewer calls: a message for a known connection that is not waiting
-      // on an async handler and is not a named event.
-      const socket = connections.get(id);
-      if (socket !== undefined && (socket[DELIVERY] & BUSY) === 0 && (!hasEventExports || typeof a !== "string" || a.charCodeAt(0) !== 123)) {
-        // onMessage, run here rather than through runEvent or a function of its own: QuickJS
-        // interprets every call, and each one less is measurable per message (bench/README.md).
-        const fn = handler.onMessage;
-        if (typeof fn !== "function") return noOnMessage(socket);
-        const previousKind = currentKind;
-        const previousData = currentData;
-        currentKind = MESSAGE;
-        currentData = a;
-        let result;
-        try {
-          result = onMessageIsData ? handler.onMessage(a, socket) : fn.call(handler, a, socket);
-        } catch (error) {
-          reportFailure(socket, MESSAGE, error);
-          return undefined;
-        } finally {
-          currentKind = previousKind;
-          currentData = previousData;
-        }
-        // A text reply, or bytes that are not a thenable, the common cases, need nothing else
-        // of settle() (toWire() would return either as it is). `instanceof` runs a Proxy's
-        // traps, which may throw: then settle() reports it, as for any other reply.
-        // (isThenable() written out: one interpreted call less per binary reply.)
-        if (typeof result === "string") return result;
-        try {
-          if (result instanceof Uint8Array && typeof result.then !== "function") return result;
-        } catch (_) {}
-        return settle(socket, MESSAGE, result);
-      }
+  // Called by the Rust side for every message on an inbound connection (text or bytes), in
+  // arrival order with the other events; the return value is the reply. The common case in as
+  // few steps as the interpreter allows: a known connection not waiting on an async handler,
+  // and not a named event. Anything else goes through dispatch(). Two arguments, not
+  // dispatch's six, and onMessage run here rather than through runEvent or a function of its
+  // own: QuickJS interprets every call, and each one less is measurable per message
+  // (bench/README.md).
+  function dispatchMessage(id, a) {
+    const socket = connections.get(id);
+    if (socket === undefined || (socket[DELIVERY] & BUSY) !== 0 || (hasEventExports && typeof a === "string" && a.charCodeAt(0) === 123)) {
+      return dispatch(MESSAGE, id, a);
     }
+    const fn = handler.onMessage;
+    if (typeof fn !== "function") return noOnMessage(socket);
+    const previousKind = currentKind;
+    const previousData = currentData;
+    currentKind = MESSAGE;
+    currentData = a;
+    let result;
+    try {
+      result = onMessageIsData ? handler.onMessage(a, socket) : fn.call(handler, a, socket);
+    } catch (error) {
+      reportFailure(socket, MESSAGE, error);
+      return undefined;
+    } finally {
+      currentKind = previousKind;
+      currentData = previousData;
+    }
+    // A text reply, or bytes that are not a thenable, the common cases, need nothing else of
+    // settle() (toWire() would return either as it is). `instanceof` runs a Proxy's traps,
+    // which may throw: then settle() reports it, as for any other reply. (isThenable() written
+    // out: one interpreted call less per binary reply.)
+    if (typeof result === "string") return result;
+    try {
+      if (result instanceof Uint8Array && typeof result.then !== "function") return result;
+    } catch (_) {}
+    return settle(socket, MESSAGE, result);
+  }
+
+  // Called by the Rust side for every other event, in arrival order. The return value is the
+  // reply.
+  function dispatch(kind, id, a, b, c, endpointOfClosed) {
     if (kind === UPGRADE) return decideUpgrade(handler, id, a);
     if (kind === SERVICE) return runService(handler, id, a, b);
     if (kind === REQUEST) return runRequest(id, a, b, c, endpointOfClosed);
@@ -430,5 +436,5 @@
     op_sb_handler_exports(names.join(","));
   }
 
-  Object.assign(internals, { dispatch, recover, context, setHandler, getHandler: () => handler });
+  Object.assign(internals, { dispatch, dispatchMessage, recover, context, setHandler, getHandler: () => handler });
 })(globalThis.__switchboardBootstrap);

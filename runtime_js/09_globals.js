@@ -93,6 +93,7 @@
 
   return Object.freeze({
     dispatch: internals.dispatch,
+    dispatchMessage: internals.dispatchMessage,
     recover: internals.recover,
     setHandler: internals.setHandler,
     requireMain: internals.requireMain,

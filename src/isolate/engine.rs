@@ -90,8 +90,10 @@ pub struct RuntimeParts {
 /// file, which takes them (and `Deno.core`) off the global object, so handler code reaches none
 /// of them.
 pub struct Internals {
-    /// `dispatch(kind, id, a, b, c, endpoint)`, called for every event.
+    /// `dispatch(kind, id, a, b, c, endpoint)`, called for every event but the next.
     pub dispatch: v8::Global<v8::Function>,
+    /// `dispatchMessage(id, message)`, called for every message on an inbound connection.
+    pub dispatch_message: v8::Global<v8::Function>,
     /// `recover(kind, id, message)`, called after a termination.
     pub recover: v8::Global<v8::Function>,
     /// `setHandler(exports)`: the handler's new exports.
@@ -174,6 +176,7 @@ pub fn new_runtime(parts: RuntimeParts) -> Result<(JsRuntime, Internals), String
         };
         Internals {
             dispatch: function("dispatch")?,
+            dispatch_message: function("dispatchMessage")?,
             recover: function("recover")?,
             set_handler: function("setHandler")?,
             require_main: function("requireMain")?,
