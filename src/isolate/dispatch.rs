@@ -111,7 +111,7 @@ impl Dispatcher {
                     data,
                 } => {
                     inbound_message = true;
-                    let message = bytes(scope, data);
+                    let message = uint8_array(scope, data);
                     let id = number(scope, id as f64);
                     (
                         Some(target),
@@ -264,7 +264,10 @@ fn string<'s>(scope: &mut v8::PinScope<'s, '_>, s: &str) -> v8::Local<'s, v8::Va
 }
 
 /// A binary message as a JS Uint8Array (`undefined` if the engine cannot make it).
-fn bytes<'s>(scope: &mut v8::PinScope<'s, '_>, data: bytes::Bytes) -> v8::Local<'s, v8::Value> {
+fn uint8_array<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    data: bytes::Bytes,
+) -> v8::Local<'s, v8::Value> {
     let length = data.len();
     let store = v8::ArrayBuffer::new_backing_store_from_vec(Vec::from(data)).make_shared();
     let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
@@ -310,7 +313,7 @@ fn event_arguments<'s>(
         IsolateEvent::Binary { target, data } => (
             target,
             EventKind::Message,
-            bytes(scope, data),
+            uint8_array(scope, data),
             undefined,
             undefined,
         ),
