@@ -35,12 +35,13 @@ pub mod stomp;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// The most one `recv` reads: 8 KiB reads a 16 KiB message in two or three system calls instead
-/// of four or five (6 % more 16 KiB echoes over 100 connections than 4 KiB). tokio-tungstenite's
-/// default (128 KiB, allocated per connection) cost memory and speed. Our tungstenite patch reads
-/// into one such buffer per thread between frames, so an idle connection holds none (idle memory per
-/// connection: bench/README.md).
-const READ_BUFFER_SIZE: usize = 8192;
+/// The most one `recv` reads. Our tungstenite patch reads into one buffer of this size per thread
+/// between frames and keeps only what arrived, so an idle connection holds no read buffer and the
+/// size costs memory once per thread, not per connection (idle memory per connection:
+/// bench/README.md). 64 KiB takes a 16 KiB message, or a burst of small ones, in one system call;
+/// the 8 KiB this was before took a 16 KiB message in three. The rest of a frame that did not
+/// arrive whole is read into the connection's own buffer, made the size of that frame.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
 
 /// The WebSocket settings of a socket (inbound or outbound) whose messages may be up to
 /// `max_message_size`.

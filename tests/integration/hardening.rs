@@ -48,8 +48,17 @@ async fn raw_upgrade_with(address: &str, endpoint: &str, early: &[u8]) -> TcpStr
 fn frame(opcode: u8, payload: &[u8], rsv: u8, unmasked: bool) -> Vec<u8> {
     let mut bytes = vec![0x80 | (rsv << 4) | opcode];
     let mask_bit = if unmasked { 0 } else { 0x80 };
-    assert!(payload.len() < 126);
-    bytes.push(mask_bit | payload.len() as u8);
+    match payload.len() {
+        length @ 0..=125 => bytes.push(mask_bit | length as u8),
+        length @ 126..=0xffff => {
+            bytes.push(mask_bit | 126);
+            bytes.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            bytes.push(mask_bit | 127);
+            bytes.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
     if unmasked {
         bytes.extend_from_slice(payload);
     } else {
@@ -120,6 +129,62 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
         .expect("no echo of the early frames")
         .unwrap();
     assert_eq!(echoed, expected);
+}
+
+#[tokio::test]
+async fn frames_that_arrive_in_pieces_are_answered_whole() {
+    // The server keeps a partial frame until the rest arrives, whether the cut falls inside the
+    // header, inside the payload or between frames, for frames smaller and larger than one read
+    // (64 KiB): each piece is its own write on a no-delay socket, so it arrives on its own.
+    let ws = echo_workspace();
+    let server = Server::start(ws.path());
+    let mut stream = raw_upgrade(&server.address, "echo").await;
+    stream.set_nodelay(true).unwrap();
+    let texts: Vec<String> = [20_000, 3, 70_000, 125, 126]
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| {
+            (0..size)
+                .map(|i| (b'a' + ((i + n) % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let bytes: Vec<u8> = texts
+        .iter()
+        .flat_map(|text| frame(0x1, text.as_bytes(), 0, false))
+        .collect();
+    // Cuts: inside the first header, just after it, inside payloads, across frame boundaries.
+    let cuts = [
+        1,
+        3,
+        8,
+        4_000,
+        20_009,
+        20_011,
+        20_020,
+        40_000,
+        90_010,
+        bytes.len(),
+    ];
+    let mut from = 0;
+    for cut in cuts {
+        stream.write_all(&bytes[from..cut]).await.unwrap();
+        stream.flush().await.unwrap();
+        from = cut;
+    }
+    let expected: Vec<u8> = texts
+        .iter()
+        .flat_map(|text| frame(0x1, text.as_bytes(), 0, true))
+        .collect();
+    let mut echoed = vec![0u8; expected.len()];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed))
+        .await
+        .expect("no echo of the frames sent in pieces")
+        .unwrap();
+    assert!(
+        echoed == expected,
+        "the echoes differ from the messages sent"
+    );
 }
 
 #[tokio::test]

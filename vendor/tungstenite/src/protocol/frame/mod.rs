@@ -223,7 +223,7 @@ impl FrameCodec {
             }
 
             // Not enough data in buffer.
-            if self.read_in(stream)? == 0 {
+            if self.read_in(stream, max_size)? == 0 {
                 trace!("no frame received");
                 return Ok(None);
             }
@@ -252,7 +252,7 @@ impl FrameCodec {
     }
 
     /// Read into available `in_buffer` capacity.
-    fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+    fn read_in(&mut self, stream: &mut impl Read, max_size: usize) -> io::Result<usize> {
         if self.in_buffer.is_empty() && self.header.is_none() {
             // (Switchboard's patch.) Between frames: read into the thread's buffer, and keep
             // only what arrived (a partial frame stays here until the rest comes).
@@ -262,7 +262,7 @@ impl FrameCodec {
                     scratch.resize(self.in_buf_max_read, 0);
                 }
                 let size = stream.read(&mut scratch[..self.in_buf_max_read])?;
-                self.in_buffer = BytesMut::from(&scratch[..size]);
+                self.keep_arrived(&scratch[..size], max_size);
                 Ok(size)
             });
         }
@@ -272,6 +272,27 @@ impl FrameCodec {
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
         size
+    }
+
+    /// (Switchboard's patch.) Keeps the bytes a read into the thread's buffer brought. When they
+    /// begin with a whole frame header (the usual case), the header is taken here and only the
+    /// bytes after it are kept, in a buffer with room for the whole payload: the rest of a frame
+    /// that did not arrive whole is then read straight into it, where the library reallocated
+    /// and copied what had arrived once the header was parsed. A header that asks for more
+    /// than `max_size`, or does not parse, is left to `read_frame` to report.
+    fn keep_arrived(&mut self, arrived: &[u8], max_size: usize) {
+        let mut cursor = Cursor::new(arrived);
+        if let Ok(Some((header, length))) = FrameHeader::parse(&mut cursor) {
+            if length <= max_size as u64 {
+                let rest = &arrived[cursor.position() as usize..];
+                let mut buffer = BytesMut::with_capacity(rest.len().max(length as usize));
+                buffer.extend_from_slice(rest);
+                self.in_buffer = buffer;
+                self.header = Some((header, length));
+                return;
+            }
+        }
+        self.in_buffer = BytesMut::from(arrived);
     }
 
     /// Writes a frame into the `out_buffer`.
