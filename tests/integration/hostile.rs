@@ -108,6 +108,54 @@ async fn handler_code_reaches_no_engine_internals() {
     assert!(answer.starts_with("refused: "), "{answer}");
 }
 
+/// `instanceof` as the language defines it (the engine answers the usual case without calling
+/// Function.prototype[Symbol.hasInstance]: vendor/README.md), and a chain of bound functions deep
+/// enough to exhaust the stack throws instead of taking the process down.
+#[tokio::test]
+async fn instanceof_keeps_its_meaning_and_a_deep_bound_chain_throws() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "probe", "p/h").write(
+        "p/h.js",
+        r#"
+        const attempt = (f) => { try { return f(); } catch (e) { return e instanceof Error ? "threw" : "odd"; } };
+        class Even { static [Symbol.hasInstance](n) { return n % 2 === 0; } }
+        function Base() {}
+        const Bound = Base.bind(null);
+        exports.onMessage = (m) => {
+          let deep = Base;
+          // Each bound function's name is emptied: "bound bound ..." would grow quadratically.
+          for (let i = 0; i < Number(m); i++) {
+            deep = deep.bind(null);
+            Object.defineProperty(deep, "name", { value: "" });
+          }
+          return JSON.stringify({
+            bytes: new Uint8Array(2) instanceof Uint8Array,
+            notBytes: new Uint16Array(2) instanceof Uint8Array,
+            custom: [2 instanceof Even, 3 instanceof Even],
+            bound: new Base() instanceof Bound,
+            proxy: new Proxy(new Base(), {}) instanceof Base,
+            primitive: "s" instanceof String,
+            notCallable: attempt(() => ({}) instanceof {}),
+            deep: attempt(() => new Base() instanceof deep),
+          });
+        };
+        "#,
+    );
+    let server = Server::start(ws.path());
+    let mut probe = server.connect("probe").await;
+    let seen: serde_json::Value = serde_json::from_str(&ask(&mut probe, "3").await).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "bytes": true, "notBytes": false, "custom": [true, false], "bound": true,
+            "proxy": true, "primitive": false, "notCallable": "threw", "deep": true,
+        })
+    );
+    let seen: serde_json::Value = serde_json::from_str(&ask(&mut probe, "100000").await).unwrap();
+    assert_eq!(seen["deep"], "threw", "{seen}");
+    assert_eq!(seen["bytes"], true, "{seen}");
+}
+
 /// Every function of the handler API, called with arguments of every kind, thousands of times:
 /// each call returns or throws a JavaScript error, and the server keeps serving.
 #[tokio::test]

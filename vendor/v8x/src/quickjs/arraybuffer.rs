@@ -146,6 +146,15 @@ unsafe extern "C" {
     argv: *mut JSValue,
     array_type: JSTypedArrayEnum,
   ) -> JSValue;
+  // (Switchboard's patch.) `new TypedArray(buffer, offset, length)` without the
+  // constructor's call: `vendor/quickjs-ng/quickjs.c`.
+  fn JS_NewTypedArrayFromBuffer(
+    ctx: *mut JSContext,
+    buffer: JSValue,
+    offset: u64,
+    length: u64,
+    array_type: JSTypedArrayEnum,
+  ) -> JSValue;
   fn JS_GetTypedArrayBuffer(
     ctx: *mut JSContext,
     obj: JSValue,
@@ -1339,16 +1348,17 @@ fn make_typed_array(
     };
   }
 
-  let mut argv: [JSValue; 3] = [
-    jsval_of(buf),
-    unsafe { JS_NewInt64(ctx, byte_offset as i64) },
-    unsafe { JS_NewInt64(ctx, length as i64) },
-  ];
-  let v = unsafe { JS_NewTypedArray(ctx, 3, argv.as_mut_ptr(), ty) };
-
-  unsafe { JS_FreeValue(ctx, argv[1]) };
-  unsafe { JS_FreeValue(ctx, argv[2]) };
-  v
+  // (Switchboard's patch.) Straight to the typed array, not through its constructor's call
+  // and argument conversions (one per binary message received: bench/README.md).
+  unsafe {
+    JS_NewTypedArrayFromBuffer(
+      ctx,
+      jsval_of(buf),
+      byte_offset as u64,
+      length as u64,
+      ty,
+    )
+  }
 }
 
 macro_rules! typed_array_new {

@@ -9634,6 +9634,9 @@ done:
 }
 
 /* return true, false or (-1) in case of exception */
+static JSValue js_function_hasInstance(JSContext *ctx, JSValueConst this_val,
+                                       int argc, JSValueConst *argv);
+
 int JS_IsInstanceOf(JSContext *ctx, JSValueConst val, JSValueConst obj)
 {
     JSValue method;
@@ -9643,6 +9646,19 @@ int JS_IsInstanceOf(JSContext *ctx, JSValueConst val, JSValueConst obj)
     method = JS_GetProperty(ctx, obj, JS_ATOM_Symbol_hasInstance);
     if (JS_IsException(method))
         return -1;
+    /* (Switchboard's patch.) The usual @@hasInstance, Function.prototype's own, does what
+       its call would: OrdinaryHasInstance, without an interpreted call in between. The
+       stack check the call made is kept (bound functions recurse). */
+    if (JS_VALUE_GET_TAG(method) == JS_TAG_OBJECT &&
+        JS_VALUE_GET_OBJ(method)->class_id == JS_CLASS_C_FUNCTION &&
+        JS_VALUE_GET_OBJ(method)->u.cfunc.c_function.generic == js_function_hasInstance) {
+        JS_FreeValue(ctx, method);
+        if (js_check_stack_overflow(ctx->rt, 0)) {
+            JS_ThrowStackOverflow(ctx);
+            return -1;
+        }
+        return JS_OrdinaryIsInstanceOf(ctx, val, obj);
+    }
     if (!JS_IsNull(method) && !JS_IsUndefined(method)) {
         JSValue ret;
         ret = JS_CallFree(ctx, method, obj, 1, &val);
@@ -63793,6 +63809,51 @@ JSValue JS_NewTypedArray(JSContext *ctx, int argc, JSValueConst *argv,
 
     return js_typed_array_constructor(ctx, JS_UNDEFINED, argc, argv,
                                       JS_CLASS_UINT8C_ARRAY + type);
+}
+
+/* (Switchboard's patch.) new TypedArray(buffer, offset, length) for an embedder whose
+   offset and length are numbers already (v8x's TypedArray::New): the constructor's checks for
+   an ArrayBuffer argument, without its call, argument conversions and re-validation (no user
+   code runs in between here). A length is always given, so a view of a resizable buffer does
+   not track it, as in the constructor. Anything but an ArrayBuffer goes to the constructor. */
+JSValue JS_NewTypedArrayFromBuffer(JSContext *ctx, JSValueConst buffer,
+                                   uint64_t offset, uint64_t len,
+                                   JSTypedArrayEnum type)
+{
+    JSClassID classid;
+    JSArrayBuffer *abuf;
+    JSObject *p;
+    JSValue obj;
+    int size_log2;
+
+    if (type < JS_TYPED_ARRAY_UINT8C || type > JS_TYPED_ARRAY_FLOAT64)
+        return JS_ThrowRangeError(ctx, "invalid typed array type");
+    classid = JS_CLASS_UINT8C_ARRAY + type;
+    p = JS_VALUE_GET_TAG(buffer) == JS_TAG_OBJECT ? JS_VALUE_GET_OBJ(buffer) : NULL;
+    if (!p || (p->class_id != JS_CLASS_ARRAY_BUFFER &&
+               p->class_id != JS_CLASS_SHARED_ARRAY_BUFFER)) {
+        JSValue argv[3] = { buffer, js_int64(offset), js_int64(len) };
+        obj = JS_NewTypedArray(ctx, 3, argv, type);
+        JS_FreeValue(ctx, argv[1]);
+        JS_FreeValue(ctx, argv[2]);
+        return obj;
+    }
+    abuf = p->u.array_buffer;
+    size_log2 = typed_array_size_log2(classid);
+    if (abuf->detached)
+        return JS_ThrowTypeErrorDetachedArrayBuffer(ctx);
+    if ((offset & ((1 << size_log2) - 1)) != 0 || offset > abuf->byte_length)
+        return JS_ThrowRangeError(ctx, "invalid offset");
+    if (len > (((uint64_t)abuf->byte_length - offset) >> size_log2))
+        return JS_ThrowRangeError(ctx, "invalid length");
+    obj = js_create_from_ctor(ctx, JS_UNDEFINED, classid);
+    if (JS_IsException(obj))
+        return obj;
+    if (typed_array_init(ctx, obj, js_dup(buffer), offset, len, false)) {
+        JS_FreeValue(ctx, obj);
+        return JS_EXCEPTION;
+    }
+    return obj;
 }
 
 /* Return the buffer associated to the typed array or an exception if

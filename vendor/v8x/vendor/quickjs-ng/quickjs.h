@@ -1123,6 +1123,10 @@ JS_EXTERN JSValue JS_NewUint8Array(JSContext *ctx, uint8_t *buf, size_t len,
 /* returns -1 if not a typed array otherwise return a JSTypedArrayEnum value */
 JS_EXTERN int JS_GetTypedArrayType(JSValueConst obj);
 JS_EXTERN JSValue JS_NewUint8ArrayCopy(JSContext *ctx, const uint8_t *buf, size_t len);
+/* (Switchboard's patch.) new TypedArray(buffer, offset, length) without the constructor's call. */
+JS_EXTERN JSValue JS_NewTypedArrayFromBuffer(JSContext *ctx, JSValueConst buffer,
+                                             uint64_t offset, uint64_t len,
+                                             JSTypedArrayEnum type);
 typedef struct {
     void *(*sab_alloc)(void *opaque, size_t size);
     void (*sab_free)(void *opaque, void *ptr);
