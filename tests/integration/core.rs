@@ -442,6 +442,21 @@ async fn case_conversion_follows_unicode_on_every_path() {
         assert_eq!(got_upper, upper, "{input:?}.toUpperCase()");
         assert_eq!(unchanged, input == lower, "{input:?}");
     }
+    // Every ASCII character, at every offset within the engine's eight-byte steps, and a
+    // non-ASCII letter after whole steps of ASCII (the general path from there).
+    let every_ascii: String = (0u8..128).map(char::from).collect();
+    for shift in 0..8 {
+        for input in [
+            format!("{}{every_ascii}", &"xxxxxxx"[..shift]),
+            format!("{}ABCDEFGHIJKLMNOP\u{c0}Z", &"XXXXXXX"[..shift]),
+        ] {
+            let answer = ask(&mut client, &serde_json::to_string(&input).unwrap()).await;
+            let (got_lower, got_upper, _): (String, String, bool) =
+                serde_json::from_str(&answer).unwrap();
+            assert_eq!(got_lower, input.to_lowercase(), "{input:?}.toLowerCase()");
+            assert_eq!(got_upper, input.to_uppercase(), "{input:?}.toUpperCase()");
+        }
+    }
 }
 
 /// String equality, where the engine tells two distinct atoms (interned strings: literals,

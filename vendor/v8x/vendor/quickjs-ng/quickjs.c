@@ -51897,9 +51897,22 @@ static JSValue js_string_toLowerCase(JSContext *ctx, JSValueConst this_val,
        width) take the general path. */
     if (!p->is_wide_char) {
         const uint8_t *src = str8(p);
-        uint32_t k, n = p->len, changes = 0;
+        uint32_t k, n = p->len;
+        uint64_t changes = 0, w;
         uint8_t from = to_lower ? 'A' : 'a';
-        for (k = 0; k < n; k++) {
+        /* Eight bytes at a time (Switchboard): in ASCII bytes, adding 0x80 - from sets a
+           byte's top bit from `from` on, adding 0x80 - from - 26 from `from` + 26 on; no
+           byte carries into the next. So `a & ~b` marks exactly the letters to change. */
+        const uint64_t ones = 0x0101010101010101ULL, tops = 0x8080808080808080ULL;
+        const uint64_t at_from = ones * (uint8_t)(0x80 - from);
+        const uint64_t past_last = ones * (uint8_t)(0x80 - from - 26);
+        for (k = 0; k + 8 <= n; k += 8) {
+            memcpy(&w, src + k, 8);
+            if (w & tops)
+                break;
+            changes |= (w + at_from) & ~(w + past_last) & tops;
+        }
+        for (; k < n; k++) {
             uint8_t ch = src[k];
             if (ch >= 0x80)
                 break;
@@ -51914,7 +51927,12 @@ static JSValue js_string_toLowerCase(JSContext *ctx, JSValueConst this_val,
             if (!q)
                 goto fail_val;
             dst = str8(q);
-            for (k = 0; k < n; k++) {
+            for (k = 0; k + 8 <= n; k += 8) {
+                memcpy(&w, src + k, 8);
+                w ^= ((w + at_from) & ~(w + past_last) & tops) >> 2;
+                memcpy(dst + k, &w, 8);
+            }
+            for (; k < n; k++) {
                 uint8_t ch = src[k];
                 dst[k] = (uint8_t)(ch - from) < 26 ? ch ^ 0x20 : ch;
             }
