@@ -69,6 +69,16 @@ fn frame(opcode: u8, payload: &[u8], rsv: u8, unmasked: bool) -> Vec<u8> {
     bytes
 }
 
+/// Reads exactly `length` bytes from the server (`what` names them if they do not come).
+async fn read_bytes(stream: &mut TcpStream, length: usize, what: &str) -> Vec<u8> {
+    let mut bytes = vec![0u8; length];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut bytes))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap();
+    bytes
+}
+
 /// Reads server frames until the connection ends; returns the close code sent, if any.
 async fn close_code_from_server(stream: &mut TcpStream) -> Option<u16> {
     let mut bytes = Vec::new();
@@ -123,11 +133,7 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
             .collect::<Vec<u8>>(),
     ]
     .concat();
-    let mut echoed = vec![0u8; expected.len()];
-    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed))
-        .await
-        .expect("no echo of the early frames")
-        .unwrap();
+    let echoed = read_bytes(&mut stream, expected.len(), "the echo of the early frames").await;
     assert_eq!(echoed, expected);
 }
 
@@ -176,11 +182,7 @@ async fn frames_that_arrive_in_pieces_are_answered_whole() {
         .iter()
         .flat_map(|text| frame(0x1, text.as_bytes(), 0, true))
         .collect();
-    let mut echoed = vec![0u8; expected.len()];
-    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed))
-        .await
-        .expect("no echo of the frames sent in pieces")
-        .unwrap();
+    let echoed = read_bytes(&mut stream, expected.len(), "the echo of the pieces").await;
     assert!(
         echoed == expected,
         "the echoes differ from the messages sent"
