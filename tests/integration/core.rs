@@ -551,6 +551,58 @@ async fn a_lone_surrogate_is_sent_as_one_replacement_character() {
     }
 }
 
+/// Reply strings are read from the engine without a copy where they are ASCII (the engine's own
+/// bytes, held until sent: vendor/README.md, `v8x-string-view-borrows-ascii.patch`): literals,
+/// empty strings, strings built by concatenation and slicing, and strings the handler keeps
+/// and sends again go out whole, and stay whole in the handler afterwards.
+#[tokio::test]
+async fn reply_strings_of_every_making_go_out_whole() {
+    let ws = Workspace::new();
+    ws.endpoint("p", "kinds", "p/h").write(
+        "p/h.js",
+        r#"const kept = [];
+           exports.onMessage = (m, conn) => {
+             if (m === "kept") return JSON.stringify(kept);
+             const made = {
+               literal: "a literal",
+               empty: "",
+               joined: "<" + m + ">" + m.length,
+               sliced: (m + m).slice(1, -1),
+               repeated: m.repeat(3),
+               wide: m + "\u00e9\u20ac",
+               again: kept.length > 0 ? kept[kept.length - 1] : "none",
+             }[m.split(":")[0]] ?? m;
+             kept.push(made);
+             conn.send(made);
+             return made;
+           };"#,
+    );
+    let server = Server::start(ws.path());
+    let mut client = server.connect("kinds").await;
+    let mut sent = Vec::new();
+    for (input, expected) in [
+        ("literal", "a literal".to_string()),
+        ("empty", String::new()),
+        ("joined", "<joined>6".to_string()),
+        ("sliced", "licedslice".to_string()),
+        ("repeated", "repeated".repeat(3)),
+        ("wide", "wide\u{e9}\u{20ac}".to_string()),
+        ("again", "wide\u{e9}\u{20ac}".to_string()),
+        ("plain:abc", "plain:abc".to_string()),
+    ] {
+        client.send(Message::text(input)).await.unwrap();
+        for how in ["conn.send", "the return value"] {
+            assert_eq!(next_text(&mut client).await, expected, "{input}: {how}");
+        }
+        sent.push(expected);
+    }
+    let kept: Vec<String> = serde_json::from_str(&ask(&mut client, "kept").await).unwrap();
+    assert_eq!(
+        kept, sent,
+        "the strings the handler kept after sending them"
+    );
+}
+
 #[tokio::test]
 async fn event_context_functions_inside_and_outside_events() {
     let ws = Workspace::new();

@@ -3851,9 +3851,19 @@ pub extern "C" fn v8__Function__Call(
     jsval_of(recv)
   };
   let n = argc.max(0) as usize;
-  let mut args: Vec<JSValue> = Vec::with_capacity(n);
-  for i in 0..n {
-    args.push(jsval_of(unsafe { *argv.add(i) }));
+  // The usual few arguments on the stack: an embedder calls into JavaScript for every event
+  // with two to six, and a vector per call cost an allocation and a free each time.
+  const ARGS_ON_STACK: usize = 8;
+  let mut on_stack = [jsv_undefined(); ARGS_ON_STACK];
+  let mut on_heap: Vec<JSValue> = Vec::new();
+  let args: &mut [JSValue] = if n <= ARGS_ON_STACK {
+    &mut on_stack[..n]
+  } else {
+    on_heap.resize(n, jsv_undefined());
+    &mut on_heap
+  };
+  for (i, arg) in args.iter_mut().enumerate() {
+    *arg = jsval_of(unsafe { *argv.add(i) });
   }
   let saved_pending = unsafe {
     if JS_HasException(ctx) {

@@ -822,7 +822,13 @@ pub(super) struct ViewState {
   data: *mut c_void,
   len: usize,
   is_one_byte: bool,
+  // Switchboard patch: the context whose C string `data` is when the view
+  // borrows an ASCII string's own bytes (null when `data` is a Box of ours).
+  // The four fields fill V8's 32-byte ValueView.
+  cstring_of: *mut JSContext,
 }
+
+const _: () = assert!(std::mem::size_of::<ViewState>() <= 32);
 
 #[unsafe(no_mangle)]
 pub extern "C" fn v8__String__ValueView__CONSTRUCT(
@@ -841,15 +847,16 @@ pub extern "C" fn v8__String__ValueView__CONSTRUCT(
       Vec::new()
     } else {
       let bytes = unsafe { std::slice::from_raw_parts(cstr as *const u8, len) };
-      // Switchboard patch: an ASCII string is its own one-byte view; copy it
-      // once instead of widening to UTF-16 and narrowing back.
+      // Switchboard patch: an ASCII string is its own one-byte view. QuickJS
+      // hands out an ASCII string's own bytes as its C string (holding a
+      // reference to the string), so the view borrows them until it is
+      // destructed: no copy, no allocation.
       if bytes.is_ascii() {
-        let view: Box<[u8]> = Box::from(bytes);
         unsafe {
-          JS_FreeCString(ctx, cstr);
-          (*buf).len = view.len();
-          (*buf).data = Box::into_raw(view) as *mut c_void;
+          (*buf).len = bytes.len();
+          (*buf).data = cstr as *mut c_void;
           (*buf).is_one_byte = true;
+          (*buf).cstring_of = ctx;
         }
         return;
       }
@@ -870,6 +877,7 @@ pub extern "C" fn v8__String__ValueView__CONSTRUCT(
     (*buf).data = data;
     (*buf).len = len;
     (*buf).is_one_byte = is_one_byte;
+    (*buf).cstring_of = ptr::null_mut();
   }
 }
 
@@ -877,7 +885,12 @@ pub extern "C" fn v8__String__ValueView__CONSTRUCT(
 pub extern "C" fn v8__String__ValueView__DESTRUCT(this: *mut ViewState) {
   unsafe {
     let st = &mut *this;
-    if !st.data.is_null() {
+    if !st.cstring_of.is_null() {
+      JS_FreeCString(st.cstring_of, st.data as *const c_char);
+      st.cstring_of = ptr::null_mut();
+      st.data = ptr::null_mut();
+      st.len = 0;
+    } else if !st.data.is_null() {
       if st.is_one_byte {
         let slice = ptr::slice_from_raw_parts_mut(st.data as *mut u8, st.len);
         drop(Box::from_raw(slice));
