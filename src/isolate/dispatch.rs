@@ -184,10 +184,11 @@ impl Dispatcher {
                 (dispatch, &args[..], args[2])
             };
             let result = function.call(scope, receiver, arguments);
-            watch.watched.end();
+            watch.watched.end_event();
             clock = Instant::now();
+            let elapsed = clock - started;
             for latency in watch.latency {
-                latency.observe(clock - started);
+                latency.observe(elapsed);
             }
             let terminated = watch.watched.take_termination();
             if terminated.is_some() || scope.has_terminated() {
@@ -207,9 +208,12 @@ impl Dispatcher {
             }
             match (result, target) {
                 (Some(reply), Some(target)) => {
-                    // Handle equality: the very string the handler was given (`m => m`), told
-                    // without comparing its contents.
-                    let echoed = received_text.filter(|_| reply.is_string() && reply == message);
+                    // The very string the handler was given (`m => m`), or one equal to it: the
+                    // received text goes out as it is, without reading the JS string back.
+                    // `strict_equals`, not `==` (SameValueZero, which compares both sides with
+                    // zero too when they differ: on QuickJS a walk over every live handle).
+                    let echoed =
+                        received_text.filter(|_| reply.is_string() && reply.strict_equals(message));
                     if let Some(text) = echoed {
                         done.replies.push((target, Message::Text(text)));
                     } else if let Some(message) = reply_message(scope, reply) {
@@ -227,6 +231,7 @@ impl Dispatcher {
                 }
             }
         }
+        watch.watched.end();
         let left: Vec<IsolateEvent> = events.collect();
         *batch = taken;
         batch.extend(left);

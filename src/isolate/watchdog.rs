@@ -2,7 +2,7 @@
 //! than allowed, and the record of why an isolate was terminated (CPU time or heap), kept here
 //! because the engine's own error text does not say.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ pub struct Watched {
     handle: v8::IsolateHandle,
     /// When the running event started, in microseconds since the watchdog's epoch; 0 when idle.
     busy_since: AtomicU64,
+    /// Whether this isolate is counted in the watchdog's number of busy isolates: from the
+    /// first event of a batch to [`Watched::end`], not per event (the count is shared by every
+    /// isolate's thread, and changing it is a locked instruction).
+    counted_busy: AtomicBool,
     /// Why it was last terminated ([`NONE`], [`TOO_LONG`] or [`OUT_OF_HEAP`]), until taken.
     reason: AtomicU8,
     /// How long one event may run.
@@ -67,16 +71,30 @@ impl Watched {
 
     /// Marks the start of JavaScript work that began at `start` (a clock reading the caller
     /// already has, such as the end of the previous event).
+    ///
+    /// Only the isolate's own thread writes `busy_since` and `counted_busy` (the watchdog reads
+    /// them), so plain loads and stores do what a swap would, without a locked instruction per
+    /// event.
     pub fn begin_at(&self, start: Instant) {
         let since_epoch = start.saturating_duration_since(epoch()).as_micros() as u64;
-        if self.busy_since.swap(since_epoch.max(1), Ordering::AcqRel) == 0 {
+        self.busy_since.store(since_epoch.max(1), Ordering::Release);
+        if !self.counted_busy.load(Ordering::Relaxed) {
+            self.counted_busy.store(true, Ordering::Relaxed);
             watchdog().now_busy();
         }
     }
 
+    /// Marks the end of one event of several run together: the event's time no longer counts,
+    /// and the watchdog keeps watching for the next (until [`Watched::end`]).
+    pub fn end_event(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+
     /// Marks the end of JavaScript work.
     pub fn end(&self) {
-        if self.busy_since.swap(0, Ordering::AcqRel) != 0 {
+        self.busy_since.store(0, Ordering::Release);
+        if self.counted_busy.load(Ordering::Relaxed) {
+            self.counted_busy.store(false, Ordering::Relaxed);
             watchdog().now_idle();
         }
     }
@@ -195,6 +213,7 @@ pub fn watch(handle: v8::IsolateHandle, event_limit: Duration, heap_limit: usize
     let watched = Arc::new(Watched {
         handle,
         busy_since: AtomicU64::new(0),
+        counted_busy: AtomicBool::new(false),
         reason: AtomicU8::new(NONE),
         event_limit,
         heap_limit,

@@ -399,6 +399,45 @@ async fn a_stuck_handler_is_terminated_while_another_endpoint_answers() {
         .contains("switchboard_handler_terminations_total{handler=\"stuck/h.js\"} 1"));
 }
 
+/// Messages queued behind a runaway event (they arrive while it spins, so they run in the same
+/// batch after it) each get their own time: only the runaway is terminated, and the watchdog,
+/// which watches a batch from its first event to its last, stops nothing else.
+#[tokio::test]
+async fn only_the_runaway_event_of_a_batch_is_terminated() {
+    let ws = Workspace::new();
+    ws.endpoint("stuck", "stuck", "stuck/h").write(
+        "stuck/h.js",
+        r#"let state = 0;
+           exports.onMessage = (m) => {
+             state++;
+             if (m === "spin") { while (true) {} }
+             const until = Date.now() + 300;
+             while (Date.now() < until) {}
+             return `${m} ${state}`;
+           };
+           exports.onError = (e, conn) => conn.send(`onError: ${e}`);"#,
+    );
+    let server = Server::start_with(ws.path(), &["--event-timeout-ms", "1000"]);
+    let mut client = server.connect("stuck").await;
+    send_text(&mut client, "spin").await;
+    // Five events of 300 ms each after the runaway: 1.5 s in all, more than the limit of one.
+    for name in ["a", "b", "c", "d", "e"] {
+        send_text(&mut client, name).await;
+    }
+    assert_eq!(
+        next_text(&mut client).await,
+        "onError: handler terminated: it ran longer than the 1000 ms allowed per event"
+    );
+    for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        assert_eq!(next_text(&mut client).await, format!("{name} {}", i + 2));
+    }
+    assert!(server
+        .get("/metrics")
+        .await
+        .body
+        .contains("switchboard_handler_terminations_total{handler=\"stuck/h.js\"} 1"));
+}
+
 #[tokio::test]
 async fn a_heap_hungry_handler_is_terminated_and_memory_returns() {
     let ws = Workspace::new();
