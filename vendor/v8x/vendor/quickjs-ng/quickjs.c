@@ -3159,9 +3159,18 @@ void JS_SetContextOpaque(JSContext *ctx, void *opaque)
     ctx->user_opaque = opaque;
 }
 
+/* Switchboard patch: freeing a value, and set_value, forced inline: the
+   interpreter frees values dozens of times per call, and GCC kept these as
+   calls inside JS_CallInternal, whose size exhausts its inlining budget. */
+#if defined(_MSC_VER)
+#define js_free_value_inline __forceinline
+#else
+#define js_free_value_inline inline __attribute__((always_inline))
+#endif
+
 /* set the new value and free the old value after (freeing the value
    can reallocate the object data) */
-static inline void set_value(JSContext *ctx, JSValue *pval, JSValue new_val)
+static js_free_value_inline void set_value(JSContext *ctx, JSValue *pval, JSValue new_val)
 {
     JSValue old_val;
     old_val = *pval;
@@ -7441,7 +7450,9 @@ static void js_free_value_rt(JSRuntime *rt, JSValue v)
     }
 }
 
-void JS_FreeValueRT(JSRuntime *rt, JSValue v)
+/* Switchboard patch: forced inline (the definition stays external): see
+   js_free_value_inline. */
+js_free_value_inline void JS_FreeValueRT(JSRuntime *rt, JSValue v)
 {
     if (JS_VALUE_HAS_REF_COUNT(v)) {
         void *p = JS_VALUE_GET_PTR(v);
@@ -7451,7 +7462,7 @@ void JS_FreeValueRT(JSRuntime *rt, JSValue v)
     }
 }
 
-void JS_FreeValue(JSContext *ctx, JSValue v)
+js_free_value_inline void JS_FreeValue(JSContext *ctx, JSValue v)
 {
     JS_FreeValueRT(ctx->rt, v);
 }
