@@ -42,7 +42,8 @@ check v8x 149.4.0-rc.4 3701ffb3692a24808503d17f758b0a3f688d2c451779247982566b594
   vendor/v8x-backing-store-registries-when-registered.patch \
   vendor/v8x-quickjs-instanceof-without-call.patch vendor/v8x-typed-array-from-buffer.patch \
   vendor/v8x-quickjs-case-eight-bytes-at-a-time.patch vendor/v8x-call-arguments-on-stack.patch \
-  vendor/v8x-string-view-borrows-ascii.patch vendor/v8x-quickjs-inline-frees.patch
+  vendor/v8x-string-view-borrows-ascii.patch vendor/v8x-quickjs-inline-frees.patch \
+  vendor/v8x-string-from-str-unchecked.patch
 check deno_core 0.413.0 7ad7d5294f640fd99db08c455e2453c9860b1fa728b76fbdacf0eed3e308d48a \
   vendor/deno_core-lean-boot.patch
 check tungstenite 0.28.0 8628dcc84e5a09eb3d8423d6cb682965dea9133204e8fb3efee74c2a0c259442 \

@@ -762,6 +762,27 @@ pub extern "C" fn v8__String__NewFromUtf8(
   h
 }
 
+/// Switchboard patch: `String::new` (rusty_v8's `src/string.rs`), whose `&str`
+/// is valid UTF-8 by its type: passed to QuickJS without the check that
+/// `v8__String__NewFromUtf8` makes of arbitrary bytes (a pass over every byte
+/// of every message a handler receives as text).
+#[unsafe(no_mangle)]
+pub extern "C" fn v8__String__NewFromUtf8__valid(
+  isolate: *mut RealIsolate,
+  data: *const c_char,
+  length: usize,
+) -> *const V8String {
+  let ctx = ctx_for(isolate);
+  if ctx.is_null() || data.is_null() || length > K_MAX_STRING_LENGTH {
+    return ptr::null();
+  }
+  let v = unsafe { JS_NewStringLen(ctx, data, length) };
+  if v.tag == JS_TAG_EXCEPTION {
+    return ptr::null();
+  }
+  intern::<V8String>(v)
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn v8__String__NewFromOneByte(
   isolate: *mut RealIsolate,

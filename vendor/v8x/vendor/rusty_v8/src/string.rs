@@ -92,6 +92,14 @@ unsafe extern "C" {
     length: int,
   ) -> *const String;
 
+  // Switchboard patch: `String::new`'s entry on QuickJS (`src/quickjs/string.rs`).
+  #[cfg(feature = "engine_quickjs")]
+  fn v8__String__NewFromUtf8__valid(
+    isolate: *mut RealIsolate,
+    data: *const char,
+    length: usize,
+  ) -> *const String;
+
   fn v8__String__NewFromOneByte(
     isolate: *mut RealIsolate,
     data: *const u8,
@@ -667,6 +675,25 @@ impl String {
     scope: &PinScope<'s, '_, ()>,
     value: &str,
   ) -> Option<Local<'s, String>> {
+    // Switchboard patch: a `&str` is valid UTF-8 by its type, so on QuickJS it
+    // goes to the engine without `v8__String__NewFromUtf8`'s check of every
+    // byte (which arbitrary bytes need).
+    #[cfg(feature = "engine_quickjs")]
+    {
+      if value.is_empty() {
+        return Some(Self::empty(scope));
+      }
+      unsafe {
+        scope.cast_local(|sd| {
+          v8__String__NewFromUtf8__valid(
+            sd.get_isolate_ptr(),
+            value.as_ptr() as *const char,
+            value.len(),
+          )
+        })
+      }
+    }
+    #[cfg(not(feature = "engine_quickjs"))]
     Self::new_from_utf8(scope, value.as_ref(), NewStringType::Normal)
   }
 
