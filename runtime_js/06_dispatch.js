@@ -5,7 +5,11 @@
 "use strict";
 
 ((internals) => {
-  const {
+  // `var`, not `const` or `let`, for what dispatchMessage reads for every message: QuickJS checks
+  // a let or const binding for its temporal dead zone at every read, from a closure too, and the
+  // checks cost 200-400 instructions a message (bench/README.md, thirteenth pass). Only
+  // currentKind, currentData and the handler's three are ever assigned again.
+  var {
     core,
     formatValue,
     describeError,
@@ -34,23 +38,24 @@
   // --------------------------------------------------------- event context
   const METHODS = ["onopen", "onmessage", "onerror", "onclose"];
   const EXPORTS = ["onOpen", "onMessage", "onError", "onClose"];
-  const { OPEN, MESSAGE, ERROR, CLOSE, CLIENT_OPEN: CLIENT_KINDS, UPGRADE, SERVICE, REQUEST } = internals.kinds;
+  var { OPEN, MESSAGE, ERROR, CLOSE, CLIENT_OPEN: CLIENT_KINDS, UPGRADE, SERVICE, REQUEST } = internals.kinds;
   // The event being handled (null outside events): kind and message/error text. Two variables,
   // not an object, so that no object is made per event.
-  let currentKind = null;
-  let currentData = null;
-  let handler = {};
+  var currentKind = null;
+  var currentData = null;
+  // The handler's exports (replaced by setHandler).
+  var handler = {};
   // Whether the handler exports an event function (a name with an underscore, B4X's convention).
   // Without one, no message is a named event, and JSON messages skip the search for "event"
   // (a scan of the whole text that took a fifth of the server's time on 1 KiB JSON echoes).
-  let hasEventExports = false;
+  var hasEventExports = false;
   // Whether the handler's onMessage was, when its code loaded, a data property of its exports
   // (every ES module export; a CommonJS export assigned as usual): reading it twice is then
   // unobservable, and dispatch calls it as a method, `handler.onMessage(a, socket)`, which on
   // QuickJS costs about 480 instructions less per message than `fn.call(handler, a, socket)`
   // (bench/README.md, eleventh pass). An accessor (a getter on CommonJS exports) keeps being
   // read exactly once per message.
-  let onMessageIsData = false;
+  var onMessageIsData = false;
 
   const context = {
     getMessage: () => (currentKind === MESSAGE ? currentData : null),
@@ -331,17 +336,17 @@
   // own: QuickJS interprets every call, and each one less is measurable per message
   // (bench/README.md).
   function dispatchMessage(id, a) {
-    const socket = connections.get(id);
+    var socket = connections.get(id);
     if (socket === undefined || (socket[DELIVERY] & BUSY) !== 0 || (hasEventExports && typeof a === "string" && a.charCodeAt(0) === 123)) {
       return dispatch(MESSAGE, id, a);
     }
-    const fn = handler.onMessage;
+    var fn = handler.onMessage;
     if (typeof fn !== "function") return noOnMessage(socket);
-    const previousKind = currentKind;
-    const previousData = currentData;
+    var previousKind = currentKind;
+    var previousData = currentData;
     currentKind = MESSAGE;
     currentData = a;
-    let result;
+    var result;
     try {
       result = onMessageIsData ? handler.onMessage(a, socket) : fn.call(handler, a, socket);
     } catch (error) {
