@@ -126,6 +126,40 @@ pub(super) struct FrameCodec {
     header: Option<(FrameHeader, u64)>,
 }
 
+/// (Switchboard's patch.) A whole frame header at the start of `bytes`, read from the slice
+/// (`FrameHeader::parse` reads through `io::Read`, about three times the instructions): the
+/// header, the payload's length and the header's size in bytes. `None` for too few bytes or a
+/// reserved opcode: `read_frame` then parses them as the library does, and reports the error.
+fn header_at_start(bytes: &[u8]) -> Option<(FrameHeader, u64, usize)> {
+    use self::coding::{Control, Data, OpCode};
+    let (first, second) = (*bytes.first()?, *bytes.get(1)?);
+    let opcode = OpCode::from(first & 0x0F);
+    if matches!(opcode, OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_))) {
+        return None;
+    }
+    let (length, mut size) = match second & 0x7F {
+        126 => (u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)), 4),
+        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10),
+        short => (u64::from(short), 2),
+    };
+    let mask = if second & 0x80 != 0 {
+        let key: [u8; 4] = bytes.get(size..size + 4)?.try_into().ok()?;
+        size += 4;
+        Some(key)
+    } else {
+        None
+    };
+    let header = FrameHeader {
+        is_final: first & 0x80 != 0,
+        rsv1: first & 0x40 != 0,
+        rsv2: first & 0x20 != 0,
+        rsv3: first & 0x10 != 0,
+        opcode,
+        mask,
+    };
+    Some((header, length, size))
+}
+
 impl FrameCodec {
     /// Create a new frame codec.
     pub(super) fn new(in_buf_len: usize) -> Self {
@@ -178,7 +212,9 @@ impl FrameCodec {
         let max_size = max_size.unwrap_or_else(usize::max_value);
 
         let mut payload = loop {
-            if self.header.is_none() {
+            // (Switchboard's patch.) Nothing buffered: no header to parse (the read after the
+            // last frame of a batch, which finds the socket empty, skipped the parser's setup).
+            if self.header.is_none() && !self.in_buffer.is_empty() {
                 let mut cursor = Cursor::new(&mut self.in_buffer);
                 self.header = FrameHeader::parse(&mut cursor)?;
                 let advanced = cursor.position();
@@ -201,7 +237,7 @@ impl FrameCodec {
                     // the bytes that arrived (see `read_in`) was otherwise reallocated and
                     // copied for every frame that came whole.
                     self.in_buffer.reserve(len.saturating_sub(self.in_buffer.len()));
-                } else if !self.in_buffer.is_empty() {
+                } else {
                     // (Switchboard's patch.) Only for a partial header: with nothing buffered,
                     // `read_in` reads into the thread's buffer instead.
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
@@ -281,10 +317,9 @@ impl FrameCodec {
     /// and copied what had arrived once the header was parsed. A header that asks for more
     /// than `max_size`, or does not parse, is left to `read_frame` to report.
     fn keep_arrived(&mut self, arrived: &[u8], max_size: usize) {
-        let mut cursor = Cursor::new(arrived);
-        if let Ok(Some((header, length))) = FrameHeader::parse(&mut cursor) {
+        if let Some((header, length, header_size)) = header_at_start(arrived) {
             if length <= max_size as u64 {
-                let rest = &arrived[cursor.position() as usize..];
+                let rest = &arrived[header_size..];
                 let mut buffer = BytesMut::with_capacity(rest.len().max(length as usize));
                 buffer.extend_from_slice(rest);
                 self.in_buffer = buffer;
