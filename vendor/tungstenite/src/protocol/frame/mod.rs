@@ -126,40 +126,6 @@ pub(super) struct FrameCodec {
     header: Option<(FrameHeader, u64)>,
 }
 
-/// (Switchboard's patch.) A whole frame header at the start of `bytes`, read from the slice
-/// (`FrameHeader::parse` reads through `io::Read`, about three times the instructions): the
-/// header, the payload's length and the header's size in bytes. `None` for too few bytes or a
-/// reserved opcode: `read_frame` then parses them as the library does, and reports the error.
-fn header_at_start(bytes: &[u8]) -> Option<(FrameHeader, u64, usize)> {
-    use self::coding::{Control, Data, OpCode};
-    let (first, second) = (*bytes.first()?, *bytes.get(1)?);
-    let opcode = OpCode::from(first & 0x0F);
-    if matches!(opcode, OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_))) {
-        return None;
-    }
-    let (length, mut size) = match second & 0x7F {
-        126 => (u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)), 4),
-        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 10),
-        short => (u64::from(short), 2),
-    };
-    let mask = if second & 0x80 != 0 {
-        let key: [u8; 4] = bytes.get(size..size + 4)?.try_into().ok()?;
-        size += 4;
-        Some(key)
-    } else {
-        None
-    };
-    let header = FrameHeader {
-        is_final: first & 0x80 != 0,
-        rsv1: first & 0x40 != 0,
-        rsv2: first & 0x20 != 0,
-        rsv3: first & 0x10 != 0,
-        opcode,
-        mask,
-    };
-    Some((header, length, size))
-}
-
 impl FrameCodec {
     /// Create a new frame codec.
     pub(super) fn new(in_buf_len: usize) -> Self {
@@ -317,9 +283,10 @@ impl FrameCodec {
     /// and copied what had arrived once the header was parsed. A header that asks for more
     /// than `max_size`, or does not parse, is left to `read_frame` to report.
     fn keep_arrived(&mut self, arrived: &[u8], max_size: usize) {
-        if let Some((header, length, header_size)) = header_at_start(arrived) {
+        let mut cursor = Cursor::new(arrived);
+        if let Ok(Some((header, length))) = FrameHeader::parse(&mut cursor) {
             if length <= max_size as u64 {
-                let rest = &arrived[header_size..];
+                let rest = &arrived[cursor.position() as usize..];
                 let mut buffer = BytesMut::with_capacity(rest.len().max(length as usize));
                 buffer.extend_from_slice(rest);
                 self.in_buffer = buffer;
