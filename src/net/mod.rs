@@ -11,6 +11,7 @@
 //! - [`records`]: a connection as listings show it; why a send failed.
 //! - [`connections`]: every open inbound connection, by id, endpoint and topic.
 //! - [`home`]: a handler's thread as the place its connections' sockets are driven.
+//! - [`plain`]: a WebSocket on plain TCP, driven with the stream's own read and write readiness.
 //! - [`movable`]: a TCP stream that moves to a home after its WebSocket has started.
 //! - [`pump`]: one socket's task: frames in as events, the outbox out.
 //! - [`remote`]: other nodes, as the connection registry hands work to them (a broker links
@@ -28,6 +29,7 @@ pub mod direct;
 pub mod home;
 pub mod movable;
 pub mod outbox;
+pub mod plain;
 pub mod pump;
 pub mod records;
 pub mod remote;

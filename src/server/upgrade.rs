@@ -24,6 +24,7 @@ use crate::isolate::{HandlerSlot, InstanceSink};
 use crate::limits::{CompressionMode, Limits};
 use crate::net::compression;
 use crate::net::compression::socket::{CompressionSetup, Side, SocketCompression};
+use crate::net::plain::PlainWebSocket;
 use crate::net::websocket_config;
 use crate::workspace::Endpoint;
 
@@ -153,13 +154,7 @@ pub async fn upgrade(
         // connection held 5.4 KB of task, most of it states it had left; bench: idle memory).
         match adopt_upgraded(upgraded) {
             Ok(UpgradedSocket::Tcp(stream, already_read)) => {
-                let socket = Box::pin(WebSocketStream::from_partially_read(
-                    stream,
-                    already_read,
-                    Role::Server,
-                    config,
-                ))
-                .await;
+                let socket = PlainWebSocket::from_partially_read(stream, already_read, config);
                 Box::pin(serve_connection(socket, accepted)).await
             }
             Ok(UpgradedSocket::Other(upgraded)) => {

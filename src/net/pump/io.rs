@@ -30,6 +30,13 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait TcpUnder {
     /// The TCP stream, if the WebSocket runs on plain TCP.
     fn tcp_under(&mut self) -> Option<&mut TcpStream>;
+
+    /// Whether the socket itself wakes its task for reads apart from writes, so that a read is
+    /// tried only after its read side was woken ([`crate::net::plain::PlainWebSocket`]); the
+    /// pump's [`ReadWake`] does it for the others.
+    fn reads_woken_apart(&self) -> bool {
+        false
+    }
 }
 
 /// A WebSocket a pump can drive and a task can own: what a connection's or a STOMP session's
@@ -54,12 +61,6 @@ impl<S> PumpedSocket for S where
 {
 }
 
-impl TcpUnder for tokio_tungstenite::WebSocketStream<TcpStream> {
-    fn tcp_under(&mut self) -> Option<&mut TcpStream> {
-        Some(self.get_mut())
-    }
-}
-
 impl<S> TcpUnder for tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<S>> {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
         None
@@ -76,11 +77,19 @@ impl<T: TcpUnder + ?Sized> TcpUnder for &mut T {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
         (**self).tcp_under()
     }
+
+    fn reads_woken_apart(&self) -> bool {
+        (**self).reads_woken_apart()
+    }
 }
 
 impl<T: TcpUnder + Unpin> TcpUnder for Pin<&mut T> {
     fn tcp_under(&mut self) -> Option<&mut TcpStream> {
         self.as_mut().get_mut().tcp_under()
+    }
+
+    fn reads_woken_apart(&self) -> bool {
+        self.as_ref().get_ref().reads_woken_apart()
     }
 }
 
@@ -120,15 +129,19 @@ impl ReadWake {
     }
 
     /// Polls the socket for a frame, unless nothing happened on its read side since it last
-    /// said it had none (its waker is then still registered).
+    /// said it had none (its waker is then still registered). A socket that tells its read
+    /// wake-ups apart itself is polled as it is.
     pub(super) fn poll_next<S>(
         &self,
         socket: &mut Pin<&mut S>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, WsError>>>
     where
-        S: Stream<Item = Result<Message, WsError>>,
+        S: Stream<Item = Result<Message, WsError>> + TcpUnder,
     {
+        if socket.reads_woken_apart() {
+            return socket.as_mut().poll_next(cx);
+        }
         if !self.state.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
