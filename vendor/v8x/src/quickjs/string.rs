@@ -753,13 +753,12 @@ pub extern "C" fn v8__String__NewFromUtf8(
     Ok(valid) => std::borrow::Cow::Borrowed(valid),
     Err(_) => std::string::String::from_utf8_lossy(bytes),
   };
-  let v =
-    unsafe { JS_NewStringLen(ctx, utf8.as_ptr() as *const c_char, utf8.len()) };
-  if v.tag == JS_TAG_EXCEPTION {
-    return ptr::null();
-  }
-  let h = intern::<V8String>(v);
-  h
+  // Switchboard patch: valid UTF-8 now, made as `String::new` makes it.
+  v8__String__NewFromUtf8__valid(
+    isolate,
+    utf8.as_ptr() as *const c_char,
+    utf8.len(),
+  )
 }
 
 /// Switchboard patch: `String::new` (rusty_v8's `src/string.rs`), whose `&str`
