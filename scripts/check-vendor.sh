@@ -47,4 +47,5 @@ check v8x 149.4.0-rc.4 3701ffb3692a24808503d17f758b0a3f688d2c451779247982566b594
 check deno_core 0.413.0 7ad7d5294f640fd99db08c455e2453c9860b1fa728b76fbdacf0eed3e308d48a \
   vendor/deno_core-lean-boot.patch
 check tungstenite 0.28.0 8628dcc84e5a09eb3d8423d6cb682965dea9133204e8fb3efee74c2a0c259442 \
-  vendor/tungstenite-compressed-messages.patch vendor/tungstenite-idle-read-buffer.patch
+  vendor/tungstenite-compressed-messages.patch vendor/tungstenite-idle-read-buffer.patch \
+  vendor/tungstenite-pong-waits-in-place.patch

@@ -19,7 +19,17 @@ async fn raw_upgrade(address: &str, endpoint: &str) -> TcpStream {
 
 /// Like [`raw_upgrade`], with `early` bytes written in the same write as the request.
 async fn raw_upgrade_with(address: &str, endpoint: &str, early: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(address).await.unwrap();
+    let stream = TcpStream::connect(address).await.unwrap();
+    handshake(stream, address, endpoint, early).await
+}
+
+/// The upgrade of [`raw_upgrade_with`] on a stream already connected to `address`.
+async fn handshake(
+    mut stream: TcpStream,
+    address: &str,
+    endpoint: &str,
+    early: &[u8],
+) -> TcpStream {
     let request = format!(
         "GET /websockets/v4/service/{endpoint} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -70,7 +80,11 @@ fn frame(opcode: u8, payload: &[u8], rsv: u8, unmasked: bool) -> Vec<u8> {
 }
 
 /// Reads exactly `length` bytes from the server (`what` names them if they do not come).
-async fn read_bytes(stream: &mut TcpStream, length: usize, what: &str) -> Vec<u8> {
+async fn read_bytes(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    length: usize,
+    what: &str,
+) -> Vec<u8> {
     let mut bytes = vec![0u8; length];
     tokio::time::timeout(TIMEOUT, stream.read_exact(&mut bytes))
         .await
@@ -135,6 +149,65 @@ async fn frames_sent_with_the_upgrade_request_are_answered() {
     .concat();
     let echoed = read_bytes(&mut stream, expected.len(), "the echo of the early frames").await;
     assert_eq!(echoed, expected);
+}
+
+#[tokio::test]
+async fn a_pong_held_back_by_a_full_socket_goes_out_once_the_peer_reads() {
+    // A client that sends pings and reads nothing fills the server's socket with pongs until a
+    // write would block; the server keeps reading and keeps only the latest pong waiting (its
+    // memory does not grow with the pings: every pong was buffered before). Once the client
+    // reads again, the server must be woken by the socket taking writes and send that pong:
+    // nothing else arrives to wake it.
+    let ws = echo_workspace();
+    let server = Server::start(ws.path());
+    // A small receive buffer, fixed (loopback's would grow to 32 MB and take every pong).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket
+        .connect(server.address.parse().unwrap())
+        .await
+        .unwrap();
+    let stream = handshake(stream, &server.address, "echo", &[]).await;
+    let (mut reader, mut writer) = stream.into_split();
+    const PINGS: usize = 120_000;
+    let mut pings = Vec::with_capacity(PINGS * 131);
+    for n in 0..PINGS {
+        let mut payload = format!("ping {n:>10}").into_bytes();
+        payload.resize(125, b'.');
+        pings.extend_from_slice(&frame(0x9, &payload, 0, false));
+    }
+    let mut last = b"the last ping".to_vec();
+    last.resize(125, b'!');
+    pings.extend_from_slice(&frame(0x9, &last, 0, false));
+    // About 16 MB of pings, 15 MB of pongs: more than the two sockets' buffers hold (the
+    // server's send buffer grows to 4 MB at most).
+    tokio::time::timeout(TIMEOUT, writer.write_all(&pings))
+        .await
+        .expect("the server stopped reading pings")
+        .unwrap();
+    let mut pongs = 0usize;
+    loop {
+        let header = read_bytes(&mut reader, 2, "a pong").await;
+        assert_eq!(header[0], 0x8a, "a pong frame");
+        let payload =
+            read_bytes(&mut reader, (header[1] & 0x7f) as usize, "a pong's payload").await;
+        pongs += 1;
+        if payload == last {
+            break;
+        }
+    }
+    assert!(
+        pongs < PINGS + 1,
+        "every one of the {pongs} pongs was sent: the server buffered them all while the client did not read"
+    );
+    // The connection still serves messages.
+    writer
+        .write_all(&frame(0x1, b"still here", 0, false))
+        .await
+        .unwrap();
+    let echo = read_bytes(&mut reader, 12, "the echo").await;
+    assert_eq!(&echo[..2], &[0x81, 10]);
+    assert_eq!(&echo[2..], b"still here");
 }
 
 #[tokio::test]

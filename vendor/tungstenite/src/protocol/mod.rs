@@ -548,6 +548,13 @@ impl WebSocketContext {
     {
         self._write(stream, None)?;
         self.frame.write_out_buffer(stream)?;
+        // (Switchboard's patch.) A pong held back while earlier frames waited (see `_write`)
+        // goes now that they are written; without this the flush said it was done with the
+        // pong still waiting, and nothing would send it until the next read.
+        if self.additional_send.is_some() {
+            self._write(stream, None)?;
+            self.frame.write_out_buffer(stream)?;
+        }
         stream.flush()?;
         self.unflushed_additional = false;
         Ok(())
@@ -569,7 +576,16 @@ impl WebSocketContext {
         // Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
         // response, unless it already received a Close frame. It SHOULD
         // respond with Pong frame as soon as is practical. (RFC 6455)
-        let should_flush = if let Some(msg) = self.additional_send.take() {
+        let should_flush = if self.frame.has_unwritten()
+            && self.additional_send.as_ref().is_some_and(|frame| {
+                frame.header().opcode == OpCode::Control(OpCtl::Pong)
+            }) {
+            // (Switchboard's patch.) Frames already wait for the peer to read: the pong waits
+            // in its place (the next ping's pong replaces it) until they are written. Buffered
+            // at once, every pong of a peer that sends pings and reads nothing was kept (a
+            // gigabyte of pings, a gigabyte held); a close frame is still buffered at once.
+            true
+        } else if let Some(msg) = self.additional_send.take() {
             trace!("Sending pong/close");
             match self.buffer_frame(stream, msg) {
                 Err(Error::WriteBufferFull(msg)) => {

@@ -156,6 +156,11 @@ impl FrameCodec {
         }
     }
 
+    /// (Switchboard's patch.) Whether frames wait in the write buffer for the stream to take them.
+    pub(super) fn has_unwritten(&self) -> bool {
+        !self.out_buffer.is_empty()
+    }
+
     /// Sets a maximum size for the out buffer.
     pub(super) fn set_max_out_buffer_len(&mut self, max: usize) {
         self.max_out_buffer_len = max;
