@@ -103,13 +103,8 @@ impl PlainWebSocket {
         }
     }
 
-    /// Waits until the stream can take writes again; false when it already can (try again now).
-    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.get_ref().stream.poll_write_ready(cx)
-    }
-
-    /// Drives a flush (or, with `close`, the queueing of a close frame and its flush) until it
-    /// is done or the stream stops taking writes.
+    /// Drives a flush until it is done, or until the stream stops taking writes (then the task
+    /// is woken when it takes them again).
     fn poll_write_side(
         &mut self,
         cx: &mut Context<'_>,
@@ -117,12 +112,14 @@ impl PlainWebSocket {
     ) -> Poll<Result<(), WsError>> {
         loop {
             match step(&mut self.socket) {
-                Err(error) if would_block(&error) => match self.poll_writable(cx) {
-                    // Writable again since the write that blocked: try at once.
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(WsError::Io(error))),
-                    Poll::Pending => return Poll::Pending,
-                },
+                Err(error) if would_block(&error) => {
+                    match self.socket.get_ref().stream.poll_write_ready(cx) {
+                        // Writable again since the write that blocked: try at once.
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(WsError::Io(error))),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 other => return Poll::Ready(other),
             }
         }
@@ -162,25 +159,19 @@ impl Stream for PlainWebSocket {
             let tcp = this.socket.get_ref();
             // Nothing to read: wait for data, and also for room to write if the library has a
             // pong or close frame it could not write (it flushes them at the next read).
-            match tcp.stream.poll_read_ready(cx) {
+            let mut ready = tcp.stream.poll_read_ready(cx);
+            if ready.is_pending() && tcp.write_blocked {
+                ready = tcp.stream.poll_write_ready(cx);
+            }
+            match ready {
+                // Ready again since the read or write that blocked: try at once.
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(error)) => {
                     this.ended = true;
                     return Poll::Ready(Some(Err(WsError::Io(error))));
                 }
-                Poll::Pending => {}
+                Poll::Pending => return Poll::Pending,
             }
-            if tcp.write_blocked {
-                match tcp.stream.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(error)) => {
-                        this.ended = true;
-                        return Poll::Ready(Some(Err(WsError::Io(error))));
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            return Poll::Pending;
         }
     }
 }

@@ -261,7 +261,10 @@ async fn off_loopback_the_console_needs_a_token_and_no_console_turns_it_off() {
     let (status, body) = get_with(&open.address, "/", "").await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("the console is off"), "{body}");
-    assert!(open.stdout.text().contains("the console is off"));
+    // Awaited: the log line may be read after the request was answered.
+    open.stdout.wait_for("the console-off notice", |line| {
+        line.contains("the console is off")
+    });
     let mut client = connect(&format!("ws://{}/websockets/v4/service/talk", open.address)).await;
     assert_eq!(ask(&mut client, "x").await, "reply to x");
 
