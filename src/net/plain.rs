@@ -105,13 +105,9 @@ impl PlainWebSocket {
 
     /// Drives a flush until it is done, or until the stream stops taking writes (then the task
     /// is woken when it takes them again).
-    fn poll_write_side(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut step: impl FnMut(&mut WebSocket<NonBlockingTcp>) -> Result<(), WsError>,
-    ) -> Poll<Result<(), WsError>> {
+    fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         loop {
-            match step(&mut self.socket) {
+            match self.socket.flush() {
                 Err(error) if would_block(&error) => {
                     match self.socket.get_ref().stream.poll_write_ready(cx) {
                         // Writable again since the write that blocked: try at once.
@@ -185,7 +181,7 @@ impl Sink<Message> for PlainWebSocket {
             return Poll::Ready(Ok(()));
         }
         // Blocked: flush what is queued before taking more.
-        let flushed = std::task::ready!(this.poll_write_side(cx, |socket| socket.flush()));
+        let flushed = std::task::ready!(this.poll_flushed(cx));
         this.ready = true;
         Poll::Ready(flushed)
     }
@@ -211,7 +207,7 @@ impl Sink<Message> for PlainWebSocket {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         let this = self.get_mut();
-        let flushed = std::task::ready!(this.poll_write_side(cx, |socket| socket.flush()));
+        let flushed = std::task::ready!(this.poll_flushed(cx));
         this.ready = true;
         Poll::Ready(match flushed {
             // The close handshake has just completed: the flush did all it had to.
@@ -232,7 +228,7 @@ impl Sink<Message> for PlainWebSocket {
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
-        let flushed = std::task::ready!(this.poll_write_side(cx, |socket| socket.flush()));
+        let flushed = std::task::ready!(this.poll_flushed(cx));
         Poll::Ready(match flushed {
             Err(WsError::ConnectionClosed) => Ok(()),
             other => other,

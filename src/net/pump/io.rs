@@ -33,7 +33,7 @@ pub trait TcpUnder {
 
     /// Whether the socket itself wakes its task for reads apart from writes, so that a read is
     /// tried only after its read side was woken ([`crate::net::plain::PlainWebSocket`]); the
-    /// pump's [`ReadWake`] does it for the others.
+    /// pump makes a [`ReadWake`] only for the others.
     fn reads_woken_apart(&self) -> bool {
         false
     }
@@ -129,19 +129,15 @@ impl ReadWake {
     }
 
     /// Polls the socket for a frame, unless nothing happened on its read side since it last
-    /// said it had none (its waker is then still registered). A socket that tells its read
-    /// wake-ups apart itself is polled as it is.
+    /// said it had none (its waker is then still registered).
     pub(super) fn poll_next<S>(
         &self,
         socket: &mut Pin<&mut S>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, WsError>>>
     where
-        S: Stream<Item = Result<Message, WsError>> + TcpUnder,
+        S: Stream<Item = Result<Message, WsError>>,
     {
-        if socket.reads_woken_apart() {
-            return socket.as_mut().poll_next(cx);
-        }
         if !self.state.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }

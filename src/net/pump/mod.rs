@@ -104,7 +104,8 @@ where
         });
         // Set once our close frame is out: the peer's answer is awaited until then.
         let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let read_wake = ReadWake::new();
+        // Only for sockets that do not tell read wake-ups from write ones themselves.
+        let read_wake = (!socket.reads_woken_apart()).then(ReadWake::new);
         let direct = socket.tcp_under().map(|tcp| {
             outbox.direct_writes(
                 std::os::fd::AsRawFd::as_raw_fd(tcp),
@@ -139,7 +140,10 @@ where
                         }
                         Next::Boxed(Box::pin(state.write(&mut socket, taken, &mut close_deadline)))
                     }
-                    frame = poll_fn(|cx| read_wake.poll_next(&mut socket, cx)), if state.phase.reading() => {
+                    frame = poll_fn(|cx| match &read_wake {
+                        Some(read_wake) => read_wake.poll_next(&mut socket, cx),
+                        None => socket.as_mut().poll_next(cx),
+                    }), if state.phase.reading() => {
                         match state.read(frame, &on_closing) {
                             Read::Event(event) if state.handler_alive => {
                                 let handler = state.handler;
